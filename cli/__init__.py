@@ -1,0 +1,1 @@
+"""The ``accel`` command line (typer). Commands only parse and call library functions."""

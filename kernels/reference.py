@@ -1,0 +1,70 @@
+"""Plain PyTorch references for the cached-feature-prediction ops (fp32 accumulation).
+
+The cache keeps, per hidden-state tensor of shape ``S = (B, ...)``, a stacked buffer ``factors`` of shape
+``(K+1, *S)`` holding the finite-difference "derivatives" ``D_0..D_K`` of TaylorSeer (Liu et al., 2025,
+"From Reusing to Forecasting: Accelerating Diffusion Models with TaylorSeers"), of which the first
+``n_valid`` are valid. These functions are the ground truth for the Triton kernels in ``triton_ops.py``
+and the backend used on the CPU; they take already-validated arguments (see ``accel.kernels``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["taylor_forecast", "taylor_update", "forecast_error", "taylor_coefficients"]
+
+
+def taylor_coefficients(offset: float, n_valid: int) -> list[float]:
+    """``[offset**i / i! for i < n_valid]``, computed by the recurrence ``c_i = c_{i-1} * offset / i``."""
+    coefs = [1.0]
+    for i in range(1, n_valid):
+        coefs.append(coefs[-1] * offset / i)
+    return coefs
+
+
+def _forecast_fp32(factors: torch.Tensor, offset: float, n_valid: int) -> torch.Tensor:
+    """``sum_{i<n_valid} D_i * offset**i / i!`` as a new float32 tensor of shape ``factors.shape[1:]``."""
+    coefs = taylor_coefficients(offset, n_valid)
+    acc = factors[0].to(torch.float32, copy=True)
+    for i in range(1, n_valid):
+        acc.add_(factors[i], alpha=coefs[i])  # mixed-dtype in-place add accumulates in float32
+    return acc
+
+
+def taylor_forecast(factors: torch.Tensor, offset: float, n_valid: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Taylor forecast ``F^ = sum_{i<n_valid} D_i offset^i / i!``: (K+1, *S) -> S, in ``out.dtype`` or ``factors.dtype``."""
+    acc = _forecast_fp32(factors, offset, n_valid)
+    if out is None:
+        return acc.to(factors.dtype)
+    return out.copy_(acc)
+
+
+def taylor_update(factors: torch.Tensor, new: torch.Tensor, delta: float, n_valid: int) -> int:
+    """Rebuild the finite differences in place from a freshly computed value ``new`` (shape S); returns the new n_valid.
+
+    ``carry_0 = new``; for ``i < new_n``: ``D_i <- carry_i`` and ``carry_{i+1} = (carry_i - D_i_old) / delta``,
+    with ``new_n = min(n_valid + 1, K + 1)``. The carries stay in float32 (they are not re-read from the
+    possibly lower-precision buffer), which is what the fused kernel does too.
+    """
+    new_n = min(n_valid + 1, factors.shape[0])
+    carry = new.to(torch.float32, copy=True)
+    for i in range(new_n):
+        nxt = carry.sub(factors[i]).div_(delta) if i + 1 < new_n else None  # needs D_i_old: read before overwrite
+        factors[i].copy_(carry)
+        if nxt is not None:
+            carry = nxt
+    return new_n
+
+
+def forecast_error(factors: torch.Tensor, offset: float, n_valid: int, actual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample L1 sums ``(sum |F^ - actual|, sum |actual|)`` over all non-batch dims, each float32 of shape (B,).
+
+    The forecast is compared in float32 (it is not rounded to ``factors.dtype`` first). The reference
+    materialises ``F^``; the fused kernel does not.
+    """
+    batch = actual.shape[0]
+    fhat = _forecast_fp32(factors, offset, n_valid)
+    a = actual.to(torch.float32)
+    err = fhat.sub_(a).abs_().reshape(batch, -1).sum(dim=1)
+    ref = a.abs().reshape(batch, -1).sum(dim=1)
+    return err, ref

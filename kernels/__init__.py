@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from accel.kernels import reference
-from accel.kernels.dispatch import backend, check_factors, check_like, check_scalar, triton_ops
+from accel.kernels.dispatch import backend, check_factors, check_like, check_scalar, load_triton
 
 __all__ = ["taylor_forecast", "taylor_update", "forecast_error", "new_factors", "backend"]
 
@@ -41,7 +41,7 @@ def taylor_forecast(factors: torch.Tensor, offset: float, n_valid: int, out: tor
     factors = check_factors(factors, n_valid)
     offset = check_scalar("offset", offset)
     tensors = (factors,) if out is None else (factors, check_like("out", out, factors))
-    if backend(*tensors) == "triton" and (ops := triton_ops()) is not None:
+    if backend(*tensors) == "triton" and (ops := load_triton()) is not None:
         return ops.taylor_forecast(factors, offset, n_valid, out)
     return reference.taylor_forecast(factors, offset, n_valid, out)
 
@@ -63,7 +63,7 @@ def taylor_update(factors: torch.Tensor, new: torch.Tensor, delta: float, n_vali
     factors = check_factors(factors, n_valid, allow_empty=True)
     new = check_like("new", new, factors)
     delta = check_scalar("delta", delta, nonzero=n_valid > 0 and factors.shape[0] > 1)
-    if backend(factors, new) == "triton" and (ops := triton_ops()) is not None:
+    if backend(factors, new) == "triton" and (ops := load_triton()) is not None:
         return ops.taylor_update(factors, new, delta, n_valid)
     return reference.taylor_update(factors, new, delta, n_valid)
 
@@ -83,6 +83,6 @@ def forecast_error(factors: torch.Tensor, offset: float, n_valid: int, actual: t
     factors = check_factors(factors, n_valid)
     offset = check_scalar("offset", offset)
     actual = check_like("actual", actual, factors)
-    if backend(factors, actual) == "triton" and (ops := triton_ops()) is not None:
+    if backend(factors, actual) == "triton" and (ops := load_triton()) is not None:
         return ops.forecast_error(factors, offset, n_valid, actual)
     return reference.forecast_error(factors, offset, n_valid, actual)

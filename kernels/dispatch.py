@@ -10,6 +10,7 @@ Triton op actually runs, never by ``import accel``.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import math
 import os
@@ -40,7 +41,10 @@ def mode() -> str:
 @functools.lru_cache(maxsize=None)
 def triton_installed() -> bool:
     """True when the ``triton`` package can be found (it is not imported here)."""
-    return importlib.util.find_spec("triton") is not None
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["triton"] = None: treated as not installed
+        return False
 
 
 def interpreting() -> bool:
@@ -90,10 +94,10 @@ def _warn_once(msg: str) -> None:
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-def triton_ops():
+def load_triton():
     """The Triton module (imported here, lazily); None, with one warning, when triton is installed but fails to import."""
     try:
-        from accel.kernels import triton_ops as ops
+        ops = importlib.import_module("accel.kernels.triton_ops")
     except ImportError as exc:  # a broken triton install: fall back to the reference in auto mode
         if mode() == "triton":
             raise AccelError(f"{ENV_VAR}=triton but importing triton failed ({exc}); reinstall with `pip install accel-diffusion[gpu]`") from exc

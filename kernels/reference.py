@@ -1,4 +1,4 @@
-"""Plain PyTorch references for the cached-feature-prediction ops (fp32 accumulation).
+"""Plain PyTorch references for the cached-feature-prediction ops (fp32 accumulation, fp64 for fp64 inputs).
 
 The cache keeps, per hidden-state tensor of shape ``S = (B, ...)``, a stacked buffer ``factors`` of shape
 ``(K+1, *S)`` holding the finite-difference "derivatives" ``D_0..D_K`` of TaylorSeer (Liu et al., 2025,
@@ -22,10 +22,15 @@ def taylor_coefficients(offset: float, n_valid: int) -> list[float]:
     return coefs
 
 
-def _forecast_fp32(factors: torch.Tensor, offset: float, n_valid: int) -> torch.Tensor:
-    """``sum_{i<n_valid} D_i * offset**i / i!`` as a new float32 tensor of shape ``factors.shape[1:]``."""
+def _acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float32, or float64 when an input is float64 (the reference also serves float64 callers)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _forecast_acc(factors: torch.Tensor, offset: float, n_valid: int, dtype: torch.dtype) -> torch.Tensor:
+    """``sum_{i<n_valid} D_i * offset**i / i!`` as a new ``dtype`` tensor of shape ``factors.shape[1:]``."""
     coefs = taylor_coefficients(offset, n_valid)
-    acc = factors[0].to(torch.float32, copy=True)
+    acc = factors[0].to(dtype, copy=True)
     for i in range(1, n_valid):
         acc.add_(factors[i], alpha=coefs[i])  # mixed-dtype in-place add accumulates in float32
     return acc
@@ -33,7 +38,7 @@ def _forecast_fp32(factors: torch.Tensor, offset: float, n_valid: int) -> torch.
 
 def taylor_forecast(factors: torch.Tensor, offset: float, n_valid: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Taylor forecast ``F^ = sum_{i<n_valid} D_i offset^i / i!``: (K+1, *S) -> S, in ``out.dtype`` or ``factors.dtype``."""
-    acc = _forecast_fp32(factors, offset, n_valid)
+    acc = _forecast_acc(factors, offset, n_valid, _acc_dtype(factors))
     if out is None:
         return acc.to(factors.dtype)
     return out.copy_(acc)
@@ -43,11 +48,11 @@ def taylor_update(factors: torch.Tensor, new: torch.Tensor, delta: float, n_vali
     """Rebuild the finite differences in place from a freshly computed value ``new`` (shape S); returns the new n_valid.
 
     ``carry_0 = new``; for ``i < new_n``: ``D_i <- carry_i`` and ``carry_{i+1} = (carry_i - D_i_old) / delta``,
-    with ``new_n = min(n_valid + 1, K + 1)``. The carries stay in float32 (they are not re-read from the
-    possibly lower-precision buffer), which is what the fused kernel does too.
+    with ``new_n = min(n_valid + 1, K + 1)``. The carries stay in float32 (float64 for float64 inputs; they
+    are not re-read from the possibly lower-precision buffer), which is what the fused kernel does too.
     """
     new_n = min(n_valid + 1, factors.shape[0])
-    carry = new.to(torch.float32, copy=True)
+    carry = new.to(_acc_dtype(factors, new), copy=True)
     for i in range(new_n):
         nxt = carry.sub(factors[i]).div_(delta) if i + 1 < new_n else None  # needs D_i_old: read before overwrite
         factors[i].copy_(carry)
@@ -59,12 +64,13 @@ def taylor_update(factors: torch.Tensor, new: torch.Tensor, delta: float, n_vali
 def forecast_error(factors: torch.Tensor, offset: float, n_valid: int, actual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample L1 sums ``(sum |F^ - actual|, sum |actual|)`` over all non-batch dims, each float32 of shape (B,).
 
-    The forecast is compared in float32 (it is not rounded to ``factors.dtype`` first). The reference
+    The forecast is compared in float32 (float64 for float64 inputs; it is not rounded to ``factors.dtype``). The reference
     materialises ``F^``; the fused kernel does not.
     """
     batch = actual.shape[0]
-    fhat = _forecast_fp32(factors, offset, n_valid)
-    a = actual.to(torch.float32)
+    dtype = _acc_dtype(factors, actual)
+    fhat = _forecast_acc(factors, offset, n_valid, dtype)
+    a = actual.to(dtype)
     err = fhat.sub_(a).abs_().reshape(batch, -1).sum(dim=1)
     ref = a.abs().reshape(batch, -1).sum(dim=1)
-    return err, ref
+    return err.float(), ref.float()

@@ -61,7 +61,7 @@ def build_pipeline(transformer: torch.nn.Module | None = None):
 
     from ..pipelines import ClassConditionalPipeline
 
-    transformer = transformer if transformer is not None else build_transformer()
+    transformer = (transformer if transformer is not None else build_transformer()).eval()
     return ClassConditionalPipeline(transformer=transformer, scheduler=DDIMScheduler(**SCHEDULER_CONFIG))
 
 
@@ -98,6 +98,7 @@ def train(
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         optimizer_from_tensors(opt, tensors, meta["optim"])
         gen.set_state(tensors["rng.gen"])
+        torch.set_rng_state(tensors["rng.torch"])  # diffusers' label embedding drops labels with the global RNG
         start = int(meta["step"])
 
     def lr_at(step: int) -> float:
@@ -135,7 +136,7 @@ def train(
             ot, om = optimizer_to_tensors(opt)
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
             tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-            tensors |= ot | {"rng.gen": gen.get_state()}
+            tensors |= ot | {"rng.gen": gen.get_state(), "rng.torch": torch.get_rng_state()}
             save_checkpoint(ckpt_path, tensors, {"step": step + 1, "optim": om, "train_config": asdict(cfg), "loss_ema": loss_ema})
 
     pipe = build_pipeline(ema)

@@ -1,0 +1,128 @@
+"""Public CG-Taylor API: ``enable``, ``disable``, ``cached``, ``stats``, ``reset``."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any, Iterator
+
+import torch
+from diffusers.hooks.hooks import HookRegistry
+
+from ..utils import AccelError
+from .blocks import find_blocks, find_denoiser
+from .config import CGTaylorConfig
+from .hooks import CONTROLLER_HOOK, GATE_HOOK, LAST_HOOK, SKIP_HOOK, ControllerHook, GateHook, LastHook, SkipHook
+from .state import CacheStats, ContextStates
+
+_PRISTINE = "_accel_pristine"  # per-module record of what enable() added, so that disable() removes exactly that
+
+
+def _controller(model: torch.nn.Module) -> ControllerHook | None:
+    reg = getattr(model, "_diffusers_hook", None)
+    hook = reg.get_hook(CONTROLLER_HOOK) if reg is not None else None
+    return hook if isinstance(hook, ControllerHook) else None
+
+
+def _attach(module: torch.nn.Module, hook: Any, name: str) -> None:
+    setattr(module, _PRISTINE, ("_diffusers_hook" not in module.__dict__, "forward" not in module.__dict__))
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+
+def _detach(module: torch.nn.Module, name: str) -> None:
+    reg = module.__dict__.get("_diffusers_hook")
+    if reg is not None:
+        reg.remove_hook(name, recurse=False)
+    no_registry_before, no_forward_before = module.__dict__.pop(_PRISTINE, (False, False))
+    if reg is not None and not reg.hooks and no_registry_before:
+        del module._diffusers_hook
+    fwd = module.__dict__.get("forward")
+    if no_forward_before and fwd is not None and getattr(fwd, "__func__", None) is type(module).forward:
+        del module.forward  # back to the class's forward: the module is as it was before enable()
+
+
+def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = None) -> CGTaylorConfig:
+    """Enable CG-Taylor caching on a diffusers pipeline, transformer or U-Net (in place, exactly undoable).
+
+    Args:
+        obj: a pipeline (its ``transformer`` / ``unet`` is hooked) or the denoiser module itself.
+        config: the caching settings; ``CGTaylorConfig()`` if omitted.
+        scheduler: the scheduler driving the denoiser, to know the last step (taken from a pipeline).
+    Returns:
+        The active config. Enabling again with the same config is a no-op; with another config it is refused.
+    """
+    config = config if config is not None else CGTaylorConfig()
+    if not isinstance(config, CGTaylorConfig):
+        raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
+    model = find_denoiser(obj)
+    existing = _controller(model)
+    if existing is not None:
+        if existing.config == config:
+            return config
+        raise AccelError("CG-Taylor is already enabled on this model with another config; call accel.disable(...) first")
+    if getattr(model, "is_cache_enabled", False):
+        raise AccelError(f"another diffusers cache is enabled on {type(model).__name__}; call its disable_cache() first")
+    blocks = find_blocks(model)
+    scheduler = scheduler if scheduler is not None else getattr(obj, "scheduler", None)
+    states = ContextStates()
+    try:
+        params = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        params = []
+    controller = ControllerHook(states, config, blocks, params, scheduler)
+    _attach(model, controller, CONTROLLER_HOOK)
+    _attach(blocks[0].module, GateHook(states, config, blocks[0]), GATE_HOOK)
+    for spec in blocks[1:-1]:
+        _attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
+    _attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)
+    model._diffusers_hook.invalidate_child_registries_cache()
+    return config
+
+
+def disable(obj: Any) -> bool:
+    """Remove CG-Taylor from a pipeline or model; afterwards it computes exactly as if never touched.
+
+    Returns True if caching was enabled, False if there was nothing to remove.
+    """
+    model = find_denoiser(obj)
+    controller = _controller(model)
+    if controller is None:
+        return False
+    blocks = controller.blocks
+    _detach(blocks[0].module, GATE_HOOK)
+    for spec in blocks[1:-1]:
+        _detach(spec.module, SKIP_HOOK)
+    _detach(blocks[-1].module, LAST_HOOK)
+    reg = model._diffusers_hook
+    reg.invalidate_child_registries_cache()
+    _detach(model, CONTROLLER_HOOK)
+    return True
+
+
+def is_enabled(obj: Any) -> bool:
+    return _controller(find_denoiser(obj)) is not None
+
+
+def stats(obj: Any) -> CacheStats:
+    """Per-step decisions and gate errors of the last sampling run, per context."""
+    controller = _controller(find_denoiser(obj))
+    if controller is None:
+        raise AccelError("CG-Taylor is not enabled on this model; call accel.enable(pipe) first")
+    return controller.stats()
+
+
+def reset(obj: Any) -> None:
+    """Forget all cached factors (the next call starts a new trajectory)."""
+    controller = _controller(find_denoiser(obj))
+    if controller is not None:
+        controller.reset_state(find_denoiser(obj))
+
+
+@contextlib.contextmanager
+def cached(obj: Any, config: CGTaylorConfig | None = None, **kw: Any) -> Iterator[CGTaylorConfig]:
+    """``with accel.cached(pipe, CGTaylorConfig(threshold=0.05)): pipe(...)`` — enabled inside, removed after."""
+    cfg = enable(obj, config, **kw)
+    try:
+        yield cfg
+    finally:
+        disable(obj)

@@ -1,0 +1,167 @@
+"""Find the blocks of a diffusers denoiser and how to read and fake their outputs.
+
+A registry maps block classes to which output is the hidden states and which the encoder (text) states;
+blocks of unknown classes inside the usual ModuleLists are read at run time. U-Nets are handled as an
+ordered list ``down_blocks + [mid_block] + up_blocks``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..utils import AccelError
+
+# ModuleList attribute names that hold transformer blocks, in diffusers' models (execution order follows
+# the order in which a model defines them, e.g. FLUX: transformer_blocks then single_transformer_blocks).
+BLOCK_LIST_NAMES = ("transformer_blocks", "single_transformer_blocks", "blocks", "layers", "double_blocks", "single_blocks")
+
+# (hidden index, encoder index) of a block's tuple output; (None, None) for a block returning one tensor.
+_BLOCK_OUTPUTS: dict[str, tuple[int | None, int | None]] = {
+    "BasicTransformerBlock": (None, None),
+    "SanaTransformerBlock": (None, None),
+    "WanTransformerBlock": (None, None),
+    "LTXVideoTransformerBlock": (None, None),
+    "CogVideoXBlock": (0, 1),
+    "CogView4TransformerBlock": (0, 1),
+    "FluxTransformerBlock": (1, 0),
+    "FluxSingleTransformerBlock": (1, 0),
+    "JointTransformerBlock": (1, 0),
+    "QwenImageTransformerBlock": (1, 0),
+    "HunyuanVideoTransformerBlock": (0, 1),
+    "HunyuanVideoSingleTransformerBlock": (0, 1),
+    "MochiTransformerBlock": (0, 1),
+}
+
+# Model classes tested end to end through their diffusers pipelines (tests/test_cache_models.py).
+TESTED_MODELS = (
+    "DiTTransformer2DModel", "PixArtTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel",
+    "SanaTransformer2DModel", "WanTransformer3DModel", "CogVideoXTransformer3DModel",
+    "HunyuanVideoTransformer3DModel", "LTXVideoTransformer3DModel", "QwenImageTransformer2DModel",
+    "AuraFlowTransformer2DModel", "LuminaNextDiT2DModel", "UNet2DConditionModel", "UNet2DModel",
+)
+
+UNET_CLASSES = ("UNet2DConditionModel", "UNet2DModel", "UNet3DConditionModel", "UNetSpatioTemporalConditionModel")
+
+
+@dataclass
+class BlockSpec:
+    """How one block's inputs and outputs look.
+
+    kind: "transformer" (hidden [+ encoder] states in and out), "unet_down" (returns (hidden, residuals)),
+    "unet_plain" (returns a hidden tensor).
+    """
+
+    name: str
+    module: torch.nn.Module
+    kind: str
+    hidden_index: int | None = None
+    encoder_index: int | None = None
+    tuple_len: int | None = None
+    known: bool = True
+    params: list[str] = field(default_factory=list)
+
+    def arg(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The value of a forward argument given by name, positionally or by keyword."""
+        if name in kwargs:
+            return kwargs[name]
+        if name in self.params:
+            i = self.params.index(name)
+            if i < len(args):
+                return args[i]
+        return None
+
+    def hidden_in(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        h = self.arg("hidden_states", args, kwargs)
+        return h if h is not None else args[0]
+
+    def learn(self, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        """Read an unknown block's output layout from a real call: the hidden output matches the hidden input."""
+        if self.kind != "transformer" or self.known:
+            if isinstance(output, tuple):
+                self.tuple_len = len(output)
+                if self.encoder_index is not None and output[self.encoder_index] is None:
+                    self.encoder_index = None  # e.g. SD3's last block (context_pre_only) returns (None, hidden)
+            return
+        if isinstance(output, torch.Tensor):
+            self.hidden_index = None
+        else:
+            h = self.hidden_in(args, kwargs)
+            shapes = [getattr(o, "shape", None) for o in output]
+            if h.shape not in shapes:
+                raise AccelError(f"cannot tell which output of block {self.name} ({type(self.module).__name__}) is the hidden states")
+            self.hidden_index = shapes.index(h.shape)
+            enc = [i for i, o in enumerate(output) if i != self.hidden_index and isinstance(o, torch.Tensor)]
+            self.encoder_index = enc[0] if enc else None
+            self.tuple_len = len(output)
+        self.known = True
+
+    def hidden_out(self, output: Any) -> torch.Tensor:
+        if self.kind == "unet_down":
+            return output[0]
+        if isinstance(output, torch.Tensor):
+            return output
+        return output[self.hidden_index if self.hidden_index is not None else 0]
+
+    def passthrough(self, args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor | None = None) -> Any:
+        """What a skipped block returns: its inputs unchanged (``hidden`` replaces the hidden states if given)."""
+        h = hidden if hidden is not None else self.hidden_in(args, kwargs)
+        if self.kind == "unet_down":
+            n = len(self.module.resnets) + (1 if getattr(self.module, "downsamplers", None) else 0)
+            return h, tuple(h for _ in range(n))
+        if self.kind == "unet_plain" or self.hidden_index is None or self.tuple_len is None:
+            return h
+        out: list[Any] = [None] * self.tuple_len
+        out[self.hidden_index] = h
+        if self.encoder_index is not None:
+            out[self.encoder_index] = self.arg("encoder_hidden_states", args, kwargs)
+        return tuple(out)
+
+
+def _params(module: torch.nn.Module) -> list[str]:
+    try:
+        return list(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _transformer_spec(name: str, block: torch.nn.Module) -> BlockSpec:
+    cls = type(block).__name__
+    known = cls in _BLOCK_OUTPUTS
+    h, e = _BLOCK_OUTPUTS.get(cls, (None, None))
+    return BlockSpec(name, block, "transformer", h, e, 2 if h is not None else None, known, _params(block))
+
+
+def find_blocks(model: torch.nn.Module) -> list[BlockSpec]:
+    """The denoiser's blocks in execution order; raises AccelError for a model with no recognisable blocks."""
+    cls = type(model).__name__
+    if cls in UNET_CLASSES or (hasattr(model, "down_blocks") and hasattr(model, "up_blocks")):
+        specs = [BlockSpec(f"down_blocks.{i}", b, "unet_down", params=_params(b)) for i, b in enumerate(model.down_blocks)]
+        if getattr(model, "mid_block", None) is not None:
+            specs.append(BlockSpec("mid_block", model.mid_block, "unet_plain", params=_params(model.mid_block)))
+        specs += [BlockSpec(f"up_blocks.{i}", b, "unet_plain", params=_params(b)) for i, b in enumerate(model.up_blocks)]
+    else:
+        specs = []
+        for list_name, child in model.named_children():
+            if list_name in BLOCK_LIST_NAMES and isinstance(child, torch.nn.ModuleList):
+                specs += [_transformer_spec(f"{list_name}.{i}", b) for i, b in enumerate(child)]
+    if len(specs) < 2:
+        raise AccelError(
+            f"cannot cache {cls}: no transformer blocks found in ModuleLists named {', '.join(BLOCK_LIST_NAMES)}, "
+            f"and it is not a U-Net. Supported and tested: {', '.join(TESTED_MODELS)}"
+        )
+    return specs
+
+
+def find_denoiser(obj: Any) -> torch.nn.Module:
+    """The denoiser of a pipeline (``transformer``, ``unet`` or ``prior``), or the module itself."""
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    for attr in ("transformer", "unet", "prior"):
+        m = getattr(obj, attr, None)
+        if isinstance(m, torch.nn.Module):
+            return m
+    raise AccelError(f"{type(obj).__name__} has no transformer or unet to cache; pass a diffusers pipeline or the denoiser module")

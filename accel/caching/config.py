@@ -1,0 +1,75 @@
+"""Configuration of confidence-gated Taylor caching (CG-Taylor, Guan et al. 2025, arXiv 2508.02240)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..utils import AccelError
+
+METRICS = ("rel_l1",)
+BATCH_POLICIES = ("any", "mean")
+
+
+@dataclass(frozen=True)
+class CGTaylorConfig:
+    """How CG-Taylor decides when to skip blocks 1..L-1 and forecast the last block's output instead.
+
+    Attributes:
+        threshold: gate threshold tau on the block-0 forecast error (default 0.03). A step is forecast when
+            the error is below it. 0 never forecasts (exactly the uncached output); larger values skip more
+            steps: faster, lower fidelity. Model-specific: use ``accel calibrate`` (the paper: DiT 0.008-0.014,
+            FLUX 0.03, HunyuanVideo 0.08, Wan 0.18-0.36).
+        block0_order: Taylor order of the block-0 forecast used only by the gate (default 1). Higher orders
+            predict smooth trajectories better, so the gate passes more often; order 0 makes the gate a
+            plain "has block 0 changed" test as in FirstBlockCache.
+        last_order: Taylor order of the last-block forecast that replaces blocks 1..L-1 (default 1; the paper
+            uses 1 on every model). Order 2+ can extrapolate better over long skips but amplifies noise.
+        warmup_steps: the first steps always run in full (default 3). The early, high-noise steps change
+            fastest and seed the finite differences; fewer warm-up steps are faster but riskier.
+        full_last_step: always compute the final step in full (default True), as in the paper; the last
+            step sets the fine detail. Needs the scheduler's timesteps, known when ``enable`` gets a pipeline.
+        max_consecutive: cap on consecutive forecast steps (default None = no cap, as in the paper). A cap
+            bounds the error that a long run of forecasts can accumulate, at a small cost in speed.
+        metric: gate error metric; ``"rel_l1"`` = sum|F^ - F| / sum|F| as in the paper.
+        batch_policy: ``"any"`` (default, conservative): compute the whole batch if any sample's error is
+            above the threshold, so one easy sample never forces a bad forecast on another (CFG halves
+            included). ``"mean"``: the paper's single error over the whole batch; skips more, risks outliers.
+        factor_dtype: dtype of the stored factors: ``None`` keeps the hidden states' dtype; ``"float32"``
+            keeps low-precision models' finite differences exact, at twice the memory.
+    """
+
+    threshold: float = 0.03
+    block0_order: int = 1
+    last_order: int = 1
+    warmup_steps: int = 3
+    full_last_step: bool = True
+    max_consecutive: int | None = None
+    metric: str = "rel_l1"
+    batch_policy: str = "any"
+    factor_dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise AccelError(f"threshold must be a finite number >= 0 (0 disables forecasting), got {t!r}")
+        for name in ("block0_order", "last_order", "warmup_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise AccelError(f"{name} must be an int >= 0, got {v!r}")
+        for name in ("block0_order", "last_order"):
+            if getattr(self, name) > 4:
+                raise AccelError(f"{name} must be at most 4 (higher orders only amplify noise), got {getattr(self, name)}")
+        mc = self.max_consecutive
+        if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
+            raise AccelError(f"max_consecutive must be None (no cap) or an int >= 1, got {mc!r}")
+        if self.metric not in METRICS:
+            raise AccelError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.batch_policy not in BATCH_POLICIES:
+            raise AccelError(f"batch_policy must be one of {BATCH_POLICIES}, got {self.batch_policy!r}")
+        if self.factor_dtype not in (None, "float32"):
+            raise AccelError(f"factor_dtype must be None or 'float32', got {self.factor_dtype!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

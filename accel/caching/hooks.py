@@ -1,0 +1,227 @@
+"""CG-Taylor as diffusers model hooks (Guan et al. 2025, "Forecasting When to Forecast", arXiv 2508.02240).
+
+Four hooks share one per-context state (``ContextStates``):
+- the controller, on the denoiser, counts steps and decides which steps must run in full (warm-up, last
+  step, skip cap, repeated timestep) before the model runs;
+- the gate, on block 0, compares block 0's real output with its Taylor forecast and decides whether the
+  remaining blocks run (Prediction Confidence Gating);
+- skip hooks on blocks 1..L-2 pass their inputs through on forecast steps;
+- the last hook, on block L-1, returns the Taylor forecast of its own output on forecast steps (Last Block
+  Forecast) and refreshes its factors on full steps.
+Data-dependent decisions run outside compiled graphs (``torch.compiler.disable``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from diffusers.hooks.hooks import ModelHook
+
+from .. import kernels
+from .blocks import BlockSpec
+from .config import CGTaylorConfig
+from .state import DEFAULT_CONTEXT, CacheStats, CGTaylorState, ContextStates, StepRecord
+
+CONTROLLER_HOOK = "accel_cg_taylor"
+GATE_HOOK = "accel_cg_taylor_gate"
+SKIP_HOOK = "accel_cg_taylor_skip"
+LAST_HOOK = "accel_cg_taylor_last"
+
+
+def _scalar_timestep(t: Any) -> float | None:
+    if t is None:
+        return None
+    if isinstance(t, torch.Tensor):
+        return float(t.reshape(-1)[0].item()) if t.numel() else None
+    return float(t)
+
+
+class ControllerHook(ModelHook):
+    """On the denoiser: per call, find the context's step index and whether this step must run in full."""
+
+    _is_stateful = True
+
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, blocks: list[BlockSpec], params: list[str], scheduler: Any = None) -> None:
+        super().__init__()
+        self.states = states
+        self.config = config
+        self.blocks = blocks
+        self.params = params
+        self.scheduler = scheduler
+        self.history: dict[str, list[StepRecord]] = {}
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        self._begin(args, kwargs)
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+    def _arg(self, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        for n in names:
+            if n in kwargs:
+                return kwargs[n]
+            if n in self.params and self.params.index(n) < len(args):
+                return args[self.params.index(n)]
+        return None
+
+    def _num_steps(self) -> int | None:
+        ctx = self.states._context
+        if ctx is not None and ctx.num_inference_steps is not None:
+            return int(ctx.num_inference_steps)
+        ts = getattr(self.scheduler, "timesteps", None)
+        if ts is None or len(ts) == 0:
+            return None
+        return int(torch.unique(torch.as_tensor(ts)).numel())
+
+    @torch.compiler.disable
+    def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        st = self.states.get_state()
+        x = self._arg(("hidden_states", "sample", "x"), args, kwargs)
+        x = x if isinstance(x, torch.Tensor) else next((a for a in args if isinstance(a, torch.Tensor)), None)
+        sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None
+        t = _scalar_timestep(self._arg(("timestep", "timesteps", "t"), args, kwargs))
+        n_steps = self._num_steps()
+        ctx = self.states._context
+        new = (
+            st.signature != sig
+            or (t is not None and st.last_t is not None and t > st.last_t)
+            or (ctx is not None and ctx.step_index == 0 and st.step > 0)
+            or (n_steps is not None and st.step + 1 >= n_steps and t != st.last_t)
+        )
+        if new:
+            self._archive(st)
+            st.reset()
+            st.signature = sig
+        repeat = t is not None and t == st.last_t
+        if not repeat:
+            st.step += 1
+        st.last_t = t
+        cfg = self.config
+        if repeat:
+            st.force = "repeat"
+        elif st.step < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
+            st.force = "warmup"
+        elif cfg.full_last_step and n_steps is not None and st.step >= n_steps - 1:
+            st.force = "last"
+        elif cfg.max_consecutive is not None and st.consecutive >= cfg.max_consecutive:
+            st.force = "cap"
+        else:
+            st.force = None
+        st.compute, st.forecast = True, None
+
+    def _archive(self, st: CGTaylorState) -> None:
+        if st.records:
+            name = self.states._context.name if self.states._context is not None else DEFAULT_CONTEXT
+            self.history[name] = list(st.records)
+
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        for name, st in self.states.states().items():
+            if st.records:
+                self.history[name] = list(st.records)
+        self.states.reset()
+        return module
+
+    def stats(self) -> CacheStats:
+        steps = dict(self.history)
+        for name, st in self.states.states().items():
+            if st.records:
+                steps[name] = list(st.records)
+        return CacheStats(steps)
+
+
+class GateHook(ModelHook):
+    """On block 0: run it, then gate on the relative L1 error of its Taylor forecast."""
+
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec) -> None:
+        super().__init__()
+        self.states, self.config, self.spec = states, config, spec
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        if not self.spec.known or self.spec.tuple_len is None:
+            self.spec.learn(args, kwargs, out)
+        self._gate(self.spec.hidden_out(out))
+        return out
+
+    def _error(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> float:
+        err, ref = kernels.forecast_error(st.f0, offset, st.n0, h)
+        if self.config.batch_policy == "mean":
+            return float((err.sum() / ref.sum().clamp_min(1e-30)).item())
+        return float((err / ref.clamp_min(1e-30)).max().item())  # "any": the worst sample decides
+
+    @torch.compiler.disable
+    def _gate(self, h: torch.Tensor) -> None:
+        st = self.states.get_state()
+        cfg = self.config
+        error: float | None = None
+        reason = st.force
+        if reason is None:
+            offset = float(st.step - st.last_full)
+            error = self._error(st, offset, h)
+            if not math.isfinite(error):
+                reason = "nonfinite"
+            elif error < cfg.threshold:
+                fc = kernels.taylor_forecast(st.fl, offset, st.nl)
+                if torch.isfinite(fc.sum()).item():
+                    st.compute, st.forecast, reason = False, fc, "forecast"
+                else:
+                    reason = "nonfinite"
+            else:
+                reason = "gate"
+        if st.compute:
+            st.consecutive = 0
+            if reason != "repeat":
+                if st.f0 is None:
+                    dtype = torch.float32 if cfg.factor_dtype == "float32" else None
+                    st.f0 = kernels.new_factors(h, cfg.block0_order, dtype=dtype)
+                delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
+                st.n0 = kernels.taylor_update(st.f0, h, delta, st.n0)
+        else:
+            st.consecutive += 1
+        st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), st.compute, reason or "gate", error))
+
+
+class SkipHook(ModelHook):
+    """On blocks 1..L-2: on forecast steps return the inputs unchanged instead of running the block."""
+
+    def __init__(self, states: ContextStates, spec: BlockSpec) -> None:
+        super().__init__()
+        self.states, self.spec = states, spec
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.states.get_state().compute:
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            if not self.spec.known or self.spec.tuple_len is None:
+                self.spec.learn(args, kwargs, out)
+            return out
+        return self.spec.passthrough(args, kwargs)
+
+
+class LastHook(ModelHook):
+    """On block L-1: forecast its output on skipped steps; refresh its factors on full steps."""
+
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec) -> None:
+        super().__init__()
+        self.states, self.config, self.spec = states, config, spec
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        st = self.states.get_state()
+        if not st.compute:
+            fc, st.forecast = st.forecast, None
+            return self.spec.passthrough(args, kwargs, hidden=fc)
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        if not self.spec.known or self.spec.tuple_len is None:
+            self.spec.learn(args, kwargs, out)
+        self._refresh(st, self.spec.hidden_out(out))
+        return out
+
+    @torch.compiler.disable
+    def _refresh(self, st: CGTaylorState, h: torch.Tensor) -> None:
+        if st.force == "repeat":
+            return
+        if st.fl is None:
+            dtype = torch.float32 if self.config.factor_dtype == "float32" else None
+            st.fl = kernels.new_factors(h, self.config.last_order, dtype=dtype)
+        delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
+        st.nl = kernels.taylor_update(st.fl, h, delta, st.nl)
+        st.prev_full, st.last_full = st.last_full, st.step

@@ -1,0 +1,136 @@
+"""Library side of ``accel sample``: load, optionally cache, generate (split across processes), write."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any, Callable
+
+from .utils import AccelError, make_grid
+
+CACHE_CHOICES = ("none", "cg-taylor")
+
+
+def recommended_threshold(pipe: Any) -> float | None:
+    """The calibrated CG-Taylor threshold shipped beside a model (``accel_cache.json``), if any."""
+    folder = getattr(pipe, "_accel_source", None)
+    if folder is None:
+        return None
+    f = Path(folder) / "accel_cache.json"
+    return float(json.loads(f.read_text())["threshold"]) if f.is_file() else None
+
+
+def load_pipeline(model: str) -> Any:
+    from .zoo import load, resolve
+
+    pipe = load(model)
+    where = resolve(model)
+    pipe._accel_source = str(where) if isinstance(where, Path) else None
+    return pipe
+
+
+def _run(pipe: Any, idx: list[int], kw: dict[str, Any], on_step: Callable[[int, int], None] | None) -> Any:
+    from .generate import generate
+
+    labels = kw["class_labels"]
+    return generate(
+        pipe, num_images=len(idx), steps=kw["steps"], seed=kw["seed"], seed_offset=idx[0] if idx else 0,
+        class_labels=[labels[i] for i in idx] if labels is not None else None,
+        prompt=kw["prompt"], guidance_scale=kw["guidance_scale"], on_step=on_step,
+    )
+
+
+def sample_to_file(
+    model: str,
+    out: Path,
+    num_images: int,
+    steps: int,
+    seed: int = 0,
+    class_labels: list[int] | None = None,
+    prompt: str | None = None,
+    guidance_scale: float | None = None,
+    cache: str = "none",
+    threshold: float | None = None,
+    compare: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[str, Any] | None:
+    """Generate and write a PNG grid. Under ``accelerate launch`` images are split across processes
+    (``PartialState.split_between_processes``) and the main process writes the gathered grid.
+
+    Returns the report dict on the main process, ``None`` elsewhere.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    if cache not in CACHE_CHOICES:
+        raise AccelError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {cache!r}")
+    state = PartialState()
+    pipe = load_pipeline(model).to(state.device)
+    if class_labels is not None and hasattr(pipe, "check_labels"):
+        pipe.check_labels(class_labels)
+    kw = dict(steps=steps, seed=seed, class_labels=class_labels, prompt=prompt, guidance_scale=guidance_scale)
+    report: dict[str, Any] = {"model": model, "num_images": num_images, "steps": steps, "seed": seed,
+                              "class_labels": class_labels, "prompt": prompt, "cache": cache,
+                              "processes": state.num_processes, "host": platform.node()}
+    with state.split_between_processes(list(range(num_images))) as idx:
+        step_cb = on_step if state.is_main_process else None
+        base = None
+        if cache == "none" or compare:
+            base = _run(pipe, idx, kw, step_cb if cache == "none" else None)
+        result = base
+        if cache == "cg-taylor":
+            from . import CGTaylorConfig, disable, enable, stats
+
+            tau = threshold if threshold is not None else recommended_threshold(pipe)
+            cfg = CGTaylorConfig(threshold=tau) if tau is not None else CGTaylorConfig()
+            enable(pipe, cfg)
+            try:
+                result = _run(pipe, idx, kw, step_cb)
+                st = stats(pipe)
+            finally:
+                disable(pipe)
+            report["threshold"] = cfg.threshold
+            report["forecast_fraction_local"] = st.forecast_fraction
+        local = {"idx": list(idx), "images": result.images, "seconds": result.seconds,
+                 "base_images": base.images if (base is not None and cache != "none") else None,
+                 "base_seconds": base.seconds if base is not None else None,
+                 "forecast": report.get("forecast_fraction_local")}
+    gathered = gather_object([local]) if state.num_processes > 1 else [local]
+    if not state.is_main_process:
+        return None
+    return _finish(report, gathered, out, cache)
+
+
+def _finish(report: dict[str, Any], parts: list[dict[str, Any]], out: Path, cache: str) -> dict[str, Any]:
+    from .metrics import psnr
+
+    parts = sorted(parts, key=lambda p: p["idx"][0] if p["idx"] else 1 << 30)
+    images = [im for p in parts for im in p["images"]]
+    report.pop("forecast_fraction_local", None)
+    report["seconds"] = round(max(p["seconds"] for p in parts), 4)
+    grid = make_grid([im for im in images], scale=max(1, 128 // images[0].width))
+    grid.save(out)
+    report["out"] = str(out)
+    if cache != "none":
+        fr = [p["forecast"] for p in parts if p["forecast"] is not None]
+        report["forecast_fraction"] = round(sum(fr) / len(fr), 4) if fr else None
+        if parts[0]["base_images"] is not None:
+            base = [im for p in parts for im in p["base_images"]]
+            report["uncached_seconds"] = round(max(p["base_seconds"] for p in parts), 4)
+            report["speedup"] = round(report["uncached_seconds"] / report["seconds"], 3)
+            report["psnr_vs_uncached"] = round(psnr(images, base), 3)
+    return report
+
+
+def summary_line(r: dict[str, Any]) -> str:
+    """One human line for the terminal."""
+    s = f"wrote {r['num_images']} image(s) to {r['out']} in {r['seconds']:.2f} s ({r['steps']} steps"
+    if r["processes"] > 1:
+        s += f", {r['processes']} processes"
+    s += ")"
+    if r["cache"] != "none":
+        s += f"; cache {r['cache']} threshold {r['threshold']:g}: {100 * (r['forecast_fraction'] or 0):.0f}% of steps forecast"
+        if "speedup" in r:
+            s += f", speedup {r['speedup']:.2f}x vs uncached ({r['uncached_seconds']:.2f} s), PSNR {r['psnr_vs_uncached']:.1f} dB"
+    return s

@@ -1,0 +1,7 @@
+"""``accel bench``: benchmark command group; each capability mounts its command here."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

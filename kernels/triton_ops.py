@@ -88,10 +88,12 @@ def _add(a, b):
 @triton.jit
 def _error_kernel(f_ptr, a_ptr, err_ptr, ref_ptr, N, M, n_chunks, offset,
                   N_VALID: tl.constexpr, BLOCK: tl.constexpr, TILES: tl.constexpr):
-    # grid (B, n_chunks): program (b, c) reduces TILES * BLOCK elements of sample b (M elements per sample)
-    # and writes one partial sum per output, at partial[b * n_chunks + c].
-    b = tl.program_id(0)
-    c = tl.program_id(1)
+    # 1D grid of B * n_chunks programs (grid axes 1 and 2 are capped at 65535, axis 0 is not): program
+    # pid = b * n_chunks + c reduces TILES * BLOCK elements of sample b (M elements per sample) and writes
+    # one partial sum per output, at partial[pid].
+    pid = tl.program_id(0)
+    b = pid // n_chunks
+    c = pid % n_chunks
     sample_f = f_ptr + b * M
     sample_a = a_ptr + b * M
     err_acc = tl.full([BLOCK], 0.0, tl.float32)  # tl.full, not tl.zeros: see _add
@@ -109,8 +111,8 @@ def _error_kernel(f_ptr, a_ptr, err_ptr, ref_ptr, N, M, n_chunks, offset,
         a = tl.load(sample_a + offs, mask=mask, other=0.0).to(tl.float32)
         err_acc += tl.abs(fhat - a)  # masked lanes are 0 - 0
         ref_acc += tl.abs(a)
-    tl.store(err_ptr + b * n_chunks + c, tl.reduce(err_acc, 0, _add))
-    tl.store(ref_ptr + b * n_chunks + c, tl.reduce(ref_acc, 0, _add))
+    tl.store(err_ptr + pid, tl.reduce(err_acc, 0, _add))
+    tl.store(ref_ptr + pid, tl.reduce(ref_acc, 0, _add))
 
 
 # ------------------------------------------------------------------------------------------------ launchers
@@ -157,7 +159,7 @@ def forecast_error(factors: torch.Tensor, offset: float, n_valid: int, actual: t
     cfg = launch_config("error", per_sample)
     n_chunks = triton.cdiv(per_sample, cfg.block * cfg.tiles)
     partial = torch.empty((2, batch, n_chunks), dtype=torch.float32, device=actual.device)
-    _error_kernel[(batch, n_chunks)](
+    _error_kernel[(batch * n_chunks,)](
         factors, actual, partial[0], partial[1], n, per_sample, n_chunks, offset,
         N_VALID=n_valid, BLOCK=cfg.block, TILES=cfg.tiles, num_warps=cfg.num_warps,
     )

@@ -1,1 +1,11 @@
-"""accel.adjoint"""
+"""Gradients through diffusion sampling (AdjointDPM, Pan et al. ICLR 2024; AdjointDEIS, Blasingame and Liu 2024).
+
+``x0 = sample_with_grad(pipe, noise, cond, steps=20); loss(x0).backward()`` gives gradients for the initial
+noise, the conditioning and the network weights. The default ``method="discrete"`` is the exact adjoint of
+the sampler (equal to autograd, with the memory of one network call); ``"continuous"`` is the paper's
+adjoint ODE, ``"torchdiffeq"`` the paper code's ``odeint_adjoint`` baseline.
+"""
+
+from ._api import METHODS, sample_with_grad
+
+__all__ = ["METHODS", "sample_with_grad"]

@@ -163,19 +163,20 @@ class Denoiser:
 
     def raw(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         """The guided native output at model timestep ``t`` (scalar) for x (B, C, H, W)."""
-        guided = self.guidance_scale != 1.0
-        if not guided:
-            return self._call(self.model, x, t.to(x.dtype).expand(x.shape[0]), cond)
+        t = t.to(device=x.device, dtype=x.dtype)
+        if self.guidance_scale == 1.0:
+            return self._call(self.model, x, t.expand(x.shape[0]), cond)
         uncond = self.uncond if self.uncond is not None else _null_condition(self.model, cond)
         if uncond is None:
             raise AccelError(f"guidance_scale={self.guidance_scale} needs an unconditional input: pass uncond= (e.g. negative prompt embeddings) or guidance_scale=1")
         x2 = torch.cat([x, x])
-        out_c, out_u = self._call(self.model, x2, t.to(x.dtype).expand(x2.shape[0]), _cat(cond, uncond)).chunk(2)
+        out_c, out_u = self._call(self.model, x2, t.expand(x2.shape[0]), _cat(cond, uncond)).chunk(2)
         return out_u + self.guidance_scale * (out_c - out_u)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Cond = None) -> Prediction:
-        alpha, sigma = self.schedule.alpha_sigma(torch.as_tensor(t, dtype=torch.float64))
-        return convert_prediction(self.raw(x, torch.as_tensor(t), cond), x, alpha, sigma, self.prediction_type)
+        t = torch.as_tensor(t, dtype=torch.float64)
+        alpha, sigma = self.schedule.alpha_sigma(t.cpu())
+        return convert_prediction(self.raw(x, t, cond), x, alpha, sigma, self.prediction_type)
 
 
 def denoiser_from_pipeline(pipe: Any, guidance_scale: float = 1.0, uncond: Cond = None) -> Denoiser:

@@ -53,11 +53,12 @@ def taylor_update(factors: torch.Tensor, new: torch.Tensor, delta: float, n_vali
     """
     new_n = min(n_valid + 1, factors.shape[0])
     carry = new.to(_acc_dtype(factors, new), copy=True)
+    spare = torch.empty_like(carry) if new_n > 1 else carry  # two buffers, swapped: no allocation per order
     for i in range(new_n):
-        nxt = carry.sub(factors[i]).div_(delta) if i + 1 < new_n else None  # needs D_i_old: read before overwrite
+        if i + 1 < new_n:  # the next order needs D_i_old: read it before overwriting
+            torch.sub(carry, factors[i], out=spare).div_(delta)
         factors[i].copy_(carry)
-        if nxt is not None:
-            carry = nxt
+        carry, spare = spare, carry
     return new_n
 
 
@@ -69,8 +70,9 @@ def forecast_error(factors: torch.Tensor, offset: float, n_valid: int, actual: t
     """
     batch = actual.shape[0]
     dtype = _acc_dtype(factors, actual)
-    fhat = _forecast_acc(factors, offset, n_valid, dtype)
-    a = actual.to(dtype)
-    err = fhat.sub_(a).abs_().reshape(batch, -1).sum(dim=1)
-    ref = a.abs().reshape(batch, -1).sum(dim=1)
+    if actual.numel() == 0:
+        return torch.zeros(batch, device=actual.device), torch.zeros(batch, device=actual.device)
+    fhat = _forecast_acc(factors, offset, n_valid, dtype).sub_(actual)
+    err = torch.linalg.vector_norm(fhat.reshape(batch, -1), ord=1, dim=1)  # sum |.| without an abs() pass
+    ref = torch.linalg.vector_norm(actual.reshape(batch, -1), ord=1, dim=1, dtype=dtype)
     return err.float(), ref.float()

@@ -160,6 +160,14 @@ def test_argument_errors(call, match):
         call(f, x)
 
 
+def test_reference_handles_an_empty_batch():
+    f = torch.zeros(3, 0, 5)
+    assert K.taylor_forecast(f, 1.0, 2).shape == (0, 5)
+    err, ref = K.forecast_error(f, 1.0, 2, torch.zeros(0, 5))
+    assert err.shape == ref.shape == (0,) and err.dtype == torch.float32
+    assert K.taylor_update(f, torch.zeros(0, 5), 1.0, 2) == 3
+
+
 def test_update_on_empty_buffer_needs_no_delta():
     f = K.new_factors(torch.zeros(2, 3), order=2)
     assert K.taylor_update(f, torch.ones(2, 3), 0.0, 0) == 1

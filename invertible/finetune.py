@@ -1,0 +1,137 @@
+"""End-to-end fine-tuning of IDM (Chen et al., TPAMI 2025, Sec. 3.5): random crops, L1 loss, accelerate.
+
+Works in one process or across several (``torchrun --nproc_per_node 2 ...`` on CPUs, ``accelerate launch``
+on GPUs): every process draws its own crops from a generator seeded by (seed, iteration, rank), so resuming needs no RNG state and
+is exact; gradients are averaged by accelerate's DistributedDataParallel.  Checkpoints are atomic
+safetensors files written by the main process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from accel.utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+
+from .idm import IDM
+from .operator import BlockCS, CSConfig, check_ratio
+from .reversible import check_mode
+from .weights import save_idm
+
+
+@dataclass
+class FinetuneConfig:
+    """Settings of ``accel finetune idm``.
+
+    ratio: CS sampling ratio in (0, 1].  T: sampling steps of the reversible chain (IDM's main setting: 3).
+    iters: optimiser steps; batch_size: crops per process and step; crop: crop side (multiple of 32).
+    lr: Adam learning rate (cosine decay to 10%).  mode: memory mode (plain | checkpoint | reversible).
+    cs_seed / scramble: the CS operator (must match at reconstruction time; stored with the weights).
+    """
+
+    ratio: float = 0.1
+    T: int = 3
+    iters: int = 1000
+    batch_size: int = 4
+    crop: int = 96
+    lr: float = 2e-4
+    seed: int = 0
+    cs_seed: int = 0
+    scramble: bool = True
+    mode: str = "reversible"
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        self.ratio = check_ratio(self.ratio)
+        check_mode(self.mode)
+        for name in ("T", "iters", "batch_size", "crop", "checkpoint_every"):
+            if int(getattr(self, name)) <= 0:
+                raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.crop % 32:
+            raise AccelError(f"crop must be a multiple of 32 (the CS block size), got {self.crop}")
+
+    @property
+    def cs(self) -> CSConfig:
+        return CSConfig(self.ratio, seed=self.cs_seed, scramble=self.scramble)
+
+
+def _batch(images: list[torch.Tensor], cfg: FinetuneConfig, it: int, rank: int) -> torch.Tensor:
+    from .prior import sample_patches
+
+    gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + it) * 1009 + rank)
+    return sample_patches(images, cfg.batch_size, cfg.crop, gen)
+
+
+def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: str | torch.nn.Module = "unet-natural",
+             alphas_cumprod: torch.Tensor | None = None, work_dir: str | Path | None = None,
+             progress: Callable[[int, int, float], None] | None = None, images: list[torch.Tensor] | None = None) -> Path:
+    """Fine-tune IDM from a pretrained prior and write the weights (see :mod:`accel.invertible.weights`).
+
+    ``prior``: a shipped name / pipeline folder, or a ``UNet2DModel`` (then ``alphas_cumprod`` is needed).
+    ``images``: training images ((H, W) tensors in [0, 1]); default: unet-natural's training photographs.
+    ``progress(iteration, total, loss_ema)`` is called on the main process after every step.
+    """
+    from accelerate import Accelerator
+
+    cfg = config or FinetuneConfig()
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    out_path = Path(out_path)
+    work = Path(work_dir) if work_dir is not None else out_path.parent / f".{out_path.stem}.train"
+    ckpt_path = work / "checkpoint.safetensors"
+    if isinstance(prior, str):
+        from .prior import load_prior
+
+        unet, alphas_cumprod = load_prior(prior)
+        prior_name = prior
+    else:
+        if alphas_cumprod is None:
+            raise AccelError("pass alphas_cumprod together with a UNet2DModel prior")
+        unet, prior_name = prior, type(prior).__name__
+    if images is None:
+        from .prior import _training_images
+
+        images = _training_images(cfg.crop)
+    images = [im for im in images if min(im.shape[-2:]) >= cfg.crop]
+    if not images:
+        raise AccelError(f"no training image is at least {cfg.crop}x{cfg.crop}")
+    torch.manual_seed(cfg.seed)
+    idm = IDM(unet, alphas_cumprod, steps=cfg.T, mode=cfg.mode).train()
+    opt = torch.optim.Adam([p for p in idm.parameters() if p.requires_grad], lr=cfg.lr)
+    meta_cfg = json.loads(json.dumps(asdict(cfg) | {"prior": prior_name, "world_size": acc.num_processes}))
+    start, loss_ema = 0, float("nan")
+    if ckpt_path.exists():
+        tensors, meta = load_checkpoint(ckpt_path)
+        if meta.get("finetune_config") != meta_cfg:
+            raise AccelError(f"{ckpt_path} was written with other settings ({meta.get('finetune_config')}); delete it or pass the same settings")
+        idm.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer_from_tensors(opt, tensors, meta["optim"])
+        start, loss_ema = int(meta["iteration"]), float(meta["loss_ema"])
+    model, opt = acc.prepare(idm, opt)
+    op = BlockCS(cfg.cs, cfg.crop, cfg.crop, device=acc.device)
+    for it in range(start, cfg.iters):
+        x = _batch(images, cfg, it, acc.process_index).to(acc.device)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / cfg.iters)))
+        loss = (model(op.A(x), op) - x).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        opt.step()
+        loss_v = acc.reduce(loss.detach(), reduction="mean").item()
+        loss_ema = loss_v if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * loss_v
+        if progress is not None and acc.is_main_process:
+            progress(it + 1, cfg.iters, loss_ema)
+        if (it + 1) % cfg.checkpoint_every == 0 or it + 1 == cfg.iters:
+            if acc.is_main_process:
+                ot, om = optimizer_to_tensors(opt.optimizer if hasattr(opt, "optimizer") else opt)
+                tensors = {f"model.{k}": v for k, v in acc.unwrap_model(model).state_dict().items()} | ot
+                save_checkpoint(ckpt_path, tensors, {"iteration": it + 1, "optim": om, "finetune_config": meta_cfg, "loss_ema": loss_ema})
+            acc.wait_for_everyone()
+    if acc.is_main_process:
+        save_idm(out_path, acc.unwrap_model(model), cfg.cs, {"finetune_config": meta_cfg, "final_loss_ema": loss_ema})
+    acc.wait_for_everyone()
+    return out_path

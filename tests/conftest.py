@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random models (no downloads) and the shipped model when its weights exist."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def tiny_dit_pipe():
+    """A 6-block random DiT in the ClassConditionalPipeline (16x16x1, 10 classes), deterministic."""
+    from diffusers import DDIMScheduler, DiTTransformer2DModel
+
+    from accel.pipelines import ClassConditionalPipeline
+
+    torch.manual_seed(0)
+    model = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1,
+                                  num_layers=6, sample_size=8, patch_size=2, num_embeds_ada_norm=10).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # adaLN-zero starts as identity: give every block something to do
+            p.normal_(0, 0.05)
+    pipe = ClassConditionalPipeline(model, DDIMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_pipe(pipe, steps: int = 12, labels=(0, 1), guidance: float = 3.0) -> torch.Tensor:
+    gens = [torch.Generator().manual_seed(i) for i in range(len(labels))]
+    return pipe(class_labels=list(labels), num_inference_steps=steps, generator=gens, guidance_scale=guidance, output_type="pt").images
+
+
+@pytest.fixture(scope="session")
+def digits_pipe():
+    """The shipped dit-digits pipeline (skips with a reason when its weights are absent)."""
+    from accel.zoo._registry import WEIGHTS
+
+    if not (WEIGHTS / "dit-digits" / "model_index.json").is_file():
+        pytest.skip("dit-digits weights are not in this checkout; run `accel zoo train dit-digits`")
+    from accel.zoo import load
+
+    pipe = load("dit-digits")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

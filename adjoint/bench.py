@@ -1,0 +1,287 @@
+"""``accel bench adjoint``: accuracy, peak memory and time of every gradient method versus the number of steps.
+
+For each N and method, one fresh subprocess (``isolate=True``) runs forward + backward once after a warm-up
+and reports its peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory held before, on
+CPU the resident-set high-water mark (``VmHWM`` after resetting it through ``/proc/self/clear_refs``) above
+the resident set before. Gradients for the initial noise, the class embeddings and all network weights are
+compared with exact autograd through the same sampler (relative error and cosine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from accel.utils import AccelError
+
+METHOD_KWARGS: dict[str, dict[str, Any]] = {
+    "autograd": dict(method="autograd"),
+    "checkpoint": dict(method="checkpoint"),
+    "discrete": dict(method="discrete"),
+    "continuous": dict(method="continuous", order=1),
+    "torchdiffeq": dict(method="torchdiffeq", ode_method="euler"),
+    "autograd-2m": dict(method="autograd", sampler="deis2m"),
+    "continuous-2": dict(method="continuous", order=2, sampler="deis2m"),
+}
+"""Benchmarked configurations. ``*-2m``/``-2`` run the second-order sampler and are compared with autograd through it."""
+TARGETS = ("noise", "cond", "weights")
+
+
+@dataclass
+class BenchConfig:
+    """Settings of ``accel bench adjoint``.
+
+    Attributes:
+        model: shipped model name or local pipeline folder (a class-conditional DiT pipeline).
+        steps: numbers of sampler steps N to sweep.
+        methods: keys of :data:`METHOD_KWARGS`; references (autograd, autograd-2m) are added when needed.
+        batch: images per run (each with classifier-free guidance, so the network sees 2 x batch).
+        guidance_scale: classifier-free guidance weight inside the vector field.
+        device: "cpu" or "cuda". dtype: "float32" or "float64".
+        isolate: one subprocess per (method, N) for honest peak memory (slower); False measures in-process.
+        seed: seeds the noise, labels and loss target.
+    """
+
+    model: str = "dit-digits"
+    steps: tuple[int, ...] = (5, 10, 20, 50)
+    methods: tuple[str, ...] = ("autograd", "checkpoint", "discrete", "continuous", "torchdiffeq", "continuous-2")
+    batch: int = 2
+    guidance_scale: float = 4.0
+    device: str = "cpu"
+    dtype: str = "float32"
+    isolate: bool = True
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.steps, self.methods = tuple(int(n) for n in self.steps), tuple(self.methods)
+        if not self.steps or min(self.steps) <= 0:
+            raise AccelError(f"steps must be positive integers, got {self.steps}")
+        unknown = [m for m in self.methods if m not in METHOD_KWARGS]
+        if unknown:
+            raise AccelError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_KWARGS)}")
+        if self.batch <= 0:
+            raise AccelError(f"batch must be positive, got {self.batch}")
+        if self.dtype not in ("float32", "float64") or self.device not in ("cpu", "cuda"):
+            raise AccelError(f"dtype must be float32/float64 and device cpu/cuda; got {self.dtype}/{self.device}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise AccelError("device='cuda' was asked for but CUDA is not available; use --device cpu")
+
+    def reference(self, method: str) -> str:
+        return "autograd-2m" if METHOD_KWARGS[method].get("sampler") == "deis2m" else "autograd"
+
+    def runs(self) -> list[str]:
+        refs = [self.reference(m) for m in self.methods]
+        return list(dict.fromkeys(refs + list(self.methods)))
+
+
+# ------------------------------------------------------------------ one measured run
+def _rss_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministic (noise (B,C,H,W), class embeddings (B,L,D), loss target (B,C,H,W)) for a class-conditional DiT."""
+    from accel.samplers import class_embeddings
+    from accel.zoo.digits import digits_dataset
+
+    tr = pipe.transformer
+    c, s = tr.config.in_channels, tr.config.sample_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn(cfg.batch, c, s, s, generator=gen)
+    labels = torch.arange(cfg.batch) % 10
+    data, targets = digits_dataset(s)
+    # the loss pulls each sample towards a real digit of the *next* class (a non-trivial gradient)
+    idx = torch.stack([(targets == (int(l) + 1) % 10).nonzero()[0, 0] for l in labels])
+    target = data[idx][:, :c]
+    emb = class_embeddings(tr, labels).detach()
+    return noise, emb, target
+
+
+def _load(cfg: BenchConfig) -> Any:
+    from accel.zoo import load
+
+    pipe = load(cfg.model)
+    dtype = getattr(torch, cfg.dtype)
+    pipe.transformer.to(device=cfg.device, dtype=dtype).eval().requires_grad_(True)
+    return pipe
+
+
+def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = True) -> dict[str, Any]:
+    """Forward + backward once for method ``name``; returns grads (noise, cond, weights), seconds and peak MB."""
+    from accel.adjoint import sample_with_grad
+
+    dev, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
+    noise, emb, target = (t.to(dev, dtype) for t in _inputs(pipe, cfg))
+    params = [p for p in pipe.transformer.parameters() if p.requires_grad]
+
+    def once(n: int) -> tuple[torch.Tensor, ...]:
+        for p in params:
+            p.grad = None
+        x, c = noise.clone().requires_grad_(), emb.clone().requires_grad_()
+        out = sample_with_grad(pipe, x, c, steps=n, guidance_scale=cfg.guidance_scale, **METHOD_KWARGS[name])
+        ((out - target) ** 2).mean().backward()
+        return x.grad, c.grad, torch.cat([p.grad.reshape(-1) for p in params])
+
+    if warmup:
+        once(1)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_kb("VmRSS")
+        hwm_ok = _reset_hwm()
+    t0 = time.perf_counter()
+    grads = once(steps)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    if cuda:
+        peak_mb: float | None = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        hwm = _rss_kb("VmHWM") if hwm_ok else None
+        peak_mb = (hwm - base) / 1024 if hwm is not None and base is not None else None
+    return {"grads": [g.detach().double().cpu() for g in grads], "seconds": seconds, "peak_mb": peak_mb}
+
+
+def _worker(spec_path: str, out_path: str) -> None:
+    """Subprocess entry: run one measurement and save its grads + stats (safetensors)."""
+    from accel.utils import save_checkpoint
+
+    spec = json.loads(Path(spec_path).read_text())
+    cfg = BenchConfig(**{k: tuple(v) if k in ("steps", "methods") else v for k, v in spec["config"].items()})
+    torch.manual_seed(cfg.seed)
+    res = measure(_load(cfg), cfg, spec["name"], int(spec["steps"]))
+    save_checkpoint(out_path, dict(zip(TARGETS, res["grads"])), {"seconds": res["seconds"], "peak_mb": res["peak_mb"]})
+
+
+def _run_isolated(cfg: BenchConfig, name: str, steps: int) -> dict[str, Any]:
+    from accel.utils import load_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.safetensors"
+        spec.write_text(json.dumps({"config": asdict(cfg), "name": name, "steps": steps}))
+        code = "import sys; from accel.adjoint.bench import _worker; _worker(sys.argv[1], sys.argv[2])"
+        proc = subprocess.run([sys.executable, "-c", code, str(spec), str(out)], capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise AccelError(f"benchmark worker for {name} at N={steps} failed: {last}")
+        tensors, meta = load_checkpoint(out)
+    return {"grads": [tensors[t] for t in TARGETS], "seconds": meta["seconds"], "peak_mb": meta["peak_mb"]}
+
+
+# ------------------------------------------------------------------ the sweep
+def _compare(g: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    g, ref = g.reshape(-1), ref.reshape(-1)
+    rel = float((g - ref).norm() / ref.norm().clamp_min(1e-300))
+    cos = float(torch.dot(g, ref) / (g.norm() * ref.norm()).clamp_min(1e-300))
+    return rel, cos
+
+
+def run_bench(cfg: BenchConfig, progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
+    """Run the sweep; returns one record per (method, N, target) with method, steps, target, rel_error,
+    cosine, peak_mb, seconds (and sampler/device/dtype)."""
+    pipe = None if cfg.isolate else _load(cfg)
+    runs = cfg.runs()
+    total, done = len(runs) * len(cfg.steps), 0
+    records: list[dict[str, Any]] = []
+    for n in cfg.steps:
+        results: dict[str, dict[str, Any]] = {}
+        for name in runs:
+            if progress is not None:
+                progress(done, total, f"{name} N={n}")
+            results[name] = _run_isolated(cfg, name, n) if cfg.isolate else measure(pipe, cfg, name, n)
+            done += 1
+            ref = results.get(cfg.reference(name))
+            for j, target in enumerate(TARGETS):
+                rel, cos = _compare(results[name]["grads"][j], ref["grads"][j])
+                records.append({
+                    "method": name, "steps": n, "target": target, "rel_error": rel, "cosine": cos,
+                    "peak_mb": results[name]["peak_mb"], "seconds": results[name]["seconds"],
+                    "sampler": METHOD_KWARGS[name].get("sampler", "euler"), "reference": cfg.reference(name),
+                    "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch, "isolated": cfg.isolate,
+                })
+    if progress is not None:
+        progress(total, total, "done")
+    return records
+
+
+def to_markdown(records: list[dict[str, Any]]) -> str:
+    """One row per (method, N): errors per target, peak memory, time."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in records:
+        row = rows.setdefault((r["method"], r["steps"]), {"peak_mb": r["peak_mb"], "seconds": r["seconds"]})
+        row[r["target"]] = (r["rel_error"], r["cosine"])
+    head = "| method | N | noise rel.err (cos) | cond rel.err (cos) | weights rel.err (cos) | peak MB | seconds |\n|---|---|---|---|---|---|---|\n"
+    fmt = lambda e: f"{e[0]:.2e} ({e[1]:.4f})" if e else "-"  # noqa: E731
+    mb = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
+    lines = [
+        f"| {m} | {n} | {fmt(v.get('noise'))} | {fmt(v.get('cond'))} | {fmt(v.get('weights'))} | {mb(v['peak_mb'])} | {v['seconds']:.3f} |"
+        for (m, n), v in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    ]
+    return head + "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """error_vs_steps.png (one panel per target, log-log) and memory_vs_steps.png / time_vs_steps.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    refs = {r["reference"] for r in records}
+    fig, axes = plt.subplots(1, len(TARGETS), figsize=(5 * len(TARGETS), 4))
+    for ax, target in zip(axes, TARGETS):
+        for m in (m for m in methods if m not in refs):  # exact zeros are drawn at 1e-17
+            pts = sorted((r["steps"], max(r["rel_error"], 1e-17)) for r in records if r["method"] == m and r["target"] == target)
+            if pts:
+                ax.loglog(*zip(*pts), marker="o", label=m)
+        ax.set(title=f"gradient w.r.t. {target}", xlabel="steps N", ylabel="relative error vs autograd")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    paths = [out_dir / "error_vs_steps.png"]
+    fig.savefig(paths[0], dpi=120)
+    plt.close(fig)
+    for key, name, label in (("peak_mb", "memory_vs_steps.png", "peak memory (MB above baseline)"), ("seconds", "time_vs_steps.png", "forward + backward seconds")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in methods:
+            pts = sorted({(r["steps"], r[key]) for r in records if r["method"] == m and r[key] is not None})
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=m)
+        ax.set(xlabel="steps N", ylabel=label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=120)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths

@@ -1,0 +1,109 @@
+"""``accel bench adjoint`` and ``accel finetune adjoint``: gradients through sampling (AdjointDPM).
+
+Mount with ``bench_app.command("adjoint")(bench_adjoint)`` and ``finetune_app.command("adjoint")(finetune_adjoint)``;
+``app`` here has both as ``bench`` and ``finetune`` for testing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._progress import progress_bar
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    from accel.utils import AccelError
+
+    try:
+        vals = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise AccelError(f"{flag} {text!r}: give comma-separated integers, e.g. 5,10,20,50") from None
+    if not vals or min(vals) <= 0:
+        raise AccelError(f"{flag} {text!r}: give at least one positive integer")
+    return vals
+
+
+@app.command("bench")
+def bench_adjoint(
+    model: Annotated[str, typer.Option(help="Shipped model name or local class-conditional pipeline folder.")] = "dit-digits",
+    steps: Annotated[str, typer.Option(help="Comma-separated numbers of sampler steps N.")] = "5,10,20,50",
+    methods: Annotated[str, typer.Option(help="Comma-separated subset of autograd, checkpoint, discrete, continuous, torchdiffeq, continuous-2.")] = "autograd,checkpoint,discrete,continuous,torchdiffeq,continuous-2",
+    batch: Annotated[int, typer.Option(help="Images per run (classifier-free guidance doubles the network batch).")] = 2,
+    guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="Classifier-free guidance weight.")] = 4.0,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32 | float64.")] = "float32",
+    isolate: Annotated[bool, typer.Option(help="One subprocess per (method, N) so peak memory is honest.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the noise, labels and loss target.")] = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the records (list of dicts) as JSON here.")] = None,
+    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown table here.")] = None,
+    plots: Annotated[Optional[Path], typer.Option(help="Folder for error_vs_steps.png, memory_vs_steps.png, time_vs_steps.png.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
+) -> None:
+    """Gradient error (vs exact autograd), peak memory and time of each gradient method versus N; prints Markdown."""
+    import torch
+
+    from accel.adjoint import bench
+    from accel.utils import AccelError, atomic_write_bytes
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise AccelError(f"--device must be auto, cpu or cuda, got {device!r}")
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    cfg = bench.BenchConfig(
+        model=model, steps=_ints(steps, "--steps"), methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+        batch=batch, guidance_scale=guidance_scale, device=dev, dtype=dtype, isolate=isolate, seed=seed,
+    )
+    with progress_bar("bench adjoint", len(cfg.runs()) * len(cfg.steps), progress) as update:
+        records = bench.run_bench(cfg, progress=lambda done, total, info: update(done, total, info=info))
+    table = bench.to_markdown(records)
+    typer.echo(table)
+    if json_path is not None:
+        atomic_write_bytes(json_path, json.dumps(records, indent=2).encode())
+    if md_path is not None:
+        atomic_write_bytes(md_path, table.encode())
+    if plots is not None:
+        for p in bench.plot(records, plots):
+            typer.echo(f"wrote {p}", err=True)
+
+
+@app.command("finetune")
+def finetune_adjoint(
+    task: Annotated[str, typer.Argument(help="effect (learn a class embedding), style (LoRA), or attack (adversarial initial noise).")],
+    out: Annotated[Path, typer.Option(help="Output folder: before.png, after.png, loss.png, summary.json, checkpoints/.")] = Path("runs/adjoint"),
+    model: Annotated[str, typer.Option(help="Shipped model name or local class-conditional pipeline folder.")] = "dit-digits",
+    iters: Annotated[int, typer.Option(help="Optimisation iterations.")] = 40,
+    batch: Annotated[int, typer.Option(help="Samples per iteration and process.")] = 4,
+    steps: Annotated[int, typer.Option(help="Sampler steps N.")] = 10,
+    method: Annotated[str, typer.Option(help="Gradient method: discrete, continuous, torchdiffeq, checkpoint, autograd.")] = "discrete",
+    lr: Annotated[Optional[float], typer.Option(help="Step size (default per task: effect 0.05, style 2e-3, attack 0.05).")] = None,
+    guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="Classifier-free guidance weight.")] = 4.0,
+    label: Annotated[int, typer.Option(help="Digit whose embedding (effect) or reference image (effect, style) is used.")] = 3,
+    eps: Annotated[float, typer.Option(help="attack: L-infinity radius of the noise perturbation.")] = 0.5,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="style: LoRA rank.")] = 4,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Iterations between atomic checkpoints.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of noises and initialisations.")] = 0,
+    stop_after: Annotated[Optional[int], typer.Option("--stop-after", help="End this run after that many iterations (rerun to resume).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr, main process).")] = True,
+) -> None:
+    """Run one AdjointDPM task (resumes from OUT/checkpoints); works under `accelerate launch`. Prints the summary JSON."""
+    from accel.adjoint.finetune import FinetuneConfig, run_finetune
+
+    cfg = FinetuneConfig(
+        task=task, out_dir=str(out), model=model, iters=iters, batch=batch, steps=steps, method=method, lr=lr,
+        guidance_scale=guidance_scale, label=label, eps=eps, lora_rank=lora_rank, checkpoint_every=checkpoint_every,
+        seed=seed, stop_after=stop_after,
+    )
+    with progress_bar(f"finetune {task}", iters, progress) as update:
+        summary = run_finetune(cfg, progress=lambda done, total, loss: update(done, total, info=f"loss {loss:.4f}"))
+    summary.pop("losses", None)
+    summary.pop("config", None)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":  # `accelerate launch -m accel.cli.adjoint finetune ...`
+    app()

@@ -30,14 +30,14 @@ def launch_config(op: str, numel: int) -> LaunchConfig:
 
     - elementwise ``forecast`` / ``update``: BLOCK 1024 with 4 warps = 8 fp32 (16 B) per thread and load,
       the usual choice for bandwidth-bound Triton kernels. Not yet measured on GPU.
-    - ``error`` reduction: tiles of 1024 with 4 warps, 8 tiles per program, so a FLUX-sized sample
-      (4096 x 3072 = 12.6M elements) gives ~1.5k partial sums per sample, summed afterwards by
-      torch. Not yet measured on GPU.
+    - ``error`` reduction: tiles of 1024 with 4 warps, 4 tiles per program, so a FLUX-sized sample
+      (4096 x 3072 = 12.6M elements) gives ~3k programs (several waves on 132 SMs, so little tail
+      loss) and as many partial sums (24 KB), summed afterwards by torch. Not yet measured on GPU.
     Tiny tensors (under one block) use a smaller power-of-two block so the CPU interpreter stays fast.
     """
     block = 1024 if numel >= 1024 else max(16, triton.next_power_of_2(max(numel, 1)))
     if op == "error":  # fewer tiles when a sample is small, so no program loops over pure padding
-        return LaunchConfig(block=block, num_warps=4, tiles=min(8, triton.cdiv(max(numel, 1), block)))
+        return LaunchConfig(block=block, num_warps=4, tiles=min(4, triton.cdiv(max(numel, 1), block)))
     return LaunchConfig(block=block, num_warps=4)
 
 

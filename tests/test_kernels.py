@@ -219,6 +219,23 @@ def test_triton_forecast_error(triton_backend, dtype, shape):
 
 
 @needs_triton
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_triton_many_programs_and_chunks(triton_backend, monkeypatch, dtype):
+    """Tiny blocks so that every op runs many programs and the error reduction several chunks per sample."""
+    ops = dispatch.load_triton()
+    monkeypatch.setattr(ops, "launch_config", lambda op, numel: ops.LaunchConfig(block=16, num_warps=1, tiles=2))
+    shape = (3, 7, 33)  # 231 elements per sample: 8 chunks of 2 x 16
+    f, actual = _factors(shape, dtype), _factors(shape, dtype, orders=1, seed=3)[0]
+    _close(K.taylor_forecast(f, 0.7, 4), reference.taylor_forecast(f, 0.7, 4), **STORE_TOL[dtype])
+    for got, want in zip(K.forecast_error(f, 0.7, 4, actual), reference.forecast_error(f, 0.7, 4, actual)):
+        _close(got, want, **SUM_TOL)
+    got, want = f.clone(), f.clone()
+    K.taylor_update(got, actual, 2.0, 4)
+    reference.taylor_update(want, actual, 2.0, 4)
+    _close(got, want, **STORE_TOL[dtype])
+
+
+@needs_triton
 def test_triton_cache_sequence_matches_reference(triton_backend):
     """A run of full steps and forecasts, as the cache does it, on a bf16 buffer fed by float32 values."""
     shape, steps = (2, 9, 17), [0.0, 1.0, 3.0, 4.0, 6.0]
@@ -268,7 +285,7 @@ cases = {
     "forecast": (T._forecast_kernel, {"f_ptr": "*bf16", "out_ptr": "*bf16", "offset": "fp32"}, {"N_VALID": 3}),
     "update": (T._update_kernel, {"f_ptr": "*bf16", "new_ptr": "*fp32", "delta": "fp32", "NEW_N": "constexpr"}, {"N_VALID": 2, "NEW_N": 3}),
     "error": (T._error_kernel, {"f_ptr": "*fp16", "a_ptr": "*fp32", "err_ptr": "*fp32", "ref_ptr": "*fp32", "M": "i32",
-                                "n_chunks": "i32", "offset": "fp32", "TILES": "constexpr"}, {"N_VALID": 3, "TILES": 8}),
+                                "n_chunks": "i32", "offset": "fp32", "TILES": "constexpr"}, {"N_VALID": 3, "TILES": 4}),
 }
 for name, (fn, sig, consts) in cases.items():
     signature = {k: (sig | common)[k] for k in fn.arg_names}

@@ -37,6 +37,8 @@ PRESETS: dict[str, tuple[int, ...]] = {
 DEFAULT_SIZES = ",".join(PRESETS)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OPS = ("forecast", "update", "error")
+TARGET_FRAC_PEAK = 0.8  # issue 4: fused kernels at >= 80% of peak HBM bandwidth on FLUX-sized tensors...
+TARGET_SPEEDUP = 2.0  # ... and >= 2x faster than the eager chain
 # Peak memory bandwidth in GB/s (1e9 B/s) from the vendors' data sheets, matched by substring of the CUDA
 # device name, most specific first.
 PEAK_GBPS: list[tuple[str, float]] = [
@@ -261,7 +263,22 @@ def to_markdown(result: dict) -> str:
         frac = f"{100 * r['frac_peak']:.0f}%" if r["frac_peak"] is not None else "-"
         shape = "x".join(str(d) for d in r["shape"])
         lines.append(f"| {r['size']} | {shape} | {r['dtype']} | {r['op']} | {r['impl']} | {r['time_ms']:.3f} | {r['gbps']:.1f} | {frac} | {r['speedup_vs_eager']:.2f}x |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + targets_summary(result)) + "\n"
+
+
+def targets_summary(result: dict) -> list[str]:
+    """Markdown lines checking the issue's targets on FLUX-sized tensors (4096 x 3072, any batch): the Triton
+    kernels at >= 80% of peak bandwidth and >= 2x faster than the eager chain. Empty without Triton rows."""
+    rows = [r for r in result["rows"] if r["impl"] == "triton" and tuple(r["shape"][-2:]) == (4096, 3072)]
+    if not rows:
+        return []
+    out = ["", f"Targets on FLUX-sized tensors (Triton): >= {100 * TARGET_FRAC_PEAK:.0f}% of peak, >= {TARGET_SPEEDUP:.0f}x vs eager.", ""]
+    for r in rows:
+        frac_ok = "unknown peak" if r["frac_peak"] is None else ("met" if r["frac_peak"] >= TARGET_FRAC_PEAK else "MISSED")
+        speed_ok = "met" if r["speedup_vs_eager"] >= TARGET_SPEEDUP else "MISSED"
+        frac = "-" if r["frac_peak"] is None else f"{100 * r['frac_peak']:.0f}%"
+        out.append(f"- {r['size']} {r['dtype']} {r['op']}: {frac} of peak ({frac_ok}), {r['speedup_vs_eager']:.2f}x vs eager ({speed_ok})")
+    return out
 
 
 def plot_png(result: dict, path) -> None:

@@ -62,3 +62,15 @@ def test_cli_writes_json_markdown_and_png(tmp_path):
 def test_cli_rejects_bad_options():
     res = CliRunner().invoke(app, ["kernels", "--ops", "forecast,blur", "--no-progress", "--device", "cpu"])
     assert res.exit_code != 0 and isinstance(res.exception, AccelError) and "forecast, update, error" in str(res.exception)
+
+
+def test_targets_summary_checks_flux_triton_rows():
+    row = {"size": "flux-b2", "shape": [2, 4096, 3072], "dtype": "bf16", "op": "forecast", "impl": "triton",
+           "time_ms": 0.1, "bytes": 1, "gbps": 2900.0, "frac_peak": 2900 / 3350, "speedup_vs_eager": 3.0}
+    slow = dict(row, op="error", frac_peak=0.5, speedup_vs_eager=1.5)
+    small = dict(row, size="dit-xl-256", shape=[2, 256, 1152], frac_peak=0.1)
+    lines = bench.targets_summary({"rows": [row, slow, small]})
+    assert "- flux-b2 bf16 forecast: 87% of peak (met), 3.00x vs eager (met)" in lines
+    assert "- flux-b2 bf16 error: 50% of peak (MISSED), 1.50x vs eager (MISSED)" in lines
+    assert not any("dit-xl-256" in line for line in lines)
+    assert bench.targets_summary({"rows": [dict(row, impl="torch")]}) == []

@@ -26,8 +26,9 @@ SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # The Triton kernels unroll the loop over orders at compile time (one specialisation per n_valid), so the
 # number of stored orders is capped; TaylorSeer-style caches use K <= 4.
 MAX_TRITON_ORDERS = 8
-# Element offsets inside one D_i are int32 in the kernels.
-MAX_TRITON_NUMEL = 2**31 - 1
+# Element offsets inside one D_i are int32 in the kernels; the margin keeps the last (masked) block's
+# offsets, up to 4 tiles of 1024 past the end, from overflowing.
+MAX_TRITON_NUMEL = 2**31 - 2**20
 
 
 def mode() -> str:

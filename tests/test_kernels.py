@@ -125,6 +125,10 @@ def test_forced_triton_errors(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(AccelError, match="float64"):
         K.backend(t.double())
+    with pytest.raises(AccelError, match="not contiguous"):
+        K.backend(t, torch.zeros(3, 1).t())
+    with pytest.raises(AccelError, match="Triton limit of 8"):
+        K.backend(torch.zeros(9, 1, 3))
 
 
 def test_works_without_triton_and_never_imports_the_kernels_module():

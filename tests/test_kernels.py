@@ -126,7 +126,7 @@ def test_forced_triton_errors(monkeypatch):
     with pytest.raises(AccelError, match="float64"):
         K.backend(t.double())
     with pytest.raises(AccelError, match="not contiguous"):
-        K.backend(t, torch.zeros(3, 1).t())
+        K.backend(t, torch.zeros(3, 2).t())
     with pytest.raises(AccelError, match="Triton limit of 8"):
         K.backend(torch.zeros(9, 1, 3))
 

@@ -17,7 +17,10 @@ from ..utils import AccelError
 
 # ModuleList attribute names that hold transformer blocks, in diffusers' models (execution order follows
 # the order in which a model defines them, e.g. FLUX: transformer_blocks then single_transformer_blocks).
-BLOCK_LIST_NAMES = ("transformer_blocks", "single_transformer_blocks", "blocks", "layers", "double_blocks", "single_blocks")
+BLOCK_LIST_NAMES = (
+    "transformer_blocks", "joint_transformer_blocks", "single_transformer_blocks", "blocks", "layers", "double_blocks",
+    "single_blocks",
+)
 
 # (hidden index, encoder index) of a block's tuple output; (None, None) for a block returning one tensor.
 _BLOCK_OUTPUTS: dict[str, tuple[int | None, int | None]] = {
@@ -34,6 +37,11 @@ _BLOCK_OUTPUTS: dict[str, tuple[int | None, int | None]] = {
     "HunyuanVideoTransformerBlock": (0, 1),
     "HunyuanVideoSingleTransformerBlock": (0, 1),
     "MochiTransformerBlock": (0, 1),
+    "AuraFlowJointTransformerBlock": (1, 0),
+    "AuraFlowSingleTransformerBlock": (None, None),
+    "LuminaNextDiTBlock": (None, None),
+    "ChromaTransformerBlock": (1, 0),
+    "ChromaSingleTransformerBlock": (None, None),
 }
 
 # Model classes tested end to end through their diffusers pipelines (tests/test_cache_models.py).
@@ -41,7 +49,8 @@ TESTED_MODELS = (
     "DiTTransformer2DModel", "PixArtTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel",
     "SanaTransformer2DModel", "WanTransformer3DModel", "CogVideoXTransformer3DModel",
     "HunyuanVideoTransformer3DModel", "LTXVideoTransformer3DModel", "QwenImageTransformer2DModel",
-    "AuraFlowTransformer2DModel", "LuminaNextDiT2DModel", "UNet2DConditionModel", "UNet2DModel",
+    "AuraFlowTransformer2DModel", "LuminaNextDiT2DModel", "CogView4Transformer2DModel", "ChromaTransformer2DModel",
+    "MochiTransformer3DModel", "UNet2DConditionModel", "UNet2DModel",
 )
 
 UNET_CLASSES = ("UNet2DConditionModel", "UNet2DModel", "UNet3DConditionModel", "UNetSpatioTemporalConditionModel")

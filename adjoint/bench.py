@@ -28,6 +28,7 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "checkpoint": dict(method="checkpoint"),
     "discrete": dict(method="discrete"),
     "continuous": dict(method="continuous", order=1),
+    "continuous-reconstruct": dict(method="continuous", order=1, reconstruct=True),
     "torchdiffeq": dict(method="torchdiffeq", ode_method="euler"),
     "autograd-2m": dict(method="autograd", sampler="deis2m"),
     "continuous-2": dict(method="continuous", order=2, sampler="deis2m"),
@@ -206,6 +207,9 @@ def _compare(g: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
 def run_bench(cfg: BenchConfig, progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
     """Run the sweep; returns one record per (method, N, target) with method, steps, target, rel_error,
     cosine, peak_mb, seconds (and sampler/device/dtype)."""
+    from accel.zoo import resolve
+
+    resolve(cfg.model)  # a missing or unknown model fails here, with the zoo's message, not in a worker
     pipe = None if cfg.isolate else _load(cfg)
     runs = cfg.runs()
     total, done = len(runs) * len(cfg.steps), 0

@@ -179,11 +179,11 @@ class Denoiser:
         return convert_prediction(self.raw(x, t, cond), x, alpha, sigma, self.prediction_type)
 
 
-def denoiser_from_pipeline(pipe: Any, guidance_scale: float = 1.0, uncond: Cond = None) -> Denoiser:
-    """A Denoiser for a diffusers pipeline's network (``.transformer`` or ``.unet``) and scheduler."""
+def denoiser_from_pipeline(pipe: Any, guidance_scale: float = 1.0, uncond: Cond = None, scheduler: Any = None) -> Denoiser:
+    """A Denoiser for a diffusers pipeline's network (``.transformer`` or ``.unet``) and its (or the given) scheduler."""
     model = getattr(pipe, "transformer", None)
     model = getattr(pipe, "unet", None) if model is None else model
-    scheduler = getattr(pipe, "scheduler", None)
+    scheduler = scheduler if scheduler is not None else getattr(pipe, "scheduler", None)
     if model is None or scheduler is None:
         raise AccelError(f"{type(pipe).__name__} has no .transformer/.unet and .scheduler; pass a Denoiser instead")
     schedule, pred = schedule_from_scheduler(scheduler)

@@ -146,8 +146,9 @@ def prepare(model_or_pipeline: Any, steps: int, guidance_scale: float = 1.0, unc
             raise AccelError("pass scheduler= (a diffusers scheduler) to build the time grid for a bare Denoiser")
         return model_or_pipeline, grid_from_scheduler(scheduler, steps)
     if hasattr(model_or_pipeline, "scheduler") and (hasattr(model_or_pipeline, "transformer") or hasattr(model_or_pipeline, "unet")):
-        den = denoiser_from_pipeline(model_or_pipeline, guidance_scale, uncond)
-        return den, grid_from_scheduler(scheduler or model_or_pipeline.scheduler, steps)
+        scheduler = scheduler if scheduler is not None else model_or_pipeline.scheduler
+        den = denoiser_from_pipeline(model_or_pipeline, guidance_scale, uncond, scheduler)
+        return den, grid_from_scheduler(scheduler, steps)
     if scheduler is None:
         raise AccelError(f"got a {type(model_or_pipeline).__name__}, not a pipeline: pass scheduler= as well (e.g. DDIMScheduler())")
     from ._schedules import schedule_from_scheduler

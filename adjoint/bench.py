@@ -96,6 +96,19 @@ def _rss_kb(key: str) -> int | None:
     return None
 
 
+def _release_free_memory() -> None:
+    """Hand memory that the allocator keeps after frees back to the OS (glibc malloc_trim), so that the
+    next run's resident-set growth shows its own peak rather than reusing the warm-up's pages."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _reset_hwm() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -155,6 +168,7 @@ def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = T
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        _release_free_memory()
         base = _rss_kb("VmRSS")
         hwm_ok = _reset_hwm()
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ compared with exact autograd through the same sampler (relative error and cosine
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -262,7 +263,26 @@ def to_markdown(records: list[dict[str, Any]]) -> str:
         f"| {m} | {n} | {fmt(v.get('noise'))} | {fmt(v.get('cond'))} | {fmt(v.get('weights'))} | {mb(v['peak_mb'])} | {v['seconds']:.3f} |"
         for (m, n), v in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1]))
     ]
-    return head + "\n".join(lines) + "\n"
+    return head + "\n".join(lines) + "\n" + _order_table(records)
+
+
+def observed_orders(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Log-log slope of relative error versus N (first to last N) per (method, target); about -order."""
+    out: dict[tuple[str, str], float] = {}
+    for key in {(r["method"], r["target"]) for r in records}:
+        pts = sorted((r["steps"], r["rel_error"]) for r in records if (r["method"], r["target"]) == key)
+        if len(pts) >= 2 and min(e for _, e in pts) > 1e-6 and pts[-1][0] != pts[0][0]:  # skip rounding-level errors
+            out[key] = -math.log(pts[-1][1] / pts[0][1]) / math.log(pts[-1][0] / pts[0][0])
+    return out
+
+
+def _order_table(records: list[dict[str, Any]]) -> str:
+    orders = observed_orders(records)
+    methods = sorted({m for m, _ in orders})
+    if not methods:
+        return ""
+    rows = [f"| {m} | " + " | ".join(f"{orders[(m, t)]:.2f}" if (m, t) in orders else "-" for t in TARGETS) + " |" for m in methods]
+    return "\nObserved order of convergence (log-log slope of error vs N):\n\n| method | noise | cond | weights |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
 
 
 def plot(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:

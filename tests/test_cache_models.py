@@ -23,8 +23,6 @@ import accel
 from accel.caching import TESTED_MODELS
 from accel.caching.blocks import find_blocks, find_denoiser
 
-torch.set_num_threads(1)
-
 STEPS = 5
 PERMISSIVE = accel.CGTaylorConfig(threshold=1e3, warmup_steps=1)
 EXACT = accel.CGTaylorConfig(threshold=0.0, warmup_steps=1)
@@ -358,7 +356,8 @@ def build_sd15() -> Build:
         cross_attention_dim=16, norm_num_groups=2, attention_head_dim=2,
     )
     pipe = StableDiffusionPipeline(
-        vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=DDIMScheduler(), safety_checker=None,
+        vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=DDIMScheduler(steps_offset=1, clip_sample=False),
+        safety_checker=None,
         feature_extractor=None, requires_safety_checker=False,
     )
     emb, neg = _embeds(1, 6, 16, seed=1), _embeds(1, 6, 16, seed=2)
@@ -471,6 +470,14 @@ class Family:
 
 
 _BUILT: dict[str, Family] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Any:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead (and the machine has one core to spare)
+    yield
+    torch.set_num_threads(n)
 
 
 def _family(name: str, builder: Callable[[], Build] | None = None) -> Family:
@@ -597,11 +604,14 @@ def test_batched_cfg() -> None:
     assert batches == [2] * STEPS
     assert list(st.steps) == ["default"] and st.calls == STEPS
     assert st.forecast_fraction > 0 and torch.isfinite(out).all()
-    # The batch policy decides on the worst sample ("any") or the batch mean: "any" never skips more.
+    # The gate sees the two CFG halves as separate samples: the default "any" policy takes the worst half's
+    # error, "mean" the error of the whole batch; same decisions here, so the same steps are measured.
     with accel.cached(fam.pipe, accel.CGTaylorConfig(threshold=1e3, warmup_steps=1, batch_policy="mean")):
         fam.run()
         mean = accel.stats(fam.pipe)
-    assert mean.forecast_fraction >= st.forecast_fraction
+    pairs = [(a.error, m.error) for a, m in zip(st.steps["default"], mean.steps["default"]) if a.error is not None]
+    assert pairs and all(m is not None and a >= m * (1 - 1e-6) for a, m in pairs)
+    assert any(a > m * (1 + 1e-6) for a, m in pairs), pairs
     fam.assert_clean()
     assert torch.equal(fam.run(), fam.ref)
 
@@ -640,16 +650,22 @@ def test_torch_compile_with_caching_matches_eager() -> None:
     with accel.cached(fam.pipe, PERMISSIVE):
         eager = fam.run()
         eager_stats = accel.stats(fam.pipe).to_dict()
+    graphs: list[torch.fx.GraphModule] = []
+
+    def eager_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Callable[..., Any]:
+        graphs.append(gm)  # dynamo's "eager" backend, counting the graphs it is handed
+        return gm.forward
+
     torch._dynamo.reset()
-    fam.model.compile(backend="eager")
+    fam.model.compile(backend=eager_backend)
     try:
         with accel.cached(fam.pipe, PERMISSIVE):
             compiled = fam.run()
             compiled_stats = accel.stats(fam.pipe).to_dict()
+        assert graphs, "torch.compile captured no graph"
         assert compiled_stats == eager_stats and compiled_stats["forecast_fraction"] > 0
-        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
-        assert torch.isfinite(compiled).all()
-        uncached = fam.run()
-        torch.testing.assert_close(uncached, fam.ref, rtol=1e-5, atol=1e-6)
+        assert torch.equal(compiled, eager)
+        fam.assert_clean()
+        assert torch.equal(fam.run(), fam.ref)
     finally:
         torch._dynamo.reset()

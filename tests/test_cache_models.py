@@ -528,9 +528,16 @@ def test_permissive_threshold_forecasts(family: Family) -> None:
     try:
         out = family.run()
         st = accel.stats(family.pipe)
+        # A second call is a new trajectory: the state of the first one is not carried over.
+        again = family.run()
+        assert torch.equal(again, out)
+        assert accel.stats(family.pipe).to_dict() == st.to_dict()
     finally:
         assert accel.disable(family.pipe)
     assert st.forecast_fraction > 0, st.to_dict()
+    # Every step counted once per context (Chroma calls cond and uncond without a cache_context: the second call
+    # of a step is a "repeat" of the same timestep and runs in full).
+    assert all(sorted({r.step for r in records}) == list(range(STEPS)) for records in st.steps.values()), st.to_dict()
     assert torch.isfinite(out).all()
     assert out.shape == family.ref.shape
     assert not torch.equal(out, family.ref), "forecast steps did not change the output: blocks were not skipped"

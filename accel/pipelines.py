@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -38,6 +39,24 @@ class ClassConditionalPipeline(DiffusionPipeline):
         if bad.numel():
             raise AccelError(f"class label {int(bad[0])} is out of range: this model knows classes 0..{self.num_classes - 1}")
         return labels
+
+    @contextlib.contextmanager
+    def _cache_context(self, name: str) -> Iterator[None]:
+        """Name the denoiser call for stateful cache hooks, as diffusers pipelines do (no-op without hooks)."""
+        model = self.transformer
+        if hasattr(model, "cache_context"):
+            with model.cache_context(name):
+                yield
+        elif "_diffusers_hook" in model.__dict__:
+            from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+            _set_cache_context(model, CacheContext(name))
+            try:
+                yield
+            finally:
+                _set_cache_context(model, None)
+        else:
+            yield
 
     @torch.no_grad()
     def __call__(
@@ -81,7 +100,8 @@ class ClassConditionalPipeline(DiffusionPipeline):
             x_in = torch.cat([latents, latents]) if do_cfg else latents
             x_in = self.scheduler.scale_model_input(x_in, t)
             t_in = t.expand(x_in.shape[0]) if torch.is_tensor(t) else torch.full((x_in.shape[0],), t, device=self.device)
-            eps = self.transformer(x_in, timestep=t_in, class_labels=class_in).sample
+            with self._cache_context("cond_uncond" if do_cfg else "cond"):
+                eps = self.transformer(x_in, timestep=t_in, class_labels=class_in).sample
             if do_cfg:
                 cond, uncond = eps.chunk(2)
                 eps = uncond + guidance_scale * (cond - uncond)

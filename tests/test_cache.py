@@ -20,7 +20,7 @@ def test_threshold_zero_is_exact_and_disable_restores(tiny_dit_pipe):
     assert torch.equal(run_pipe(tiny_dit_pipe), ref)
     st = accel.stats(tiny_dit_pipe)
     assert st.forecast_fraction == 0 and st.calls == 12
-    assert all(r.error is not None for r in st.steps["default"][3:-1])  # gated and measured after warm-up
+    assert all(r.error is not None for r in st.steps["cond_uncond"][3:-1])  # gated and measured after warm-up
     assert accel.disable(tiny_dit_pipe) is True
     assert torch.equal(run_pipe(tiny_dit_pipe), ref)
     for m in [model, *model.transformer_blocks]:
@@ -33,7 +33,7 @@ def test_permissive_threshold_forecasts_and_stays_close(tiny_dit_pipe):
     with accel.cached(tiny_dit_pipe, CGTaylorConfig(threshold=0.2)):
         out = run_pipe(tiny_dit_pipe, steps=20)
         st = accel.stats(tiny_dit_pipe)
-    recs = st.steps["default"]
+    recs = st.steps["cond_uncond"]
     assert 0 < st.forecast_fraction < 1
     assert [r.reason for r in recs[:3]] == ["warmup"] * 3 and recs[-1].reason == "last" and recs[-1].computed
     assert torch.isfinite(out).all()
@@ -64,7 +64,7 @@ def test_double_enable_is_idempotent_or_refused(tiny_dit_pipe):
 def test_max_consecutive_caps_runs_of_forecasts(tiny_dit_pipe):
     with accel.cached(tiny_dit_pipe, CGTaylorConfig(threshold=1e6, max_consecutive=2, warmup_steps=2)):
         run_pipe(tiny_dit_pipe, steps=16)
-        recs = accel.stats(tiny_dit_pipe).steps["default"]
+        recs = accel.stats(tiny_dit_pipe).steps["cond_uncond"]
     run = longest = 0
     for r in recs:
         run = 0 if r.computed else run + 1
@@ -78,11 +78,11 @@ def test_state_resets_between_calls_and_on_shape_changes(tiny_dit_pipe):
         a1 = run_pipe(tiny_dit_pipe, steps=12)
         a2 = run_pipe(tiny_dit_pipe, steps=12)  # second call must not reuse the first call's factors
         assert torch.equal(a1, a2)
-        assert len(accel.stats(tiny_dit_pipe).steps["default"]) == 12
+        assert len(accel.stats(tiny_dit_pipe).steps["cond_uncond"]) == 12
         run_pipe(tiny_dit_pipe, steps=7)  # another step count
-        assert len(accel.stats(tiny_dit_pipe).steps["default"]) == 7
+        assert len(accel.stats(tiny_dit_pipe).steps["cond_uncond"]) == 7
         b3 = run_pipe(tiny_dit_pipe, steps=12, labels=(0, 1, 2))  # another batch size
-        assert [r.reason for r in accel.stats(tiny_dit_pipe).steps["default"][:3]] == ["warmup"] * 3
+        assert [r.reason for r in accel.stats(tiny_dit_pipe).steps["cond_uncond"][:3]] == ["warmup"] * 3
     with accel.cached(tiny_dit_pipe, cfg):
         fresh = run_pipe(tiny_dit_pipe, steps=12, labels=(0, 1, 2))
     assert torch.equal(b3, fresh)
@@ -112,7 +112,7 @@ def test_nonfinite_forecast_falls_back_to_full_compute(tiny_dit_pipe):
 
         ctrl._begin = poisoned
         out = run_pipe(tiny_dit_pipe, steps=10)
-        recs = accel.stats(tiny_dit_pipe).steps["default"]
+        recs = accel.stats(tiny_dit_pipe).steps["cond_uncond"]
         del ctrl._begin
     assert torch.isfinite(out).all()
     assert any(r.reason == "nonfinite" for r in recs)
@@ -166,16 +166,13 @@ def test_unsupported_model_lists_supported_ones():
 def test_kernel_backends_agree_in_hooks(tiny_dit_pipe, monkeypatch):
     """Same decisions and outputs with the Triton kernels (CPU interpreter) as with the PyTorch reference."""
     pytest.importorskip("triton")
-    import os
-
-    if os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("set TRITON_INTERPRET=1 to run Triton kernels on the CPU")
-    cfg = CGTaylorConfig(threshold=0.15)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # run the Triton kernels on the CPU
+    cfg = CGTaylorConfig(threshold=0.15, warmup_steps=2)
     results = {}
     for be in ("torch", "triton"):
         monkeypatch.setenv("ACCEL_KERNELS", be)
         with accel.cached(tiny_dit_pipe, cfg):
-            out = run_pipe(tiny_dit_pipe, steps=8, labels=(0,))
-            results[be] = (out, [r.computed for r in accel.stats(tiny_dit_pipe).steps["default"]])
+            out = run_pipe(tiny_dit_pipe, steps=6, labels=(0,))
+            results[be] = (out, [r.computed for r in accel.stats(tiny_dit_pipe).steps["cond_uncond"]])
     assert results["torch"][1] == results["triton"][1]
     assert torch.allclose(results["torch"][0], results["triton"][0], atol=1e-4)

@@ -71,7 +71,7 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = N
         params = []
     controller = ControllerHook(states, config, blocks, params, scheduler)
     _attach(model, controller, CONTROLLER_HOOK)
-    _attach(blocks[0].module, GateHook(states, config, blocks[0]), GATE_HOOK)
+    _attach(blocks[0].module, GateHook(states, config, blocks[0], controller), GATE_HOOK)
     for spec in blocks[1:-1]:
         _attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
     _attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)

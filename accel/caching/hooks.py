@@ -55,6 +55,9 @@ class ControllerHook(ModelHook):
 
     def __init__(self, states: ContextStates, config: CGTaylorConfig, blocks: list[BlockSpec], params: list[str], scheduler: Any = None) -> None:
         super().__init__()
+        # Probe mode (``accel bench gate``): run every block on every step, but keep the factors and
+        # decisions of normal operation, and measure the last-block forecast error on would-be-skipped steps.
+        self.probe = False
         self.states = states
         self.config = config
         self.blocks = blocks
@@ -117,7 +120,7 @@ class ControllerHook(ModelHook):
             st.force = "cap"
         else:
             st.force = None
-        st.compute, st.forecast = True, None
+        st.compute, st.forecast, st.refresh = True, None, True
 
     def _archive(self, st: CGTaylorState) -> None:
         if st.records:
@@ -142,9 +145,9 @@ class ControllerHook(ModelHook):
 class GateHook(ModelHook):
     """On block 0: run it, then gate on the relative L1 error of its Taylor forecast."""
 
-    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec) -> None:
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook) -> None:
         super().__init__()
-        self.states, self.config, self.spec = states, config, spec
+        self.states, self.config, self.spec, self.controller = states, config, spec, controller
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         out = self.fn_ref.original_forward(*args, **kwargs)
@@ -165,8 +168,8 @@ class GateHook(ModelHook):
         cfg = self.config
         error: float | None = None
         reason = st.force
+        offset = float(st.step - st.last_full) if st.last_full is not None else 0.0
         if reason is None:
-            offset = float(st.step - st.last_full)
             error = self._error(st, offset, h)
             if not math.isfinite(error):
                 reason = "nonfinite"
@@ -178,7 +181,10 @@ class GateHook(ModelHook):
                     reason = "nonfinite"
             else:
                 reason = "gate"
-        if st.compute:
+        if not st.compute and self.controller.probe:
+            st.compute, st.refresh = True, False  # run the blocks anyway; LastHook measures the forecast
+            st.consecutive += 1
+        elif st.compute:
             st.consecutive = 0
             if reason != "repeat":
                 if st.f0 is None:
@@ -188,7 +194,8 @@ class GateHook(ModelHook):
                 st.n0 = kernels.taylor_update(st.f0, h, delta, st.n0)
         else:
             st.consecutive += 1
-        st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), st.compute, reason or "gate", error))
+        computed = st.compute and st.refresh
+        st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), computed, reason or "gate", error, offset=int(offset)))
 
 
 class SkipHook(ModelHook):
@@ -227,7 +234,12 @@ class LastHook(ModelHook):
 
     @torch.compiler.disable
     def _refresh(self, st: CGTaylorState, h: torch.Tensor) -> None:
-        if st.force == "repeat":
+        if st.forecast is not None:  # probe mode: how good was the forecast we would have used?
+            err, ref = kernels.forecast_error(st.forecast[None], 0.0, 1, h)
+            if st.records:
+                st.records[-1].last_error = float((err.sum() / ref.sum().clamp_min(1e-30)).item())
+            st.forecast = None
+        if st.force == "repeat" or not st.refresh:
             return
         if st.fl is None:
             dtype = torch.float32 if self.config.factor_dtype == "float32" else None

@@ -20,6 +20,8 @@ class StepRecord:
     computed: bool
     reason: str  # "warmup" | "last" | "cap" | "gate" | "forecast" | "nonfinite" | "repeat"
     error: float | None = None  # block-0 relative L1 forecast error (None when not measured)
+    last_error: float | None = None  # last-block forecast error; measured only in probe mode
+    offset: int | None = None  # steps since the last full step
 
 
 class CGTaylorState(BaseState):
@@ -43,6 +45,7 @@ class CGTaylorState(BaseState):
         self.force: str | None = None  # reason to compute in full without gating, or None
         self.compute = True
         self.forecast: torch.Tensor | None = None
+        self.refresh = True  # refresh the factor stacks after this call (False on probed forecast steps)
         self.records: list[StepRecord] = []
 
 

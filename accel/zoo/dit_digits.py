@@ -33,7 +33,7 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_
 class TrainConfig:
     """Settings of ``accel zoo train dit-digits``; the defaults reproduce the shipped weights."""
 
-    steps: int = 8000
+    steps: int = 6000
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 200

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``accel bench ...`` and ``accel calibrate`` (they report; they do not assert)."""

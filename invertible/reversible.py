@@ -150,9 +150,10 @@ def _wants(c: Any) -> bool:
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """Accumulate gradients in place (a fresh copy first: autograd may hand back aliases of its inputs)."""
     if b is None:
         return a
-    return b if a is None else a + b
+    return b.clone() if a is None else a.add_(b)
 
 
 def run_chain(units: Sequence[Coupling], x1: torch.Tensor, x2: torch.Tensor, *ctx: Any, mode: str = "reversible") -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,69 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
+from ._progress import progress_bar
+from .bench_kernels import kernels as bench_kernels
+
 app = typer.Typer(no_args_is_help=True)
+app.command("kernels", help="Fused cache kernels vs the eager chain: time, GB/s, % of peak (JSON, Markdown, PNG).")(bench_kernels)
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Shipped model name or local pipeline folder.")]
+OutDir = Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for JSON, Markdown and PNG outputs.")]
+
+
+def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
+    from accel.utils import AccelError
+
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise AccelError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@app.command("cache")
+def cache(
+    model: Model = "dit-digits",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    num_images: Annotated[int, typer.Option(help="Images per pipeline call (same seeds for every method).")] = 20,
+    repeats: Annotated[int, typer.Option(help="Timed calls per method (median reported).")] = 5,
+    thresholds: Annotated[Optional[str], typer.Option(help="CG-Taylor thresholds, comma-separated.")] = None,
+    peers: Annotated[bool, typer.Option(help="Also run diffusers' FirstBlockCache, TaylorSeer, MagCache (and cache-dit if installed).")] = True,
+    out_dir: OutDir = Path("bench-cache"),
+) -> None:
+    """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, digit accuracy."""
+    from accel.benchmarks.cache import DEFAULT_THRESHOLDS, default_methods, run_cache_bench, write_outputs
+
+    methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers)
+    with progress_bar("bench cache", len(methods)) as bar:
+        report = run_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,
+                                 progress=lambda i, n, label: bar(i, n, info=label))
+    paths = write_outputs(report, out_dir)
+    typer.echo(paths["md"].read_text())
+    typer.echo(f"summary: {report['summary']}")
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command("gate")
+def gate(
+    model: Model = "dit-digits",
+    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    num_images: Annotated[int, typer.Option(help="Images per call.")] = 20,
+    threshold: Annotated[float, typer.Option(help="Gate threshold whose decisions the factors follow.")] = 0.05,
+    out_dir: OutDir = Path("bench-gate"),
+) -> None:
+    """Per step, block-0 forecast error vs last-block forecast error: scatter PNG and correlation."""
+    from accel.benchmarks.gate import run_gate_bench, write_gate_outputs
+
+    report = run_gate_bench(model, steps=steps, num_images=num_images, threshold=threshold)
+    paths = write_gate_outputs(report, out_dir)
+    r = report.get("pearson")
+    typer.echo(f"{report['n']} forecast steps probed; Pearson r = {r if r is None else round(r, 4)}, "
+               f"Spearman = {report.get('spearman') and round(report['spearman'], 4)}, log-log r = {report.get('pearson_log') and round(report['pearson_log'], 4)}")
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from .calibrate import calibrate
 from .sample import sample
 from .zoo import app as zoo_app
 
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command("sample", help="Generate images with a shipped model or a local diffusers pipeline folder.")(sample)
 app.add_typer(zoo_app, name="zoo", help="Shipped models: list them, train them.")
+app.command("calibrate", help="Recommend a CG-Taylor threshold for a model from a measured sweep.")(calibrate)
 
 
 def _mount_optional() -> None:
@@ -39,8 +41,11 @@ def main(argv: list[str] | None = None) -> None:
 
     Set ``ACCEL_DEBUG=1`` to see the full traceback instead.
     """
+    from diffusers.utils import logging as dlogging
+
     from accel.utils import AccelError
 
+    dlogging.disable_progress_bar()  # our own rich bars report progress
     try:
         app(args=argv, standalone_mode=False)
     except (AccelError, FileNotFoundError, PermissionError, IsADirectoryError) as e:

@@ -63,28 +63,32 @@ def reconstruct(image: str | Path | np.ndarray | None = None, ratio: float | Non
     if method not in ("idm", "atb", "tv", "ddnm"):
         raise AccelError(f"unknown method {method!r}; choose idm, atb, tv or ddnm")
     ref = read_image(image) if isinstance(image, (str, Path)) else image
-    model = meta_cs = None
-    if method == "idm":
-        if weights is None and ratio is None and measurements is None:
-            raise AccelError("give --ratio or --weights")
-        wpath = Path(weights) if weights is not None else shipped_path(check_ratio(ratio) if ratio is not None else 0.1)
-        want = check_ratio(ratio) if ratio is not None and measurements is None else None
-        model, meta_cs, _ = load_idm(wpath, ratio=want)
-        model.to(device)
+    y = cs = None
     if measurements is not None:
         y, cs, size = load_measurements(measurements)
-        if meta_cs is not None and meta_cs != cs:
-            raise AccelError(f"the measurements were taken with {cs}, but the IDM weights expect {meta_cs}")
+        if ratio is not None and abs(cs.ratio - check_ratio(ratio)) > 1e-9:
+            raise AccelError(f"the measurements were taken at ratio {cs.ratio:g}, not {ratio:g}; drop --ratio or pass {cs.ratio:g}")
+        ratio = cs.ratio
     else:
         if ref is None:
             raise AccelError("give an image to measure or --measurements FILE")
-        cs = meta_cs or CSConfig(check_ratio(ratio if ratio is not None else 0.1))
-        size = ref.shape
-        y = None
+        ratio, size = check_ratio(ratio if ratio is not None else 0.1), ref.shape
+    if method == "idm":
+        model, meta_cs, _ = load_idm(Path(weights) if weights is not None else shipped_path(ratio), ratio=ratio)
+        model.to(device)
+        if cs is not None and cs != meta_cs:
+            raise AccelError(f"the measurements were taken with {cs}, but the IDM weights expect {meta_cs}")
+        cs = meta_cs
+    cs = cs or CSConfig(ratio)
     op = BlockCS.for_image(cs, *size, device=device)
     if y is None:
         y = op.measure(to_tensor(ref).to(device))
     y = y.to(device)
+    if method == "ddnm":
+        from .prior import load_prior
+
+        unet, acp = load_prior(prior)
+        unet = unet.to(device).eval()
     t0 = time.perf_counter()
     with torch.no_grad():
         if method == "idm":
@@ -94,10 +98,7 @@ def reconstruct(image: str | Path | np.ndarray | None = None, ratio: float | Non
         elif method == "tv":
             out = baselines.tv_fista(y, op, **method_kw)
         else:
-            from .prior import load_prior
-
-            unet, acp = load_prior(prior)
-            out = baselines.ddnm(y, op, unet.to(device).eval(), acp, **method_kw)
+            out = baselines.ddnm(y, op, unet, acp, **method_kw)
     seconds = time.perf_counter() - t0
     rec = op.crop(out).clamp(0, 1)[0, 0].cpu().numpy()
     res = Reconstruction(rec, cs.ratio, seconds, y=y.cpu(), cs=cs)

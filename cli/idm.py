@@ -1,0 +1,157 @@
+"""CLI for IDM: ``accel finetune idm``, ``accel reconstruct``, ``accel bench idm`` (commands only parse and call)."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from accel.utils import AccelError
+
+app = typer.Typer(no_args_is_help=True, help="Invertible diffusion models for compressed sensing (IDM).")
+
+Ratio = Annotated[float, typer.Option("--ratio", help="CS sampling ratio in (0, 1], e.g. 0.1 for 10%.")]
+
+
+@contextmanager
+def _bar(description: str) -> Iterator:
+    """A rich progress bar; yields ``update(done, total, info)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as prog:
+        task = prog.add_task(description, total=None, info="")
+
+        def update(done: int, total: int, info: object = "") -> None:
+            text = f"loss {info:.4f}" if isinstance(info, float) else str(info)
+            prog.update(task, completed=done, total=total, info=text)
+
+        yield update
+
+
+def _image_tensors(folder: Optional[Path]) -> Optional[list]:
+    if folder is None:
+        return None
+    from accel.invertible.data import list_images, read_image
+
+    import torch
+
+    return [torch.from_numpy(read_image(p)) for p in list_images(folder)]
+
+
+@app.command()
+def finetune_idm(
+    ratio: Ratio = 0.1,
+    steps: Annotated[int, typer.Option("--steps", help="T: sampling steps of the reversible chain (IDM uses 3).")] = 3,
+    iters: Annotated[int, typer.Option(help="Optimiser steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Crops per process and step.")] = 4,
+    crop: Annotated[int, typer.Option(help="Crop side (multiple of 32).")] = 96,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay).")] = 2e-4,
+    seed: Annotated[int, typer.Option(help="Seed of the crops and the initialisation.")] = 0,
+    mode: Annotated[str, typer.Option(help="Memory mode: plain, checkpoint or reversible.")] = "reversible",
+    prior: Annotated[str, typer.Option(help="Pretrained prior: a shipped name or a DDPM pipeline folder.")] = "unet-natural",
+    images: Annotated[Optional[Path], typer.Option(help="Folder of training images (default: unet-natural's photographs).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Weights file to write (default: the package's file for this ratio).")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Where the resumable checkpoint lives (default: next to --out).")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint period in steps.")] = 50,
+) -> None:
+    """Fine-tune IDM end to end for one sampling ratio (L1 loss, random crops; resumes after an interruption)."""
+    from accel.invertible.finetune import FinetuneConfig, finetune
+    from accel.invertible.operator import check_ratio
+    from accel.invertible.weights import shipped_path
+
+    cfg = FinetuneConfig(ratio=check_ratio(ratio), T=steps, iters=iters, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
+                         mode=mode, checkpoint_every=checkpoint_every)
+    target = out or shipped_path(cfg.ratio)
+    with _bar(f"IDM {100 * cfg.ratio:g}% T={steps}") as update:
+        path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def reconstruct(
+    image: Annotated[Optional[Path], typer.Argument(help="Original image (grayscale or colour: its Y channel).")] = None,
+    ratio: Annotated[Optional[float], typer.Option("--ratio", help="CS sampling ratio in (0, 1] (default 0.1, or the measurement file's).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the reconstruction (PNG).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="IDM weights (default: the shipped file for --ratio).")] = None,
+    measurements: Annotated[Optional[Path], typer.Option(help="Reconstruct from this measurement file instead of measuring IMAGE.")] = None,
+    save_measurements: Annotated[Optional[Path], typer.Option(help="Also write the measurements to this file.")] = None,
+    method: Annotated[str, typer.Option(help="idm, atb (A^T y), tv (TV-FISTA) or ddnm (zero-shot).")] = "idm",
+    prior: Annotated[str, typer.Option(help="Prior for --method ddnm.")] = "unet-natural",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Measure IMAGE at --ratio (or read --measurements), reconstruct it, print PSNR / SSIM against the original."""
+    from accel.invertible.data import write_image
+    from accel.invertible.reconstruct import reconstruct as run, save_measurements as save_y
+
+    if image is None and measurements is None:
+        raise AccelError("give an IMAGE to measure, or --measurements FILE")
+    res = run(image, ratio, weights=weights, measurements=measurements, method=method, prior=prior, device=device)
+    if out is not None:
+        write_image(out, res.image)
+    if save_measurements is not None:
+        save_y(save_measurements, res.y, res.cs, res.image.shape)
+    quality = f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  " if res.psnr is not None else ""
+    typer.echo(f"{method} {100 * res.ratio:g}%: {quality}({res.seconds:.2f} s)" + (f" -> {out}" if out else ""))
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise AccelError(f"{what} must be comma-separated numbers, got {text!r}") from None
+
+
+@app.command()
+def bench_idm(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all records as JSON.")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="Write the tables as Markdown.")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Write reconstructions side by side as PNG.")] = None,
+    what: Annotated[str, typer.Option(help="memory, recon or all.")] = "all",
+    T: Annotated[str, typer.Option("--T", help="Sampling steps for the memory benchmark.")] = "1,3,5,10",
+    modes: Annotated[str, typer.Option(help="Memory modes.")] = "plain,checkpoint,reversible",
+    size: Annotated[int, typer.Option(help="Input side for the memory benchmark (multiple of 32).")] = 256,
+    batch: Annotated[int, typer.Option(help="Batch for the memory benchmark.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Timed steps after the measured one.")] = 1,
+    ratios: Annotated[str, typer.Option(help="Sampling ratios for the reconstruction benchmark.")] = "0.1,0.3,0.5",
+    methods: Annotated[str, typer.Option(help="Reconstruction methods.")] = "atb,tv,ddnm,idm",
+    images: Annotated[Optional[Path], typer.Option(help="Test images (default: Set11).")] = None,
+    limit: Annotated[int, typer.Option(help="Use only the first N images (0: all).")] = 0,
+    weights: Annotated[Optional[list[str]], typer.Option(help="RATIO=FILE IDM weights (default: the shipped ones).")] = None,
+    prior: Annotated[str, typer.Option(help="Prior for DDNM.")] = "unet-natural",
+    ddnm_steps: Annotated[int, typer.Option(help="DDNM sampling steps.")] = 100,
+    tv_iters: Annotated[int, typer.Option(help="TV-FISTA iterations.")] = 300,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    unet_config: Annotated[Optional[str], typer.Option(hidden=True, help="JSON overrides of the U-Net config (tests).")] = None,
+) -> None:
+    """Benchmark IDM: training memory/time per mode and T; Set11 PSNR/SSIM/time against A^T y, TV, DDNM."""
+    from accel.invertible import bench, report
+    from accel.invertible.data import default_set11, list_images, read_image
+
+    if what not in ("memory", "recon", "all"):
+        raise AccelError(f"--what must be memory, recon or all, got {what!r}")
+    memory, recon, originals, recs = [], [], None, None
+    settings = {"size": size, "batch": batch, "device": device, "ddnm_steps": ddnm_steps, "tv_iters": tv_iters, "prior": prior}
+    if what in ("memory", "all"):
+        Ts = tuple(int(t) for t in _floats(T, "--T"))
+        mlist = tuple(m.strip() for m in modes.split(",") if m.strip())
+        with _bar("memory") as update:
+            memory = bench.bench_memory(Ts, mlist, size, batch, device, repeats, json.loads(unet_config) if unet_config else None, update)
+    if what in ("recon", "all"):
+        files = list_images(images or default_set11())[: limit or None]
+        wmap = {}
+        for item in weights or []:
+            r, _, f = item.partition("=")
+            if not f:
+                raise AccelError(f"--weights takes RATIO=FILE, got {item!r}")
+            wmap[_floats(r, "--weights ratio")[0]] = f
+        mths = tuple(m.strip() for m in methods.split(",") if m.strip())
+        with _bar("reconstruction") as update:
+            recon, recs = bench.bench_reconstruction(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, update)
+        originals = [read_image(p) for p in files]
+        settings["images"] = [p.name for p in files]
+    checks = bench.targets(memory, recon)
+    typer.echo(report.write(json_out, markdown, png, memory, recon, checks, settings, originals, recs))

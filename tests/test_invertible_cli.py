@@ -1,0 +1,110 @@
+"""CLI of accel.invertible (cli/idm.py) end to end on a tiny random prior: finetune, reconstruct, bench."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from accel.utils import AccelError
+
+TINY = dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8, sample_size=32)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from accel.invertible.prior import build_pipeline, build_unet
+
+    root = tmp_path_factory.mktemp("idm")
+    torch.manual_seed(0)
+    build_pipeline(build_unet(**TINY)).save_pretrained(root / "prior")
+    (root / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 50), (36, 33)]):
+        yy, xx = np.mgrid[0:h, 0:w]
+        img = 0.5 + 0.3 * np.sin(xx / (3 + i)) * np.cos(yy / 5) + 0.05 * rng.standard_normal((h, w))
+        Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).save(root / "imgs" / f"im{i}.png")
+    return root
+
+
+def invoke(*args):
+    from accel.cli.idm import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)
+
+
+def run_ok(*args):
+    res = invoke(*args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res.output
+
+
+def test_finetune_reconstruct_and_errors(setup):
+    w = setup / "w30.safetensors"
+    common = ["--prior", setup / "prior", "--images", setup / "imgs", "--crop", 32, "--batch-size", 1, "--checkpoint-every", 1]
+    run_ok("finetune-idm", "--ratio", 0.3, "--steps", 2, "--iters", 2, "--out", w, *common)
+    assert w.is_file() and (setup / ".w30.train" / "checkpoint.safetensors").is_file()
+    out = run_ok("reconstruct", setup / "imgs" / "im0.png", "--ratio", 0.3, "--weights", w, "--out", setup / "rec.png",
+                 "--save-measurements", setup / "y.safetensors")
+    assert "PSNR" in out and "SSIM" in out
+    assert Image.open(setup / "rec.png").size == (50, 40)
+    # from the measurement file, with the original for PSNR
+    out2 = run_ok("reconstruct", setup / "imgs" / "im0.png", "--measurements", setup / "y.safetensors", "--weights", w)
+    assert out2.split("PSNR")[1].split("dB")[0] == out.split("PSNR")[1].split("dB")[0]
+    run_ok("reconstruct", setup / "imgs" / "im1.png", "--ratio", 0.25, "--method", "tv")
+    # bad input: clear errors, not tracebacks
+    for args, msg in [
+        (("reconstruct", setup / "imgs" / "im0.png", "--ratio", 1.5, "--method", "atb"), "(0, 1]"),
+        (("reconstruct", setup / "imgs" / "im0.png", "--ratio", 0.1, "--weights", w), "fine-tuned for ratio 0.3"),
+        (("reconstruct", setup / "prior" / "model_index.json", "--method", "atb"), "cannot read"),
+        (("reconstruct", setup / "imgs" / "im0.png", "--ratio", 0.3, "--weights", setup / "prior" / "unet" / "diffusion_pytorch_model.safetensors"), "not an IDM"),
+        (("finetune-idm", "--ratio", 0, "--out", w), "(0, 1]"),
+    ]:
+        res = invoke(*args)
+        assert res.exit_code != 0 and isinstance(res.exception, AccelError), (args, res.output)
+        assert msg in str(res.exception)
+
+
+def test_finetune_resumes_exactly(setup):
+    from accel.invertible.finetune import FinetuneConfig, finetune
+    from accel.invertible.prior import _training_images  # noqa: F401
+    from accel.utils import load_checkpoint
+
+    from accel.invertible.data import list_images, read_image
+
+    imgs = [torch.from_numpy(read_image(p)) for p in list_images(setup / "imgs")]
+    cfg = FinetuneConfig(ratio=0.5, T=1, iters=3, batch_size=1, crop=32, checkpoint_every=1)
+    full = finetune(setup / "a.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(i, n, loss):
+        if i == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        finetune(setup / "b.safetensors", cfg, prior=str(setup / "prior"), images=imgs, progress=stop_at_2)
+    resumed = finetune(setup / "b.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
+    a, _ = load_checkpoint(full)
+    b, _ = load_checkpoint(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bench_tiny(setup):
+    w = setup / "w30.safetensors"
+    if not w.is_file():
+        pytest.skip("needs the weights of test_finetune_reconstruct_and_errors")
+    js = setup / "bench.json"
+    out = run_ok("bench-idm", "--json", js, "--markdown", setup / "b.md", "--png", setup / "b.png", "--T", "2", "--modes", "plain,reversible",
+                 "--size", 32, "--repeats", 0, "--unet-config", json.dumps(TINY), "--ratios", "0.3", "--images", setup / "imgs",
+                 "--weights", f"0.3={w}", "--prior", setup / "prior", "--ddnm-steps", 2, "--tv-iters", 3)
+    data = json.loads(js.read_text())
+    assert {(r["mode"], r["T"]) for r in data["memory"]} == {("plain", 2), ("reversible", 2)}
+    assert all(r["peak_mb"] > 0 and r["seconds"] > 0 for r in data["memory"])
+    assert {r["method"] for r in data["reconstruction"]} == {"atb", "tv", "ddnm", "idm"}
+    assert all(set(r) >= {"method", "ratio", "psnr", "ssim", "seconds"} for r in data["reconstruction"])
+    assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]

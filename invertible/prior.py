@@ -171,11 +171,13 @@ def _training_images(patch: int) -> list[torch.Tensor]:
 
 
 def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir: str | Path | None = None,
-          progress: Callable[[int, int, float], None] | None = None, unet_overrides: dict | None = None) -> Path:
+          progress: Callable[[int, int, float], None] | None = None, unet_overrides: dict | None = None,
+          images: list[torch.Tensor] | None = None) -> Path:
     """Train unet-natural (or resume from ``work_dir/checkpoint.safetensors``) and save the DDPM pipeline.
 
     Deterministic for a given config on a given machine; an interrupted run resumes exactly.
-    ``progress(step, total, loss_ema)`` is called after every step.
+    ``progress(step, total, loss_ema)`` is called after every step.  ``unet_overrides`` and ``images``
+    ((H, W) tensors in [0, 1]) replace the architecture and the photographs (tests use tiny ones).
     """
     from diffusers import DDPMScheduler
 
@@ -183,7 +185,9 @@ def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir:
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".train"
     ckpt_path = work / "checkpoint.safetensors"
     torch.manual_seed(cfg.seed)
-    images = _training_images(cfg.patch)
+    images = _training_images(cfg.patch) if images is None else [im for im in images if min(im.shape) >= cfg.patch]
+    if not images:
+        raise AccelError(f"no training image is at least {cfg.patch}x{cfg.patch}")
     model = build_unet(**(unet_overrides or {})).train()
     ema = build_unet(**(unet_overrides or {})).eval().requires_grad_(False)
     ema.load_state_dict(model.state_dict())

@@ -7,7 +7,8 @@ benchmark size and the growth of the peak is recorded -- the process's peak resi
 through /proc/self/clear_refs) on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU.  On the CPU the
 worker runs with glibc's mmap threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``), so freed tensors go
 back to the OS and the resident peak tracks the live tensors, not the allocator's retained heap; every
-mode is measured the same way.  The time is the mean of ``repeats`` further steps.
+mode is measured the same way.  The time is the mean of ``repeats`` further steps, run after one untimed
+step with glibc told to keep freed memory again (so page faults from the measuring set-up do not count).
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ def _vm(field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise AccelError(f"{field} not in /proc/self/status")
+
+
+def _retain_heap() -> None:
+    """For timing: let glibc keep freed memory (mmap threshold 32 MiB, no trimming), as in steady state."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def measure_step(mode: str, T: int, size: int = 128, batch: int = 1, device: str = "cpu", repeats: int = 2,
@@ -78,6 +91,9 @@ def measure_step(mode: str, T: int, size: int = 128, batch: int = 1, device: str
     first = time.perf_counter() - t0
     peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else _vm("VmHWM") - base
     times = []
+    if repeats > 0:
+        _retain_heap()
+        step()  # untimed: lets the allocator settle, as it does in a long training run
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()

@@ -38,8 +38,8 @@ class FinetuneConfig:
     T: int = 3
     iters: int = 1000
     batch_size: int = 4
-    crop: int = 96
-    lr: float = 2e-4
+    crop: int = 64
+    lr: float = 5e-4
     seed: int = 0
     cs_seed: int = 0
     scramble: bool = True

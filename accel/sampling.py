@@ -65,9 +65,13 @@ def sample_to_file(
 
     if cache not in CACHE_CHOICES:
         raise AccelError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {cache!r}")
-    state = PartialState()
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # several CPU processes form a gloo group
     pipe = load_pipeline(model).to(state.device)
-    if class_labels is not None and hasattr(pipe, "check_labels"):
+    if hasattr(pipe, "check_labels"):
+        if class_labels is None and prompt is None:
+            class_labels = [i % pipe.num_classes for i in range(num_images)]
         pipe.check_labels(class_labels)
     kw = dict(steps=steps, seed=seed, class_labels=class_labels, prompt=prompt, guidance_scale=guidance_scale)
     report: dict[str, Any] = {"model": model, "num_images": num_images, "steps": steps, "seed": seed,

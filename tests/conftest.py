@@ -45,3 +45,11 @@ def digits_pipe():
     pipe = load("dit-digits")
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture
+def tiny_dit_folder(tiny_dit_pipe, tmp_path):
+    """The tiny random DiT pipeline saved as a local diffusers folder."""
+    path = tmp_path / "tiny-dit"
+    tiny_dit_pipe.save_pretrained(path)
+    return path

@@ -57,6 +57,7 @@ def finetune_idm(
     out: Annotated[Optional[Path], typer.Option(help="Weights file to write (default: the package's file for this ratio).")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Where the resumable checkpoint lives (default: next to --out).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint period in steps.")] = 50,
+    v_init: Annotated[float, typer.Option(help="Initial coupling weight v of the reversible units (IDM: 0.5).")] = 0.5,
 ) -> None:
     """Fine-tune IDM end to end for one sampling ratio (L1 loss, random crops; resumes after an interruption)."""
     from accel.invertible.finetune import FinetuneConfig, finetune
@@ -64,7 +65,7 @@ def finetune_idm(
     from accel.invertible.weights import shipped_path
 
     cfg = FinetuneConfig(ratio=check_ratio(ratio), T=steps, iters=iters, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                         mode=mode, checkpoint_every=checkpoint_every)
+                         mode=mode, checkpoint_every=checkpoint_every, v_init=v_init)
     target = out or shipped_path(cfg.ratio)
     with _bar(f"IDM {100 * cfg.ratio:g}% T={steps}") as update:
         path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images))

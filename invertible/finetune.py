@@ -32,6 +32,8 @@ class FinetuneConfig:
     iters: optimiser steps; batch_size: crops per process and step; crop: crop side (multiple of 32).
     lr: Adam learning rate (cosine decay to 10%).  mode: memory mode (plain | checkpoint | reversible).
     cs_seed / scramble: the CS operator (must match at reconstruction time; stored with the weights).
+    v_init: initial coupling weight of the U-Net units and sampling steps (IDM: 0.5; smaller stays closer to
+    the pretrained network but amplifies rounding in the reversible backward by 1/v per unit).
     """
 
     ratio: float = 0.1
@@ -45,6 +47,7 @@ class FinetuneConfig:
     scramble: bool = True
     mode: str = "reversible"
     checkpoint_every: int = 50
+    v_init: float = 0.5
 
     def __post_init__(self) -> None:
         self.ratio = check_ratio(self.ratio)
@@ -100,7 +103,7 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     if not images:
         raise AccelError(f"no training image is at least {cfg.crop}x{cfg.crop}")
     torch.manual_seed(cfg.seed)
-    idm = IDM(unet, alphas_cumprod, steps=cfg.T, mode=cfg.mode).train()
+    idm = IDM(unet, alphas_cumprod, steps=cfg.T, mode=cfg.mode, v_init=cfg.v_init).train()
     opt = torch.optim.Adam([p for p in idm.parameters() if p.requires_grad], lr=cfg.lr)
     meta_cfg = json.loads(json.dumps(asdict(cfg) | {"prior": prior_name, "world_size": acc.num_processes}))
     start, loss_ema = 0, float("nan")

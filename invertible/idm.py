@@ -8,7 +8,9 @@ Step t (t = T..1) with the learned schedule ``abar_t = prod_{i<=t} s_i`` (``s_i`
     step_t = sqrt(abar_{t-1}) x0^' + sqrt(1 - abar_{t-1}) eps
 
 coupled across steps: ``x_{t-1} = (1 - v_t) step_t(x_t) + v_t h_t``, ``h_{t-1} = x_t``; start
-``x_T = sqrt(abar_T) A^T y``, ``h_T = s x_T``; output ``x_0 + beta h_0`` (``s`` init 1, ``beta`` init 0).
+``x_T = sqrt(abar_T) A^T y``, ``h_T = s x_T``; output ``x_0 + beta h_0`` (``s`` init 1, ``beta`` init 0),
+projected once more onto ``{A x = y}`` (our addition: the coupling mixes the data-consistent ``x0^'`` with
+``h``; the projection restores consistency and, the truth lying in that affine set, never increases the error).
 Every step has its own learned time embedding (initialised from the pretrained U-Net at the timestep whose
 ``alphas_cumprod`` matches the initial ``abar_t``) and its own measurement injectors.
 """
@@ -104,7 +106,7 @@ class IDM(nn.Module):
         h = self.start_scale.to(dtype) * x
         units = list(self.step_units)[::-1]  # t = T, ..., 1
         x, h = run_chain(units, x, h, y, aty, op, mode=self.mode)
-        out = x + self.beta.to(dtype) * h
+        out = op.project(x + self.beta.to(dtype) * h, y)
         return (out + 1) / 2
 
     def reconstruct(self, y: torch.Tensor, op: BlockCS) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Level 2 of IDM: a diffusers ``UNet2DModel`` run as a reversible noise estimator, with measurement injectors.
 
 The U-Net's same-shape resnets and its attention blocks become coupling bodies (:class:`Coupling`); inside
-each layer the features are duplicated into two streams, the layer's units (plus two measurement
-injectors) run as one reversible chain, and the first stream leaves as the layer's output.  Shape-changing
+each layer the features are duplicated into two streams, two measurement injectors and then the layer's
+units run as one reversible chain, and the first stream leaves as the layer's output.  Shape-changing
 pieces (``conv_in``, channel-changing resnets, up-path resnets on concatenated skips, down/upsamplers, the
 output head) run under checkpointing.  The walk is derived from the model's own modules, so any
 ``UNet2DModel`` built from the supported block types works (IDM, Chen et al., TPAMI 2025, Sec. 3.3-3.4).
@@ -205,8 +205,8 @@ class ReversibleUNet(nn.Module):
                 h = checkpointed(_CatResnet(step.module), h, skips.pop(), temb, mode=mode)
             elif step.kind == "run":
                 units = [self.couplings[k] for k in step.units]
-                if inj is not None:
-                    units = [next(inj)] + units + [next(inj)]
+                if inj is not None:  # both first: the streams are still equal there, so fresh injectors are exact identities
+                    units = [next(inj), next(inj)] + units
                 h, _ = run_chain(units, h, h, *ctx, mode=mode)
             elif step.kind == "post":
                 h = checkpointed(_Head(u), h, mode=mode)

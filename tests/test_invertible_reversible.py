@@ -143,3 +143,19 @@ def test_unsupported_unet():
         ReversibleUNet(unet)
     with pytest.raises(AccelError, match="steps"):
         IDM(tiny_unet("attn"), acp(), steps=0)
+
+
+def test_output_is_data_consistent_and_fresh_injectors_are_identities():
+    dt = torch.float64
+    idm = IDM(tiny_unet("attn"), acp(), steps=2).to(dt)
+    op = BlockCS(CSConfig(0.3), 32, 32, dtype=dt)
+    img = torch.rand(1, 1, 32, 32, dtype=dt)
+    y = op.A(img)
+    with torch.no_grad():
+        out = idm(y, op)
+        torch.testing.assert_close(op.A(out), y)
+        x = torch.randn(1, 1, 32, 32, dtype=dt)
+        temb = idm.temb[:1]
+        plain = idm.net(x, temb, op.AT(y), op, None, mode="plain")
+        injected = idm.net(x, temb, op.AT(y), op, idm.injectors[0], mode="plain")
+    torch.testing.assert_close(injected, plain, rtol=0, atol=1e-12)

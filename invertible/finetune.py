@@ -70,6 +70,28 @@ def _batch(images: list[torch.Tensor], cfg: FinetuneConfig, it: int, rank: int) 
     return sample_patches(images, cfg.batch_size, cfg.crop, gen)
 
 
+def _prior(prior: str | torch.nn.Module, alphas_cumprod: torch.Tensor | None) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    if isinstance(prior, str):
+        from .prior import load_prior
+
+        return (*load_prior(prior), prior)
+    if alphas_cumprod is None:
+        raise AccelError("pass alphas_cumprod together with a UNet2DModel prior")
+    return prior, alphas_cumprod, type(prior).__name__
+
+
+def _resume(ckpt_path: Path, meta_cfg: dict, idm: IDM, opt: torch.optim.Optimizer) -> tuple[int, float]:
+    """Restore a fine-tuning checkpoint if there is one: (next iteration, loss EMA)."""
+    if not ckpt_path.exists():
+        return 0, float("nan")
+    tensors, meta = load_checkpoint(ckpt_path)
+    if meta.get("finetune_config") != meta_cfg:
+        raise AccelError(f"{ckpt_path} was written with other settings ({meta.get('finetune_config')}); delete it or pass the same settings")
+    idm.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer_from_tensors(opt, tensors, meta["optim"])
+    return int(meta["iteration"]), float(meta["loss_ema"])
+
+
 def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: str | torch.nn.Module = "unet-natural",
              alphas_cumprod: torch.Tensor | None = None, work_dir: str | Path | None = None,
              progress: Callable[[int, int, float], None] | None = None, images: list[torch.Tensor] | None = None) -> Path:
@@ -86,15 +108,7 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     out_path = Path(out_path)
     work = Path(work_dir) if work_dir is not None else out_path.parent / f".{out_path.stem}.train"
     ckpt_path = work / "checkpoint.safetensors"
-    if isinstance(prior, str):
-        from .prior import load_prior
-
-        unet, alphas_cumprod = load_prior(prior)
-        prior_name = prior
-    else:
-        if alphas_cumprod is None:
-            raise AccelError("pass alphas_cumprod together with a UNet2DModel prior")
-        unet, prior_name = prior, type(prior).__name__
+    unet, alphas_cumprod, prior_name = _prior(prior, alphas_cumprod)
     if images is None:
         from .prior import _training_images
 
@@ -106,14 +120,7 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     idm = IDM(unet, alphas_cumprod, steps=cfg.T, mode=cfg.mode, v_init=cfg.v_init).train()
     opt = torch.optim.Adam([p for p in idm.parameters() if p.requires_grad], lr=cfg.lr)
     meta_cfg = json.loads(json.dumps(asdict(cfg) | {"prior": prior_name, "world_size": acc.num_processes}))
-    start, loss_ema = 0, float("nan")
-    if ckpt_path.exists():
-        tensors, meta = load_checkpoint(ckpt_path)
-        if meta.get("finetune_config") != meta_cfg:
-            raise AccelError(f"{ckpt_path} was written with other settings ({meta.get('finetune_config')}); delete it or pass the same settings")
-        idm.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer_from_tensors(opt, tensors, meta["optim"])
-        start, loss_ema = int(meta["iteration"]), float(meta["loss_ema"])
+    start, loss_ema = _resume(ckpt_path, meta_cfg, idm, opt)
     model, opt = acc.prepare(idm, opt)
     op = BlockCS(cfg.cs, cfg.crop, cfg.crop, device=acc.device)
     for it in range(start, cfg.iters):

@@ -172,6 +172,21 @@ def _training_images(patch: int) -> list[torch.Tensor]:
     return [a for a in ims + halves if min(a.shape) >= patch]
 
 
+def _resume(ckpt_path: Path, meta_cfg: dict, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+            gen: torch.Generator) -> tuple[int, float]:
+    """Restore a training checkpoint if there is one: (next step, loss EMA)."""
+    if not ckpt_path.exists():
+        return 0, float("nan")
+    tensors, meta = load_checkpoint(ckpt_path)
+    if meta.get("train_config") != json.loads(json.dumps(meta_cfg)):
+        raise AccelError(f"{ckpt_path} was written with another config; delete it or pass the same settings")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    optimizer_from_tensors(opt, tensors, meta["optim"])
+    gen.set_state(tensors["rng.gen"])
+    return int(meta["step"]), float(meta["loss_ema"])
+
+
 def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir: str | Path | None = None,
           progress: Callable[[int, int, float], None] | None = None, unet_overrides: dict | None = None,
           images: list[torch.Tensor] | None = None) -> Path:
@@ -196,17 +211,8 @@ def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     acp = DDPMScheduler(**SCHEDULER_CONFIG).alphas_cumprod
     gen = torch.Generator().manual_seed(cfg.seed)
-    start, loss_ema = 0, float("nan")
     meta_cfg = asdict(cfg) | {"unet_overrides": unet_overrides or {}}
-    if ckpt_path.exists():
-        tensors, meta = load_checkpoint(ckpt_path)
-        if meta.get("train_config") != json.loads(json.dumps(meta_cfg)):
-            raise AccelError(f"{ckpt_path} was written with another config; delete it or pass the same settings")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        optimizer_from_tensors(opt, tensors, meta["optim"])
-        gen.set_state(tensors["rng.gen"])
-        start, loss_ema = int(meta["step"]), float(meta["loss_ema"])
+    start, loss_ema = _resume(ckpt_path, meta_cfg, model, ema, opt, gen)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:

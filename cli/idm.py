@@ -35,9 +35,9 @@ def _bar(description: str) -> Iterator:
 def _image_tensors(folder: Optional[Path]) -> Optional[list]:
     if folder is None:
         return None
-    from accel.invertible.data import list_images, read_image
-
     import torch
+
+    from accel.invertible.data import list_images, read_image
 
     return [torch.from_numpy(read_image(p)) for p in list_images(folder)]
 

@@ -70,7 +70,6 @@ def test_finetune_reconstruct_and_errors(setup):
 
 def test_finetune_resumes_exactly(setup):
     from accel.invertible.finetune import FinetuneConfig, finetune
-    from accel.invertible.prior import _training_images  # noqa: F401
     from accel.utils import load_checkpoint
 
     from accel.invertible.data import list_images, read_image

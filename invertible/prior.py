@@ -260,3 +260,13 @@ def load_prior(name_or_path: str = "unet-natural") -> tuple[torch.nn.Module, tor
     if unet is None:
         raise AccelError(f"{name_or_path!r} is not a UNet2DModel pipeline (it has no .unet); IDM needs one such as unet-natural")
     return unet, pipe.scheduler.alphas_cumprod
+
+
+def sample_grid(name_or_path: str = "unet-natural", n: int = 16, steps: int = 100, seed: int = 0):
+    """Sample ``n`` images with the ordinary diffusers pipeline (its own DDPM scheduler, ``steps`` steps): a PIL grid."""
+    from accel.utils import make_grid
+    from accel.zoo import load
+
+    pipe = load(name_or_path)
+    out = pipe(batch_size=n, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), output_type="np").images
+    return make_grid((np.clip(out, 0, 1) * 255).round().astype(np.uint8), scale=2)

@@ -63,7 +63,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
         self,
         class_labels: int | list[int] | torch.Tensor,
         num_inference_steps: int = 50,
-        guidance_scale: float = 4.0,
+        guidance_scale: float = 2.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",

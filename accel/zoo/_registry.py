@@ -17,7 +17,7 @@ class ModelInfo:
     name: str
     description: str
     default_steps: int = 50
-    default_guidance: float = 4.0
+    default_guidance: float = 2.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -17,19 +17,12 @@ Ratio = Annotated[float, typer.Option("--ratio", help="CS sampling ratio in (0, 
 
 
 @contextmanager
-def _bar(description: str) -> Iterator:
-    """A rich progress bar; yields ``update(done, total, info)``."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _bar(description: str, enabled: bool = True) -> Iterator:
+    """The shared rich bar (stderr); yields ``update(done, total, info)`` where info is a loss or a note."""
+    from ._progress import progress_bar
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as prog:
-        task = prog.add_task(description, total=None, info="")
-
-        def update(done: int, total: int, info: object = "") -> None:
-            text = f"loss {info:.4f}" if isinstance(info, float) else str(info)
-            prog.update(task, completed=done, total=total, info=text)
-
-        yield update
+    with progress_bar(description, 0, enabled) as update:
+        yield lambda done, total, info="": update(done, total, f"loss {info:.4f}" if isinstance(info, float) else str(info))
 
 
 def _image_tensors(folder: Optional[Path]) -> Optional[list]:
@@ -58,6 +51,7 @@ def finetune_idm(
     work_dir: Annotated[Optional[Path], typer.Option(help="Where the resumable checkpoint lives (default: next to --out).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint period in steps.")] = 50,
     v_init: Annotated[float, typer.Option(help="Initial coupling weight v of the reversible units (IDM: 0.5).")] = 0.5,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fine-tune IDM end to end for one sampling ratio (L1 loss, random crops; resumes after an interruption)."""
     from accel.invertible.finetune import FinetuneConfig, finetune
@@ -67,7 +61,7 @@ def finetune_idm(
     cfg = FinetuneConfig(ratio=check_ratio(ratio), T=steps, iters=iters, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
                          mode=mode, checkpoint_every=checkpoint_every, v_init=v_init)
     target = out or shipped_path(cfg.ratio)
-    with _bar(f"IDM {100 * cfg.ratio:g}% T={steps}") as update:
+    with _bar(f"IDM {100 * cfg.ratio:g}% T={steps}", progress) as update:
         path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images))
     typer.echo(f"wrote {path}")
 
@@ -156,3 +150,7 @@ def bench_idm(
         settings["images"] = [p.name for p in files]
     checks = bench.targets(memory, recon)
     typer.echo(report.write(json_out, markdown, png, memory, recon, checks, settings, originals, recs))
+
+
+if __name__ == "__main__":  # lets `accelerate launch -m accel.cli.idm finetune-idm ...` run without the main CLI
+    app()

@@ -107,3 +107,23 @@ def test_bench_tiny(setup):
     assert {r["method"] for r in data["reconstruction"]} == {"atb", "tv", "ddnm", "idm"}
     assert all(set(r) >= {"method", "ratio", "psnr", "ssim", "seconds"} for r in data["reconstruction"])
     assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]
+
+
+def test_finetune_two_cpu_processes(setup, tmp_path):
+    """`accel finetune idm` under accelerate launch with 2 CPU processes (gloo DDP through the reversible backward)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "w2.safetensors"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "accel.cli.idm", "finetune-idm", "--ratio", "0.5", "--steps", "1",
+           "--iters", "2", "--crop", "32", "--batch-size", "1", "--prior", str(setup / "prior"), "--images", str(setup / "imgs"),
+           "--out", str(out), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from accel.utils import load_checkpoint
+
+    _, meta = load_checkpoint(out)
+    assert meta["finetune_config"]["world_size"] == 2

@@ -21,9 +21,10 @@ class CGTaylorConfig:
             the error is below it. 0 never forecasts (exactly the uncached output); larger values skip more
             steps: faster, lower fidelity. Model-specific: use ``accel calibrate`` (the paper: DiT 0.008-0.014,
             FLUX 0.03, HunyuanVideo 0.08, Wan 0.18-0.36).
-        block0_order: Taylor order of the block-0 forecast used only by the gate (default 1). Higher orders
-            predict smooth trajectories better, so the gate passes more often; order 0 makes the gate a
-            plain "has block 0 changed" test as in FirstBlockCache.
+        block0_order: Taylor order of the block-0 forecast used only by the gate (default 2; the paper uses
+            1-3). A better block-0 forecast makes the gate a sharper judge of the last-block forecast: on
+            dit-digits order 2 gives 1-5 dB more PSNR than order 1 at the same speed. Order 0 makes the gate
+            a plain "has block 0 changed" test, as in FirstBlockCache.
         last_order: Taylor order of the last-block forecast that replaces blocks 1..L-1 (default 1; the paper
             uses 1 on every model). Order 2+ can extrapolate better over long skips but amplifies noise.
         warmup_steps: the first steps always run in full (default 3). The early, high-noise steps change
@@ -41,7 +42,7 @@ class CGTaylorConfig:
     """
 
     threshold: float = 0.03
-    block0_order: int = 1
+    block0_order: int = 2
     last_order: int = 1
     warmup_steps: int = 3
     full_last_step: bool = True

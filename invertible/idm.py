@@ -1,6 +1,7 @@
 """Level 1 of IDM: the T-step deterministic sampler as a reversible chain (Chen et al., TPAMI 2025, Sec. 3.2).
 
-Step t (t = T..1) with the learned schedule ``abar_t = prod_{i<=t} s_i`` (``s_i`` init 0.5, ``abar_0 = 1``)::
+Step t (t = T..1) with the learned schedule ``abar_t = prod_{i<=t} s_i`` (``s_i`` init ``0.125 ** (1/T)``,
+i.e. 0.5 for T = 3 as in IDM; ``abar_0 = 1``)::
 
     eps    = noise_estimator_t(x_t)                          # level 2 + this step's injectors
     x0^    = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
@@ -17,7 +18,8 @@ Every step has its own learned time embedding (initialised from the pretrained U
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+import math
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -27,6 +29,9 @@ from accel.utils import AccelError
 from .operator import BlockCS
 from .reversible import Coupling, check_mode, run_chain
 from .unet import ReversibleUNet
+
+
+ABAR_T_INIT = 0.125  # initial abar at the first sampling step (IDM, T = 3: 0.5 ** 3)
 
 
 class _StepBody(nn.Module):
@@ -44,7 +49,8 @@ class _StepBody(nn.Module):
         idm, t = self.idm, self.t
         abar = idm.abar().to(x.dtype)
         a, a_prev = abar[t], abar[t - 1]
-        eps = idm.net(x, idm.temb[t - 1 : t].to(x.dtype), aty, op, idm.injectors[t - 1], mode=idm.inner_mode)
+        pd = idm.temb.dtype  # the U-Net runs in the parameters' dtype, the streams may be wider (see IDM.forward)
+        eps = idm.net(x.to(pd), idm.temb[t - 1 : t], aty.to(pd), op, idm.injectors[t - 1], mode=idm.inner_mode).to(x.dtype)
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         x0 = op.project(x0, y)
         return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
@@ -67,7 +73,10 @@ class IDM(nn.Module):
         self.steps = steps
         self.net = ReversibleUNet(unet, v_init)
         self.injectors = nn.ModuleList(self.net.make_injectors() for _ in range(steps))
-        self.s_logit = nn.Parameter(torch.zeros(steps))  # s_i = sigmoid(0) = 0.5
+        # s_i = ABAR_T_INIT ** (1 / T): 0.5 for T = 3 as in IDM; for larger T the start stays at the same noise
+        # level instead of abar_T = 0.5 ** T, whose 1 / sqrt(abar) would amplify rounding in the inverse.
+        s0 = ABAR_T_INIT ** (1.0 / steps)
+        self.s_logit = nn.Parameter(torch.full((steps,), math.log(s0 / (1 - s0))))
         self.start_scale = nn.Parameter(torch.ones(()))
         self.beta = nn.Parameter(torch.zeros(()))
         with torch.no_grad():
@@ -96,7 +105,11 @@ class IDM(nn.Module):
 
     def forward(self, y: torch.Tensor, op: BlockCS) -> torch.Tensor:
         """Reconstruct: y (B, L, q) measured from [0, 1] images -> (B, 1, H, W) on the operator's padded domain."""
-        dtype = self.temb.dtype
+        # The two level-1 streams are single-channel images, so they are kept in float64 at negligible cost:
+        # rounding in the inverse x2 = (y1 - (1 - v) f(x1)) / v is then amplified from 1e-16, not 1e-7, through
+        # T steps (at T = 10 in float32 the rebuilt states drifted to ~4e-4 relative gradient error).
+        out_dtype = y.dtype
+        dtype = torch.float64 if self.temb.dtype in (torch.float32, torch.float16, torch.bfloat16) else self.temb.dtype
         y = y.to(dtype)
         ones = torch.ones(1, 1, op.height, op.width, dtype=dtype, device=y.device)
         y = 2 * y - op.A(ones)  # measurements of the image in the U-Net's [-1, 1] range
@@ -107,12 +120,10 @@ class IDM(nn.Module):
         units = list(self.step_units)[::-1]  # t = T, ..., 1
         x, h = run_chain(units, x, h, y, aty, op, mode=self.mode)
         out = op.project(x + self.beta.to(dtype) * h, y)
-        return (out + 1) / 2
+        return ((out + 1) / 2).to(out_dtype if out_dtype.is_floating_point else self.temb.dtype)
 
     def reconstruct(self, y: torch.Tensor, op: BlockCS) -> torch.Tensor:
         """Inference: y -> image (B, 1, h, w) at the original size, clamped to [0, 1]."""
         with torch.no_grad():
             return op.crop(self(y, op)).clamp(0, 1)
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"steps": self.steps}

@@ -8,10 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from ._progress import progress_bar
+from .adjoint import bench_adjoint
 from .bench_kernels import kernels as bench_kernels
+from .idm import bench_idm
 
 app = typer.Typer(no_args_is_help=True)
 app.command("kernels", help="Fused cache kernels vs the eager chain: time, GB/s, % of peak (JSON, Markdown, PNG).")(bench_kernels)
+app.command("adjoint", help="Adjoint gradients vs autograd: error, cosine, peak memory, time per method and N.")(bench_adjoint)
+app.command("idm", help="IDM: training memory per mode and T, and Set11 reconstruction vs baselines.")(bench_idm)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Shipped model name or local pipeline folder.")]
 OutDir = Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for JSON, Markdown and PNG outputs.")]

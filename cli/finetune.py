@@ -6,7 +6,14 @@ from typing import Any, Callable
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from .adjoint import finetune_adjoint
+from .idm import finetune_idm, reconstruct
 
-# (name, help, function) of commands mounted directly under ``accel`` (e.g. ``accel reconstruct``).
-TOP_LEVEL: list[tuple[str, str, Callable[..., Any]]] = []
+app = typer.Typer(no_args_is_help=True)
+app.command("adjoint", help="AdjointDPM fine-tuning tasks on the shipped model: embedding, LoRA style, noise audit.")(finetune_adjoint)
+app.command("idm", help="Fine-tune an invertible diffusion model for compressed sensing at one sampling ratio.")(finetune_idm)
+
+# (name, help, function) of commands mounted directly under ``accel``.
+TOP_LEVEL: list[tuple[str, str, Callable[..., Any]]] = [
+    ("reconstruct", "Measure an image with the CS operator and reconstruct it with IDM; prints PSNR/SSIM.", reconstruct),
+]

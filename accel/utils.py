@@ -6,15 +6,19 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import torch
 from PIL import Image
 
 
-class AccelError(Exception):
-    """A known, user-facing error: the CLI prints its message as one line and exits non-zero."""
+from .errors import AccelError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["AccelError", "atomic_write_bytes", "save_checkpoint", "load_checkpoint", "optimizer_to_tensors",
+           "optimizer_from_tensors", "to_uint8", "make_grid"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -59,6 +63,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer state dict into tensors (for safetensors) and plain metadata."""
+    import torch
+
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}
@@ -87,6 +93,8 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: Mapping[str, tor
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8."""
+    import torch
+
     x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).numpy()
 

@@ -41,11 +41,13 @@ def main(argv: list[str] | None = None) -> None:
 
     Set ``ACCEL_DEBUG=1`` to see the full traceback instead.
     """
-    from diffusers.utils import logging as dlogging
+    from accel.errors import AccelError
 
-    from accel.utils import AccelError
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own rich bars report progress
+    if len(sys.argv if argv is None else argv) > 1 and "--help" not in (sys.argv if argv is None else argv):
+        from diffusers.utils import logging as dlogging
 
-    dlogging.disable_progress_bar()  # our own rich bars report progress
+        dlogging.disable_progress_bar()  # "Loading pipeline components" bars
     try:
         app(args=argv, standalone_mode=False)
     except (AccelError, FileNotFoundError, PermissionError, IsADirectoryError) as e:

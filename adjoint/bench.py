@@ -51,6 +51,8 @@ class BenchConfig:
         device: "cpu" or "cuda". dtype: "float32" or "float64".
         isolate: one subprocess per (method, N) for honest peak memory (slower); False measures in-process.
         seed: seeds the noise, labels and loss target.
+        repeats: timed forward + backward runs per configuration; ``seconds`` is their median (the first
+            run also gives the peak memory).
     """
 
     model: str = "dit-digits"
@@ -62,6 +64,7 @@ class BenchConfig:
     dtype: str = "float32"
     isolate: bool = True
     seed: int = 0
+    repeats: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,8 +74,8 @@ class BenchConfig:
         unknown = [m for m in self.methods if m not in METHOD_KWARGS]
         if unknown:
             raise AccelError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_KWARGS)}")
-        if self.batch <= 0:
-            raise AccelError(f"batch must be positive, got {self.batch}")
+        if self.batch <= 0 or self.repeats <= 0:
+            raise AccelError(f"batch and repeats must be positive, got {self.batch} and {self.repeats}")
         if self.dtype not in ("float32", "float64") or self.device not in ("cpu", "cuda"):
             raise AccelError(f"dtype must be float32/float64 and device cpu/cuda; got {self.dtype}/{self.device}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -172,17 +175,22 @@ def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = T
         _release_free_memory()
         base = _rss_kb("VmRSS")
         hwm_ok = _reset_hwm()
-    t0 = time.perf_counter()
-    grads = once(steps)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    if cuda:
-        peak_mb: float | None = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        hwm = _rss_kb("VmHWM") if hwm_ok else None
-        peak_mb = (hwm - base) / 1024 if hwm is not None and base is not None else None
-    return {"grads": [g.detach().double().cpu() for g in grads], "seconds": seconds, "peak_mb": peak_mb}
+    times = []
+    for r in range(cfg.repeats):
+        t0 = time.perf_counter()
+        res = once(steps)
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        if r == 0:
+            grads = [g.detach().double().cpu() for g in res]
+            if cuda:
+                peak_mb: float | None = (torch.cuda.max_memory_allocated() - base) / 2**20
+            else:
+                hwm = _rss_kb("VmHWM") if hwm_ok else None
+                peak_mb = (hwm - base) / 1024 if hwm is not None and base is not None else None
+        del res
+    return {"grads": grads, "seconds": sorted(times)[len(times) // 2], "peak_mb": peak_mb}
 
 
 def _worker(spec_path: str, out_path: str) -> None:

@@ -40,6 +40,7 @@ def bench_adjoint(
     dtype: Annotated[str, typer.Option(help="float32 | float64.")] = "float32",
     isolate: Annotated[bool, typer.Option(help="One subprocess per (method, N) so peak memory is honest.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the noise, labels and loss target.")] = 0,
+    repeats: Annotated[int, typer.Option(help="Timed runs per configuration (median reported).")] = 3,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the records (list of dicts) as JSON here.")] = None,
     md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown table here.")] = None,
     plots: Annotated[Optional[Path], typer.Option(help="Folder for error_vs_steps.png, memory_vs_steps.png, time_vs_steps.png.")] = None,
@@ -56,7 +57,7 @@ def bench_adjoint(
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     cfg = bench.BenchConfig(
         model=model, steps=_ints(steps, "--steps"), methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        batch=batch, guidance_scale=guidance_scale, device=dev, dtype=dtype, isolate=isolate, seed=seed,
+        batch=batch, guidance_scale=guidance_scale, device=dev, dtype=dtype, isolate=isolate, seed=seed, repeats=repeats,
     )
     with progress_bar("bench adjoint", len(cfg.runs()) * len(cfg.steps), progress) as update:
         records = bench.run_bench(cfg, progress=lambda done, total, info: update(done, total, info=info))

@@ -14,10 +14,10 @@ CONFIGS = {
     # attention in the low-resolution level and in the mid block, one resnet per level
     "attn": dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                  up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8),
-    # two resnets per level (same-shape couplings), three levels, no mid-block attention, resnet downsampling
-    "deep": dict(block_out_channels=(8, 8, 16), layers_per_block=2, down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                 up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=4,
-                 add_attention=False, resnet_time_scale_shift="scale_shift", downsample_type="resnet"),
+    # two resnets per level (same-shape couplings), three levels, no mid-block attention, resnet down/upsamplers
+    "deep": dict(block_out_channels=(8, 8, 16), layers_per_block=2, down_block_types=("AttnDownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                 up_block_types=("AttnUpBlock2D", "UpBlock2D", "AttnUpBlock2D"), norm_num_groups=4, attention_head_dim=4,
+                 add_attention=False, resnet_time_scale_shift="scale_shift", downsample_type="resnet", upsample_type="resnet"),
 }
 
 

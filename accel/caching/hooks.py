@@ -169,6 +169,8 @@ class GateHook(ModelHook):
         error: float | None = None
         reason = st.force
         offset = float(st.step - st.last_full) if st.last_full is not None else 0.0
+        if reason is None and cfg.threshold == 0:
+            reason = "threshold0"  # the gate can never pass: skip measuring (keeps the overhead minimal)
         if reason is None:
             error = self._error(st, offset, h)
             if not math.isfinite(error):

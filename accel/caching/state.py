@@ -18,7 +18,7 @@ class StepRecord:
     step: int
     timestep: float
     computed: bool
-    reason: str  # "warmup" | "last" | "cap" | "gate" | "forecast" | "nonfinite" | "repeat"
+    reason: str  # "warmup" | "last" | "cap" | "gate" | "forecast" | "nonfinite" | "repeat" | "threshold0"
     error: float | None = None  # block-0 relative L1 forecast error (None when not measured)
     last_error: float | None = None  # last-block forecast error; measured only in probe mode
     offset: int | None = None  # steps since the last full step

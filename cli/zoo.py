@@ -45,6 +45,12 @@ def train(
         cfg = TrainConfig(seed=seed, **({"steps": steps} if steps else {}))
         with progress_bar(f"training {name}", cfg.steps) as bar:
             train_fn(target, cfg, work_dir=work_dir, progress=lambda s, n, loss: bar(s, n, info=f"loss {loss:.4f}"))
+    elif name == "unet-natural":
+        from accel.invertible.prior import PriorTrainConfig, train as train_prior
+
+        cfg = PriorTrainConfig(seed=seed, **({"steps": steps} if steps else {}))
+        with progress_bar(f"training {name}", cfg.steps) as bar:
+            train_prior(target, cfg, work_dir=work_dir, progress=lambda s, n, loss: bar(s, n, info=f"loss {loss:.4f}"))
     else:
-        raise AccelError(f"no training recipe for {name!r} yet")
+        raise AccelError(f"no training recipe for {name!r}")
     typer.echo(f"saved {name} to {target}")

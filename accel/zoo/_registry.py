@@ -24,7 +24,12 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {
     "dit-digits": ModelInfo(
         "dit-digits",
-        "12-block class-conditional DiT (diffusers DiTTransformer2DModel, 1M params), 16x16 digits 0-9",
+        "12-block class-conditional DiT (diffusers DiTTransformer2DModel, 1.16M params), 16x16 digits 0-9",
+    ),
+    "unet-natural": ModelInfo(
+        "unet-natural",
+        "grayscale UNet2DModel (2.6M params, DDPM eps), 64x64 patches of the photos shipped in scikit-image/scikit-learn/PyWavelets; IDM's prior",
+        default_steps=100,
     ),
 }
 

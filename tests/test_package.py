@@ -49,7 +49,7 @@ def test_installed_copy_imports_subpackages(wheel, tmp_path):
 def test_import_accel_is_light():
     code = (
         "import sys, accel;"
-        "bad = [m for m in ('matplotlib', 'cache_dit', 'accel.kernels.triton_ops', 'torchdiffeq', 'sklearn') if m in sys.modules];"
+        "bad = [m for m in ('triton', 'matplotlib', 'cache_dit', 'accel.kernels.triton_ops', 'torchdiffeq', 'sklearn', 'diffusers') if m in sys.modules];"
         "print(bad)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -72,7 +72,8 @@ def test_main_prints_one_line_and_exits_nonzero(tmp_path):
     r = subprocess.run([sys.executable, "-m", "accel.cli.main", "sample", "--model", "no-such-model", "--out", str(tmp_path / "x.png")],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == ["error: unknown model 'no-such-model'; known models: dit-digits (or pass a local pipeline folder or a Hub id)"]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model 'no-such-model'; known models: dit-digits")
     assert "Traceback" not in r.stderr
     env["ACCEL_DEBUG"] = "1"
     r = subprocess.run([sys.executable, "-m", "accel.cli.main", "sample", "--model", "no-such-model", "--out", str(tmp_path / "x.png")],

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel.utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from accel.training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state
+from accel.utils import AccelError
 
 UNET_CONFIG = dict(
     sample_size=64,
@@ -172,21 +173,6 @@ def _training_images(patch: int) -> list[torch.Tensor]:
     return [a for a in ims + halves if min(a.shape) >= patch]
 
 
-def _resume(ckpt_path: Path, meta_cfg: dict, model: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
-            gen: torch.Generator) -> tuple[int, float]:
-    """Restore a training checkpoint if there is one: (next step, loss EMA)."""
-    if not ckpt_path.exists():
-        return 0, float("nan")
-    tensors, meta = load_checkpoint(ckpt_path)
-    if meta.get("train_config") != json.loads(json.dumps(meta_cfg)):
-        raise AccelError(f"{ckpt_path} was written with another config; delete it or pass the same settings")
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-    optimizer_from_tensors(opt, tensors, meta["optim"])
-    gen.set_state(tensors["rng.gen"])
-    return int(meta["step"]), float(meta["loss_ema"])
-
-
 def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir: str | Path | None = None,
           progress: Callable[[int, int, float], None] | None = None, unet_overrides: dict | None = None,
           images: list[torch.Tensor] | None = None) -> Path:
@@ -212,7 +198,7 @@ def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir:
     acp = DDPMScheduler(**SCHEDULER_CONFIG).alphas_cumprod
     gen = torch.Generator().manual_seed(cfg.seed)
     meta_cfg = asdict(cfg) | {"unet_overrides": unet_overrides or {}}
-    start, loss_ema = _resume(ckpt_path, meta_cfg, model, ema, opt, gen)
+    start, loss_ema = load_train_state(ckpt_path, meta_cfg, model, ema, opt, gen)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -228,22 +214,13 @@ def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        loss_ema = loss.item() if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * loss.item()
+        optimizer_step(model, opt, loss)
+        ema_update(ema, model, step, cfg.ema_decay)
+        loss_ema = running_loss(loss_ema, loss)
         if progress is not None:
             progress(step + 1, cfg.steps, loss_ema)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            ot, om = optimizer_to_tensors(opt)
-            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-            tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()} | ot | {"rng.gen": gen.get_state()}
-            save_checkpoint(ckpt_path, tensors, {"step": step + 1, "optim": om, "train_config": meta_cfg, "loss_ema": loss_ema})
+            save_train_state(ckpt_path, step + 1, meta_cfg, model, ema, opt, gen, loss_ema)
 
     out = Path(out_dir)
     build_pipeline(ema).save_pretrained(out)

@@ -65,3 +65,31 @@ def test_unknown_model_lists_known_ones():
     with pytest.raises(AccelError, match="dit-digits"):
         load("no-such-model")
     assert "dit-digits" in MODELS
+
+
+def test_training_resumes_exactly(tmp_path):
+    """An interrupted `accel zoo train dit-digits` run continues bit-identically from its checkpoint."""
+    from accel.zoo.dit_digits import TrainConfig, train
+
+    cfg = TrainConfig(steps=4, batch_size=4, warmup=2, checkpoint_every=2)
+    full = train(tmp_path / "full", cfg, work_dir=tmp_path / "w_full")
+    half_cfg_run = tmp_path / "w_half"
+    import accel.zoo.dit_digits as dd
+
+    calls = []
+
+    def interrupt_at_three(step, total, loss):  # step 2's checkpoint is on disk, step 3 is lost
+        calls.append(step)
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "half", cfg, work_dir=half_cfg_run, progress=interrupt_at_three)
+    resumed_from = []
+    resumed = train(tmp_path / "half", cfg, work_dir=half_cfg_run, progress=lambda s, n, l: resumed_from.append(s))
+    assert calls == [1, 2, 3] and resumed_from == [3, 4]
+    a = dd.build_pipeline().from_pretrained(full).transformer.state_dict()
+    b = dd.build_pipeline().from_pretrained(resumed).transformer.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(AccelError, match="another config"):
+        train(tmp_path / "half", TrainConfig(steps=6, batch_size=4, warmup=2, checkpoint_every=2), work_dir=half_cfg_run)

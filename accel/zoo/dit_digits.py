@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from ..training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state
+from ..utils import AccelError
 from .digits import NUM_CLASSES, digits_dataset
 
 TRANSFORMER_CONFIG = dict(
@@ -89,17 +90,7 @@ def train(
     noise_sched = DDPMScheduler(**SCHEDULER_CONFIG)
     acp = noise_sched.alphas_cumprod
     gen = torch.Generator().manual_seed(cfg.seed)
-    start = 0
-    if ckpt_path.exists():
-        tensors, meta = load_checkpoint(ckpt_path)
-        if meta.get("train_config") != asdict(cfg):
-            raise AccelError(f"{ckpt_path} was written with another config; delete it or pass the same settings")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        optimizer_from_tensors(opt, tensors, meta["optim"])
-        gen.set_state(tensors["rng.gen"])
-        torch.set_rng_state(tensors["rng.torch"])  # diffusers' label embedding drops labels with the global RNG
-        start = int(meta["step"])
+    start, loss_ema = load_train_state(ckpt_path, asdict(cfg), model, ema, opt, gen)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup:
@@ -107,7 +98,6 @@ def train(
         p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
         return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
-    loss_ema = float("nan")
     for step in range(start, cfg.steps):
         idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
         x0, y = data[idx], labels[idx].clone()
@@ -121,23 +111,13 @@ def train(
             g["lr"] = lr_at(step)
         pred = model(xt, timestep=t, class_labels=y).sample
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        loss_ema = loss.item() if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * loss.item()
+        optimizer_step(model, opt, loss)
+        ema_update(ema, model, step, cfg.ema_decay)
+        loss_ema = running_loss(loss_ema, loss)
         if progress is not None:
             progress(step + 1, cfg.steps, loss_ema)
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            ot, om = optimizer_to_tensors(opt)
-            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-            tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-            tensors |= ot | {"rng.gen": gen.get_state(), "rng.torch": torch.get_rng_state()}
-            save_checkpoint(ckpt_path, tensors, {"step": step + 1, "optim": om, "train_config": asdict(cfg), "loss_ema": loss_ema})
+            save_train_state(ckpt_path, step + 1, asdict(cfg), model, ema, opt, gen, loss_ema)
 
     pipe = build_pipeline(ema)
     out = Path(out_dir)

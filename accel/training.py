@@ -1,0 +1,59 @@
+"""Pieces shared by the training loops of the shipped models: optimiser step, EMA, exact-resume checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+
+
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float = 1.0) -> None:
+    """Backward, clip the gradient norm, step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, max_decay: float) -> None:
+    """Exponential moving average of the weights, with the usual (1 + step) / (10 + step) warm-up."""
+    decay = min(max_decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1 - decay)
+
+
+def running_loss(avg: float, loss: torch.Tensor) -> float:
+    return loss.item() if math.isnan(avg) else 0.98 * avg + 0.02 * loss.item()
+
+
+def save_train_state(path: Path, step: int, config: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
+                     opt: torch.optim.Optimizer, gen: torch.Generator, loss_ema: float) -> None:
+    """Everything exact resumption needs (weights, EMA, optimiser, data RNG and torch's global RNG), atomically."""
+    ot, om = optimizer_to_tensors(opt)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    tensors |= ot | {"rng.gen": gen.get_state(), "rng.torch": torch.get_rng_state()}
+    save_checkpoint(path, tensors, {"step": step, "optim": om, "train_config": config, "loss_ema": loss_ema})
+
+
+def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
+                     opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
+    """Restore :func:`save_train_state`'s checkpoint if it exists: (next step, running loss); (0, nan) if not."""
+    if not path.exists():
+        return 0, float("nan")
+    tensors, meta = load_checkpoint(path)
+    if meta.get("train_config") != json.loads(json.dumps(config)):
+        raise AccelError(f"{path} was written with another config; delete it or pass the same settings")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    optimizer_from_tensors(opt, tensors, meta["optim"])
+    gen.set_state(tensors["rng.gen"])
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])  # e.g. diffusers' label embedding drops labels with it
+    return int(meta["step"]), float(meta.get("loss_ema", float("nan")))

@@ -57,3 +57,11 @@ def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module,
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])  # e.g. diffusers' label embedding drops labels with it
     return int(meta["step"]), float(meta.get("loss_ema", float("nan")))
+
+
+def warmup_cosine_lr(step: int, lr: float, warmup: int, total: int, floor: float = 0.1) -> float:
+    """Linear warm-up for ``warmup`` steps, then cosine decay from ``lr`` to ``floor * lr`` at ``total``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))

@@ -10,7 +10,6 @@ an ordinary ``DDPMPipeline`` (``save_pretrained`` layout), so it samples with pl
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel.training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state
+from accel.training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
 from accel.utils import AccelError
 
 UNET_CONFIG = dict(
@@ -200,19 +199,13 @@ def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir:
     meta_cfg = asdict(cfg) | {"unet_overrides": unet_overrides or {}}
     start, loss_ema = load_train_state(ckpt_path, meta_cfg, model, ema, opt, gen)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
-
     for step in range(start, cfg.steps):
         x0 = sample_patches(images, cfg.batch_size, cfg.patch, gen) * 2 - 1
         t = torch.randint(0, len(acp), (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
         loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample, noise)
         optimizer_step(model, opt, loss)
         ema_update(ema, model, step, cfg.ema_decay)

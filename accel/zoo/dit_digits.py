@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state
+from ..training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
 from ..utils import AccelError
 from .digits import NUM_CLASSES, digits_dataset
 
@@ -92,12 +91,6 @@ def train(
     gen = torch.Generator().manual_seed(cfg.seed)
     start, loss_ema = load_train_state(ckpt_path, asdict(cfg), model, ema, opt, gen)
 
-    def lr_at(step: int) -> float:
-        if step < cfg.warmup:
-            return cfg.lr * (step + 1) / cfg.warmup
-        p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
-
     for step in range(start, cfg.steps):
         idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
         x0, y = data[idx], labels[idx].clone()
@@ -108,7 +101,7 @@ def train(
         a = acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
         pred = model(xt, timestep=t, class_labels=y).sample
         loss = F.mse_loss(pred, noise)
         optimizer_step(model, opt, loss)

@@ -44,7 +44,7 @@ class FinetuneConfig:
     lr: float | None = None
     guidance_scale: float = 4.0
     label: int = 3
-    eps: float = 0.5
+    eps: float = 1.0
     lora_rank: int = 4
     checkpoint_every: int = 5
     eval_count: int = 8

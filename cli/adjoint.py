@@ -84,7 +84,7 @@ def finetune_adjoint(
     lr: Annotated[Optional[float], typer.Option(help="Step size (default per task: effect 0.05, style 2e-3, attack 0.05).")] = None,
     guidance_scale: Annotated[float, typer.Option("--guidance-scale", help="Classifier-free guidance weight.")] = 4.0,
     label: Annotated[int, typer.Option(help="Digit whose embedding (effect) or reference image (effect, style) is used.")] = 3,
-    eps: Annotated[float, typer.Option(help="attack: L-infinity radius of the noise perturbation.")] = 0.5,
+    eps: Annotated[float, typer.Option(help="attack: L-infinity radius of the noise perturbation (unit-variance noise).")] = 1.0,
     lora_rank: Annotated[int, typer.Option("--lora-rank", help="style: LoRA rank.")] = 4,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every", help="Iterations between atomic checkpoints.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of noises and initialisations.")] = 0,

@@ -101,9 +101,12 @@ def sample_to_file(
                  "base_seconds": base.seconds if base is not None else None,
                  "forecast": report.get("forecast_fraction_local")}
     gathered = gather_object([local]) if state.num_processes > 1 else [local]
-    if not state.is_main_process:
-        return None
-    return _finish(report, gathered, out, cache)
+    result = _finish(report, gathered, out, cache) if state.is_main_process else None
+    if state.num_processes > 1:
+        from .training import end_distributed
+
+        end_distributed()
+    return result
 
 
 def _finish(report: dict[str, Any], parts: list[dict[str, Any]], out: Path, cache: str) -> dict[str, Any]:

@@ -65,3 +65,16 @@ def warmup_cosine_lr(step: int, lr: float, warmup: int, total: int, floor: float
         return lr * (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def end_distributed() -> None:
+    """Wait for every process, then tear down the process group so that workers exit cleanly.
+
+    Without this, a gloo group destroyed at interpreter exit can abort a worker ("terminate called without
+    an active exception"). A no-op in a single process.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -149,8 +149,12 @@ def _finish(cfg: FinetuneConfig, task: Task, acc: Any, eval_noise: torch.Tensor,
         _plot_losses(losses, out / "loss.png", cfg.task)
         summary = {"task": cfg.task, "iterations": len(losses), "loss_first": losses[0], "loss_last": losses[-1]} | metrics
         (out / "summary.json").write_text(json.dumps(summary | {"losses": losses, "config": asdict(cfg)}, indent=2))
-    acc.wait_for_everyone()
-    return metrics | {"before_after_loss": [task.loss(before).item(), task.loss(after).item()]}
+    result = metrics | {"before_after_loss": [task.loss(before).item(), task.loss(after).item()]}
+    if acc.num_processes > 1:
+        from accel.training import end_distributed
+
+        end_distributed()
+    return result
 
 
 def _plot_losses(losses: list[float], path: Path, title: str) -> None:

@@ -144,4 +144,8 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     if acc.is_main_process:
         save_idm(out_path, acc.unwrap_model(model), cfg.cs, {"finetune_config": meta_cfg, "final_loss_ema": loss_ema})
     acc.wait_for_everyone()
+    if acc.num_processes > 1:
+        from accel.training import end_distributed
+
+        end_distributed()
     return out_path

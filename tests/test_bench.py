@@ -60,3 +60,22 @@ def test_recommended_threshold_keeps_quality(digits_pipe):
     assert frac > 0.5
     assert psnr(to_uint8(out), to_uint8(ref)) >= 30
     assert clf.accuracy(out, labels) >= clf.accuracy(ref, labels) - 0.02
+
+
+def test_calibrate_recommends_and_saves(tiny_dit_folder, tmp_path):
+    from accel.benchmarks.calibrate import calibrate
+    from accel.errors import AccelError
+
+    rec = calibrate(str(tiny_dit_folder), min_psnr=30.0, steps=8, num_images=2, repeats=1,
+                    thresholds=(0.0, 0.05, 0.2, 5.0), out_dir=tmp_path / "cal", save=True)
+    assert rec["psnr"] >= 30.0 and rec["threshold"] in (0.0, 0.05, 0.2, 5.0)
+    saved = json.loads((tiny_dit_folder / "accel_cache.json").read_text())
+    assert saved["threshold"] == rec["threshold"]
+    assert (tmp_path / "cal" / "bench_cache_pareto.png").is_file()
+    import pytest
+
+    with pytest.raises(AccelError, match="exactly one"):
+        calibrate(str(tiny_dit_folder), min_psnr=30.0, target_speedup=2.0)
+    with pytest.raises(AccelError, match="no threshold"):
+        calibrate(str(tiny_dit_folder), min_psnr=None, target_speedup=1e6, steps=4, num_images=1, repeats=1,
+                  thresholds=(0.0,), out_dir=tmp_path / "cal2")

@@ -65,6 +65,8 @@ def generate(
         kwargs["prompt"] = [prompt] * num_images
         labels = None
     else:
+        if class_labels is not None or prompt is not None:
+            raise AccelError(f"{type(pipe).__name__} is unconditional: drop --class / --prompt")
         labels = None
         kwargs["batch_size"] = num_images
     if guidance_scale is not None and "guidance_scale" in params:

@@ -102,3 +102,20 @@ def test_sample_under_accelerate_launch_two_processes(tiny_dit_folder, tmp_path)
 
     a, b = np.asarray(Image.open(multi), dtype=int), np.asarray(Image.open(single), dtype=int)
     assert a.shape == b.shape and np.abs(a - b).max() <= 1  # batch split may flip a rounding, no more
+
+
+def test_sample_any_local_unconditional_pipeline(tmp_path):
+    """A plain diffusers pipeline folder (DDPMPipeline with a UNet2DModel) samples, with and without caching."""
+    import torch
+    from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    DDPMPipeline(unet=unet, scheduler=DDIMScheduler()).save_pretrained(tmp_path / "ddpm")
+    for extra in ([], ["--cache", "cg-taylor", "--threshold", "0"]):
+        r = runner.invoke(app, ["sample", "--model", str(tmp_path / "ddpm"), "-n", "3", "--steps", "4", "--out", str(tmp_path / "u.png"), "--no-progress", *extra])
+        assert r.exit_code == 0, r.output
+        assert Image.open(tmp_path / "u.png").size[0] > 8
+    r = runner.invoke(app, ["sample", "--model", str(tmp_path / "ddpm"), "-n", "1", "--steps", "2", "--out", str(tmp_path / "u.png"), "--class", "3", "--no-progress"])
+    assert r.exit_code != 0

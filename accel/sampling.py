@@ -116,7 +116,7 @@ def _finish(report: dict[str, Any], parts: list[dict[str, Any]], out: Path, cach
     images = [im for p in parts for im in p["images"]]
     report.pop("forecast_fraction_local", None)
     report["seconds"] = round(max(p["seconds"] for p in parts), 4)
-    grid = make_grid([im for im in images], scale=max(1, 128 // images[0].width))
+    grid = make_grid(images, scale=max(1, 128 // images[0].width))
     grid.save(out)
     report["out"] = str(out)
     if cache != "none":

@@ -157,7 +157,7 @@ def run_cache_bench(
         pipe = load()
         probe = first_linear(pipe.transformer.transformer_blocks[len(pipe.transformer.transformer_blocks) // 2])
 
-        def once() -> torch.Tensor:
+        def once(pipe: Any = pipe) -> torch.Tensor:
             out = call(pipe)
             _reset_hooks(pipe.transformer)
             return out

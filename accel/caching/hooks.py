@@ -248,4 +248,4 @@ class LastHook(ModelHook):
             st.fl = kernels.new_factors(h, self.config.last_order, dtype=dtype)
         delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
         st.nl = kernels.taylor_update(st.fl, h, delta, st.nl)
-        st.prev_full, st.last_full = st.last_full, st.step
+        st.last_full = st.step

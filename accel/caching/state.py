@@ -39,7 +39,6 @@ class CGTaylorState(BaseState):
         self.last_t: float | None = None
         self.step = -1
         self.last_full: int | None = None
-        self.prev_full: int | None = None
         self.consecutive = 0
         # Decision for the call in flight.
         self.force: str | None = None  # reason to compute in full without gating, or None

@@ -23,6 +23,8 @@ grows with N). ``checkpoint``: backprop with each step recomputed (``torch.utils
 def _canonical_cond(cond: Any) -> Any:
     if isinstance(cond, int) or (isinstance(cond, list) and cond and all(isinstance(c, int) for c in cond)):
         return torch.as_tensor([cond] if isinstance(cond, int) else cond, dtype=torch.long)
+    if isinstance(cond, tuple) and any(isinstance(c, float) for c in cond):  # FLUX's embedded guidance as a number
+        return tuple(torch.tensor(c, dtype=torch.float64) if isinstance(c, float) else c for c in cond)
     return cond
 
 
@@ -55,7 +57,7 @@ def sample_with_grad(
         noise: x_T, (B, C, H, W); set ``requires_grad`` for its gradient.
         cond: class labels (B,) long (no gradient), class embeddings (B, L, D) from
             ``accel.samplers.class_embeddings`` or prompt embeddings (float, differentiable), a tuple of tensors
-            (SD3), or None.
+            (SD3: embeddings, pooled; FLUX: embeddings, pooled[, guidance]), or None.
         steps: number of sampler steps N.
         method: one of :data:`METHODS`.
         sampler: ``"euler"`` (= DDIM / FlowMatchEuler) or ``"deis2m"``; the forward sampler for all methods
@@ -77,7 +79,7 @@ def sample_with_grad(
         raise AccelError(f"order must be 1 or 2, got {order!r}")
     if not torch.is_tensor(noise) or noise.ndim < 2:
         raise AccelError(f"noise must be a (B, ...) tensor, got {type(noise).__name__} {tuple(getattr(noise, 'shape', ()))}")
-    den, grid = prepare(model_or_pipeline, steps, guidance_scale, uncond, scheduler)
+    den, grid = prepare(model_or_pipeline, steps, guidance_scale, uncond, scheduler, sample_shape=noise.shape)
     cond = _canonical_cond(cond)
     step = get_step(sampler)
     if method == "autograd":

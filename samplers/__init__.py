@@ -4,9 +4,34 @@ One model contract (:class:`Denoiser`), time grids from diffusers schedulers, fi
 FlowMatchEuler) and second-order multistep samplers, and a generic torchdiffeq path.
 """
 
-from ._models import Denoiser, Prediction, class_embeddings, denoiser_from_pipeline
-from ._schedules import FlowSchedule, Grid, VPSchedule, grid_from_scheduler, make_grid, schedule_from_scheduler
-from ._solvers import SAMPLERS, ODEFunc, get_step, prepare, sample, sample_deis2m, sample_euler, sample_odeint
+from ._models import (
+    Denoiser,
+    Prediction,
+    class_embeddings,
+    denoiser_from_pipeline,
+    flux_image_ids,
+    pack_flux_latents,
+    unpack_flux_latents,
+)
+from ._schedules import (
+    FlowSchedule,
+    Grid,
+    VPSchedule,
+    grid_from_scheduler,
+    make_grid,
+    schedule_from_scheduler,
+)
+from ._solvers import (
+    SAMPLERS,
+    ODEFunc,
+    flow_shift_mu,
+    get_step,
+    prepare,
+    sample,
+    sample_deis2m,
+    sample_euler,
+    sample_odeint,
+)
 
 __all__ = [
     "SAMPLERS",
@@ -18,13 +43,17 @@ __all__ = [
     "VPSchedule",
     "class_embeddings",
     "denoiser_from_pipeline",
+    "flow_shift_mu",
+    "flux_image_ids",
     "get_step",
     "grid_from_scheduler",
     "make_grid",
+    "pack_flux_latents",
     "prepare",
     "sample",
     "sample_deis2m",
     "sample_euler",
     "sample_odeint",
     "schedule_from_scheduler",
+    "unpack_flux_latents",
 ]

@@ -115,6 +115,63 @@ def _call_sd3(model: Any, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.
     return model(hidden_states=x, timestep=t, encoder_hidden_states=cond[0], pooled_projections=cond[1]).sample
 
 
+def pack_flux_latents(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) latents -> FLUX's token sequence (B, H/2 * W/2, 4C) of 2x2 patches (FluxPipeline's packing)."""
+    b, c, h, w = x.shape
+    if h % 2 or w % 2:
+        raise AccelError(f"FLUX latents need an even height and width (2x2 packing), got {h}x{w}")
+    return x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), 4 * c)
+
+
+def unpack_flux_latents(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack_flux_latents`: (B, H/2 * W/2, 4C) -> (B, C, H, W)."""
+    b, n, c4 = tokens.shape
+    if n != (height // 2) * (width // 2) or c4 % 4:
+        raise AccelError(f"{tuple(tokens.shape)} tokens do not unpack to {height}x{width} latents")
+    return tokens.reshape(b, height // 2, width // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c4 // 4, height, width)
+
+
+def flux_image_ids(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """FLUX's positional ids of the packed image tokens, (H/2 * W/2, 3): (0, row, column)."""
+    h, w = height // 2, width // 2
+    ids = torch.zeros(h, w, 3, device=device, dtype=dtype)
+    ids[..., 1] = torch.arange(h, device=device, dtype=dtype)[:, None]
+    ids[..., 2] = torch.arange(w, device=device, dtype=dtype)[None, :]
+    return ids.reshape(h * w, 3)
+
+
+@register_caller("FluxTransformer2DModel")
+def _call_flux(model: Any, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+    """FLUX on unpacked latents x (B, C, H, W): pack 2x2 patches, add positional ids, unpack the velocity.
+
+    ``cond = (prompt_embeds (B, L, D), pooled_prompt_embeds (B, P))``, plus a third entry, the embedded
+    guidance (B,) or a float, for guidance-distilled checkpoints (``guidance_embeds=True``, FLUX.1-dev).
+    The network takes ``t / 1000`` as FluxPipeline passes it.
+    """
+    if not isinstance(cond, (tuple, list)) or len(cond) not in (2, 3):
+        raise AccelError("a FLUX transformer needs cond = (prompt_embeds (B, L, D), pooled_prompt_embeds (B, P)[, guidance])")
+    emb, pooled = cond[0], cond[1]
+    guidance = None
+    if model.config.guidance_embeds:
+        if len(cond) != 3:
+            raise AccelError("this FLUX transformer embeds the guidance scale (guidance_embeds=True): pass cond = (prompt_embeds, pooled_prompt_embeds, guidance), e.g. guidance 3.5")
+        guidance = torch.as_tensor(cond[2], dtype=torch.float32, device=x.device).reshape(-1).expand(x.shape[0])
+    h, w = x.shape[-2:]
+    txt_ids = torch.zeros(emb.shape[1], 3, device=x.device, dtype=x.dtype)
+    out = model(hidden_states=pack_flux_latents(x), encoder_hidden_states=emb, pooled_projections=pooled, timestep=t / 1000,
+                img_ids=flux_image_ids(h, w, x.device, x.dtype), txt_ids=txt_ids, guidance=guidance).sample
+    return unpack_flux_latents(out, h, w)
+
+
+def image_seq_len(model: Any, shape: Sequence[int]) -> int | None:
+    """The number of image tokens a transformer makes of latents shaped (B, C, H, W) (None if not a patch transformer)."""
+    name, (h, w) = type(model).__name__, tuple(shape[-2:])
+    if name == "FluxTransformer2DModel":
+        return (h // 2) * (w // 2)
+    p = getattr(getattr(model, "config", None), "patch_size", None)
+    return (h // p) * (w // p) if isinstance(p, int) and "Transformer" in name else None
+
+
 def _null_condition(model: Any, cond: Cond) -> Cond:
     """The unconditional input for CFG where the model defines one (a DiT's null class); else None."""
     if type(model).__name__ != "DiTTransformer2DModel" or cond is None:
@@ -126,8 +183,8 @@ def _null_condition(model: Any, cond: Cond) -> Cond:
 def _cat(a: Cond, b: Cond) -> Cond:
     if isinstance(a, (tuple, list)):
         return type(a)(_cat(x, y) for x, y in zip(a, b))
-    if a is None:
-        return None
+    if a is None or not torch.is_tensor(a):  # None, or a float such as FLUX's embedded guidance
+        return a
     return torch.cat([a, b.expand_as(a) if b.shape[0] == 1 and a.shape[0] > 1 else b])
 
 
@@ -135,7 +192,7 @@ class Denoiser:
     """A diffusers network (or any ``fn(x, t, cond)``) as ``Denoiser(x, t, cond) -> Prediction``.
 
     Args:
-        model: a diffusers model with a registered caller (DiT, UNet2DCondition, UNet2D, SD3) or a callable
+        model: a diffusers model with a registered caller (DiT, UNet2DCondition, UNet2D, SD3, FLUX) or a callable
             ``fn(x (B,C,H,W), t (B,), cond) -> native output``.
         schedule: the noise schedule (VPSchedule or FlowSchedule), which gives alpha_t, sigma_t.
         prediction_type: "epsilon", "v_prediction", "sample" (VP) or "flow" (velocity).

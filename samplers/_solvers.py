@@ -139,19 +139,54 @@ def sample_odeint(
     return z / scale_n
 
 
-def prepare(model_or_pipeline: Any, steps: int, guidance_scale: float = 1.0, uncond: Cond = None, scheduler: Any = None) -> tuple[Denoiser, Grid]:
-    """(Denoiser, Grid) for a diffusers pipeline, or for a Denoiser/network plus ``scheduler`` (for the grid)."""
+def flow_shift_mu(scheduler: Any, seq_len: int) -> float:
+    """The resolution-dependent shift ``mu`` that FLUX/SD3 pipelines give a dynamically shifting scheduler:
+    linear in the number of image tokens between (base_image_seq_len, base_shift) and (max_image_seq_len, max_shift)."""
+    cfg = scheduler.config
+    lo, hi = cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096)
+    b0, b1 = cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15)
+    return float(b0 + (b1 - b0) * (seq_len - lo) / (hi - lo))
+
+
+def _timestep_kwargs(model: Any, scheduler: Any, steps: int, sample_shape: Any) -> dict[str, Any]:
+    """What the model's diffusers pipeline passes to ``scheduler.set_timesteps`` besides the step count."""
+    import numpy as np
+
+    from ._models import image_seq_len
+
+    kw: dict[str, Any] = {}
+    cfg = scheduler.config
+    if type(model).__name__ == "FluxTransformer2DModel" and not cfg.get("use_flow_sigmas", False):
+        kw["sigmas"] = np.linspace(1.0, 1 / steps, steps)  # FluxPipeline's default sigmas
+    if cfg.get("use_dynamic_shifting", False):
+        n = image_seq_len(model, sample_shape) if sample_shape is not None else None
+        if n is None:
+            raise AccelError(f"{type(scheduler).__name__} shifts its timesteps by image size (use_dynamic_shifting=True): pass sample_shape= "
+                             "(the latents' (B, C, H, W)) so that the shift can be computed")
+        kw["mu"] = flow_shift_mu(scheduler, n)
+    return kw
+
+
+def prepare(model_or_pipeline: Any, steps: int, guidance_scale: float = 1.0, uncond: Cond = None, scheduler: Any = None,
+            sample_shape: Any = None) -> tuple[Denoiser, Grid]:
+    """(Denoiser, Grid) for a diffusers pipeline, or for a Denoiser/network plus ``scheduler`` (for the grid).
+
+    ``sample_shape``: the latents' (B, C, H, W); needed for schedulers that shift by resolution (FLUX).
+    """
     if isinstance(model_or_pipeline, Denoiser):
         if scheduler is None:
             raise AccelError("pass scheduler= (a diffusers scheduler) to build the time grid for a bare Denoiser")
-        return model_or_pipeline, grid_from_scheduler(scheduler, steps)
-    if hasattr(model_or_pipeline, "scheduler") and (hasattr(model_or_pipeline, "transformer") or hasattr(model_or_pipeline, "unet")):
+        den = model_or_pipeline
+    elif hasattr(model_or_pipeline, "scheduler") and (hasattr(model_or_pipeline, "transformer") or hasattr(model_or_pipeline, "unet")):
         scheduler = scheduler if scheduler is not None else model_or_pipeline.scheduler
         den = denoiser_from_pipeline(model_or_pipeline, guidance_scale, uncond, scheduler)
-        return den, grid_from_scheduler(scheduler, steps)
-    if scheduler is None:
+    elif scheduler is None:
         raise AccelError(f"got a {type(model_or_pipeline).__name__}, not a pipeline: pass scheduler= as well (e.g. DDIMScheduler())")
-    from ._schedules import schedule_from_scheduler
+    else:
+        from ._schedules import schedule_from_scheduler
 
-    schedule, pred = schedule_from_scheduler(scheduler)
-    return Denoiser(model_or_pipeline, schedule, pred, guidance_scale, uncond), grid_from_scheduler(scheduler, steps)
+        schedule, pred = schedule_from_scheduler(scheduler)
+        den = Denoiser(model_or_pipeline, schedule, pred, guidance_scale, uncond)
+    if not isinstance(steps, int) or steps <= 0:
+        raise AccelError(f"steps must be a positive integer, got {steps!r}")
+    return den, grid_from_scheduler(scheduler, steps, **_timestep_kwargs(den.model, scheduler, steps, sample_shape))

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from accel.samplers import (
     Denoiser,
     FlowSchedule,
@@ -19,6 +18,7 @@ from accel.samplers import (
     sample_odeint,
     schedule_from_scheduler,
 )
+
 from accel.utils import AccelError
 
 
@@ -215,3 +215,46 @@ def test_callback_keys_and_errors():
         Denoiser(net, den.schedule, "epsilon", guidance_scale=2.0)(torch.randn(1, 2, 4, 4), torch.tensor(10.0), torch.zeros(1))
     with pytest.raises(AccelError, match="scheduler="):
         prepare(net, 4)
+
+
+def tiny_flux(guidance_embeds: bool = False, dtype: torch.dtype = torch.float32):
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=16, pooled_projection_dim=8, axes_dims_rope=[2, 2, 4], guidance_embeds=guidance_embeds,
+    ).to(dtype).eval()
+
+
+def flux_scheduler():
+    """FLUX.1's scheduler config: resolution-dependent (dynamic) shift."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                           base_image_seq_len=256, max_image_seq_len=4096)
+
+
+@pytest.mark.parametrize("guidance_embeds", [False, True])
+def test_euler_reproduces_flux_pipeline(guidance_embeds):
+    """Our Euler sampler on unpacked (B, 4, H, W) latents == FluxPipeline (packed latents, ids, shift, guidance)."""
+    from accel.samplers import pack_flux_latents, unpack_flux_latents
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(scheduler=flux_scheduler(), vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=tiny_flux(guidance_embeds))
+    torch.manual_seed(1)
+    emb, pooled, x = torch.randn(2, 5, 16), torch.randn(2, 8), torch.randn(2, 4, 8, 6)
+    assert torch.equal(unpack_flux_latents(pack_flux_latents(x), 8, 6), x)
+    with torch.no_grad():  # FluxPipeline's latent size is height / vae_scale_factor (8): 64x48 px -> 8x6 latents
+        ref = pipe(prompt_embeds=emb, pooled_prompt_embeds=pooled, latents=pack_flux_latents(x), height=64, width=48,
+                   num_inference_steps=4, guidance_scale=3.5, output_type="latent").images
+        den, grid = prepare(pipe, 4, sample_shape=x.shape)
+        cond = (emb, pooled, 3.5) if guidance_embeds else (emb, pooled)
+        out = pack_flux_latents(sample(den, x, grid, cond))
+    assert (out - ref).abs().max() / ref.abs().max() < 1e-5
+    with pytest.raises(AccelError, match="sample_shape"):
+        prepare(pipe, 4)
+    if guidance_embeds:
+        with pytest.raises(AccelError, match="guidance"):
+            den(x, grid.t[0], (emb, pooled))

@@ -120,6 +120,7 @@ def bench_idm(
     ddnm_steps: Annotated[int, typer.Option(help="DDNM sampling steps.")] = 100,
     tv_iters: Annotated[int, typer.Option(help="TV-FISTA iterations.")] = 300,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Keep each reconstruction here and reuse it on the next run (resumes an interrupted benchmark).")] = None,
     unet_config: Annotated[Optional[str], typer.Option(hidden=True, help="JSON overrides of the U-Net config (tests).")] = None,
 ) -> None:
     """Benchmark IDM: training memory/time per mode and T; Set11 PSNR/SSIM/time against A^T y, TV, DDNM."""
@@ -145,7 +146,7 @@ def bench_idm(
             wmap[_floats(r, "--weights ratio")[0]] = f
         mths = tuple(m.strip() for m in methods.split(",") if m.strip())
         with _bar("reconstruction") as update:
-            recon, recs = bench.bench_reconstruction(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, update)
+            recon, recs = bench.bench_reconstruction(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, update, cache_dir)
         originals = [read_image(p) for p in files]
         settings["images"] = [p.name for p in files]
     checks = bench.targets(memory, recon)

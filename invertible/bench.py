@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from accel.utils import AccelError
@@ -120,27 +121,68 @@ def bench_memory(Ts: tuple[int, ...] = (1, 3, 5, 10), modes: tuple[str, ...] = M
     return out
 
 
+def _cache_key(method: str, ratio: float, image: Path, settings: dict[str, Any]) -> str:
+    """A file name for one reconstruction that changes whenever anything it depends on changes."""
+    import hashlib
+
+    st = image.stat()
+    blob = json.dumps({"method": method, "ratio": ratio, "image": [str(image.resolve()), st.st_size, st.st_mtime_ns]} | settings, sort_keys=True, default=str)
+    return f"{method}-{ratio:g}-{image.stem}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.safetensors"
+
+
+def _file_id(path: str | Path | None) -> list | None:
+    """Identity of a weights file for the cache key (path, size, modification time)."""
+    if path is None:
+        return None
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
 def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0.3, 0.5), methods: tuple[str, ...] = ("atb", "tv", "ddnm", "idm"),
                          weights: dict[float, str | Path] | None = None, prior: str = "unet-natural", ddnm_steps: int = 100,
-                         tv_iters: int = 300, device: str = "cpu", progress: Callable[[int, int, str], None] | None = None
-                         ) -> tuple[list[dict[str, Any]], dict[tuple[str, float], list]]:
-    """Mean PSNR (Y, 0-255) / SSIM / seconds per image for each (method, ratio); also the reconstructions."""
+                         tv_iters: int = 300, device: str = "cpu", progress: Callable[[int, int, str], None] | None = None,
+                         cache_dir: str | Path | None = None) -> tuple[list[dict[str, Any]], dict[tuple[str, float], list]]:
+    """Mean PSNR (Y, 0-255) / SSIM / seconds per image for each (method, ratio); also the reconstructions.
+
+    ``cache_dir``: keep every reconstruction (image, PSNR, SSIM, seconds) there as a safetensors file keyed by
+    everything it depends on, and reuse it on the next run: an interrupted or extended benchmark (a new ratio,
+    new IDM weights) recomputes only what is missing.  Cached seconds are those measured when it was computed.
+    """
+    from accel.utils import load_checkpoint, save_checkpoint
+
     from .reconstruct import reconstruct
+    from .weights import shipped_path
 
     kw = {"tv": {"iters": tv_iters}, "ddnm": {"steps": ddnm_steps}, "atb": {}, "idm": {}}
     records, recs = [], {}
     total, done = len(images) * len(ratios) * len(methods), 0
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     for ratio in ratios:
         for method in methods:
             rows = []
+            w = (weights or {}).get(ratio) if method == "idm" else None
+            deps = {"kw": kw[method], "device": device}
+            if method == "ddnm":
+                deps["prior"] = prior
+            if method == "idm":
+                deps["weights"] = _file_id(w if w is not None else shipped_path(ratio))
             for path in images:
-                w = (weights or {}).get(ratio) if method == "idm" else None
-                r = reconstruct(path, ratio, weights=w, method=method, prior=prior, device=device, **kw[method])
-                rows.append((path.stem, r.psnr, r.ssim, r.seconds))
-                recs.setdefault((method, ratio), []).append(r.image)
+                hit = cache / _cache_key(method, ratio, path, deps) if cache is not None else None
+                if hit is not None and hit.exists():
+                    tensors, meta = load_checkpoint(hit)
+                    image, p, q, sec = tensors["image"].numpy(), meta["psnr"], meta["ssim"], meta["seconds"]
+                else:
+                    r = reconstruct(path, ratio, weights=w, method=method, prior=prior, device=device, **kw[method])
+                    image, p, q, sec = r.image, r.psnr, r.ssim, r.seconds
+                    if hit is not None:
+                        save_checkpoint(hit, {"image": torch.from_numpy(np.ascontiguousarray(image))}, {"psnr": p, "ssim": q, "seconds": sec})
+                rows.append((path.stem, p, q, sec))
+                recs.setdefault((method, ratio), []).append(image)
                 done += 1
                 if progress is not None:
-                    progress(done, total, f"{method} {ratio:g} {path.stem}: {r.psnr:.2f} dB")
+                    progress(done, total, f"{method} {ratio:g} {path.stem}: {p:.2f} dB")
             n = len(rows)
             records.append({"method": method, "ratio": ratio, "psnr": round(sum(r[1] for r in rows) / n, 3),
                             "ssim": round(sum(r[2] for r in rows) / n, 4), "seconds": round(sum(r[3] for r in rows) / n, 4),

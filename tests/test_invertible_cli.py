@@ -109,6 +109,29 @@ def test_bench_tiny(setup):
     assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]
 
 
+def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch):
+    """--cache-dir: a second run recomputes nothing; new settings (TV iterations) recompute."""
+    import importlib
+
+    from accel.invertible import bench
+
+    rmod = importlib.import_module("accel.invertible.reconstruct")
+    from accel.invertible.data import list_images
+
+    calls = []
+    real = rmod.reconstruct
+    monkeypatch.setattr(rmod, "reconstruct", lambda *a, **k: calls.append(k["method"]) or real(*a, **k))
+    files = list_images(setup / "imgs")
+    args = dict(ratios=(0.3,), methods=("atb", "tv"), prior=str(setup / "prior"), cache_dir=tmp_path)
+    first, recs1 = bench.bench_reconstruction(files, tv_iters=3, **args)
+    assert len(calls) == 4 and len(list(tmp_path.glob("*.safetensors"))) == 4
+    again, recs2 = bench.bench_reconstruction(files, tv_iters=3, **args)
+    assert len(calls) == 4 and again == first
+    assert all(np.array_equal(a, b) for k in recs1 for a, b in zip(recs1[k], recs2[k]))
+    bench.bench_reconstruction(files, tv_iters=4, **args)
+    assert calls[4:] == ["tv", "tv"]
+
+
 def test_finetune_two_cpu_processes(setup, tmp_path):
     """`accel finetune idm` under accelerate launch with 2 CPU processes (gloo DDP through the reversible backward)."""
     import os

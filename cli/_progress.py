@@ -1,28 +1,40 @@
-"""Rich progress bars wired to the library's callbacks."""
+"""Progress bars wired to the library's callbacks: a rich bar on a terminal, plain log lines otherwise."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 from typing import Any, Callable, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+LOG_EVERY_S = 30.0  # without a terminal (nohup, CI logs): one line at most this often, and at the end
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[..., None]]:
     """Yield ``update(done, total=None, info="")``. The bar appears at the first update (so errors raised
-    while loading print without an empty bar) and draws to stderr so stdout stays machine-readable."""
+    while loading print without an empty bar) and draws to stderr so stdout stays machine-readable.
+
+    When stderr is not a terminal, a rich bar would stay silent until the end; instead one plain line
+    (``description done/total elapsed info``) is written every ``LOG_EVERY_S`` seconds and at completion.
+    """
     if not enabled:
         yield lambda *a, **k: None
         return
     from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield _line_logger(description, total)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     state: dict[str, Any] = {}
 
     def update(done: int, total_now: int | None = None, info: str = "") -> None:
         if "prog" not in state:
-            state["prog"] = Progress(*cols, console=Console(stderr=True), transient=False)
+            state["prog"] = Progress(*cols, console=console, transient=False)
             state["prog"].start()
             state["task"] = state["prog"].add_task(description, total=total, info="")
         state["prog"].update(state["task"], completed=done, total=total_now if total_now is not None else total, info=info)
@@ -32,3 +44,18 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
     finally:
         if "prog" in state:
             state["prog"].stop()
+
+
+def _line_logger(description: str, total: int) -> Callable[..., None]:
+    start = time.monotonic()
+    last = [-LOG_EVERY_S]
+
+    def update(done: int, total_now: int | None = None, info: str = "") -> None:
+        n = total_now if total_now is not None else total
+        now = time.monotonic() - start
+        if now - last[0] >= LOG_EVERY_S or done >= n:
+            last[0] = now
+            rate = f", {now / done:.2f} s/it" if done else ""
+            print(f"{description} {done}/{n} [{now:.0f} s{rate}] {info}".rstrip(), file=sys.stderr, flush=True)
+
+    return update

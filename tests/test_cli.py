@@ -119,3 +119,15 @@ def test_sample_any_local_unconditional_pipeline(tmp_path):
         assert Image.open(tmp_path / "u.png").size[0] > 8
     r = runner.invoke(app, ["sample", "--model", str(tmp_path / "ddpm"), "-n", "1", "--steps", "2", "--out", str(tmp_path / "u.png"), "--class", "3", "--no-progress"])
     assert r.exit_code != 0
+
+
+def test_progress_without_terminal_logs_lines(capsys, monkeypatch):
+    """Under nohup or in CI logs (no terminal) progress is plain lines: the first update and the last."""
+    from accel.cli import _progress
+
+    monkeypatch.setattr(_progress, "LOG_EVERY_S", 3600.0)
+    with _progress.progress_bar("training x", 3) as update:
+        for i in range(1, 4):
+            update(i, info=f"loss {i}")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("training x 1/3") and lines[-1].startswith("training x 3/3") and lines[-1].endswith("loss 3")

@@ -51,6 +51,7 @@ def finetune_idm(
     work_dir: Annotated[Optional[Path], typer.Option(help="Where the resumable checkpoint lives (default: next to --out).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint period in steps.")] = 50,
     v_init: Annotated[float, typer.Option(help="Initial coupling weight v of the reversible units (IDM: 0.5).")] = 0.5,
+    init: Annotated[Optional[Path], typer.Option(help="Start from these IDM weights (same ratio and T) instead of the prior, e.g. to train the shipped ones longer.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fine-tune IDM end to end for one sampling ratio (L1 loss, random crops; resumes after an interruption)."""
@@ -62,7 +63,7 @@ def finetune_idm(
                          mode=mode, checkpoint_every=checkpoint_every, v_init=v_init)
     target = out or shipped_path(cfg.ratio)
     with _bar(f"IDM {100 * cfg.ratio:g}% T={steps}", progress) as update:
-        path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images))
+        path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images), init=init)
     typer.echo(f"wrote {path}")
 
 

@@ -94,12 +94,15 @@ def _resume(ckpt_path: Path, meta_cfg: dict, idm: IDM, opt: torch.optim.Optimize
 
 def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: str | torch.nn.Module = "unet-natural",
              alphas_cumprod: torch.Tensor | None = None, work_dir: str | Path | None = None,
-             progress: Callable[[int, int, float], None] | None = None, images: list[torch.Tensor] | None = None) -> Path:
+             progress: Callable[[int, int, float], None] | None = None, images: list[torch.Tensor] | None = None,
+             init: str | Path | None = None) -> Path:
     """Fine-tune IDM from a pretrained prior and write the weights (see :mod:`accel.invertible.weights`).
 
     ``prior``: a shipped name / pipeline folder, or a ``UNet2DModel`` (then ``alphas_cumprod`` is needed).
     ``images``: training images ((H, W) tensors in [0, 1]); default: unet-natural's training photographs.
     ``progress(iteration, total, loss_ema)`` is called on the main process after every step.
+    ``init``: start from these IDM weights (same ratio, T and CS operator) instead of the prior: continue a
+    finished fine-tuning with more iterations or another learning rate (the optimiser starts afresh).
     """
     from accelerate import Accelerator
 
@@ -118,8 +121,15 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
         raise AccelError(f"no training image is at least {cfg.crop}x{cfg.crop}")
     torch.manual_seed(cfg.seed)
     idm = IDM(unet, alphas_cumprod, steps=cfg.T, mode=cfg.mode, v_init=cfg.v_init).train()
+    if init is not None:
+        from .weights import load_idm
+
+        start_from, init_cs, _ = load_idm(init, ratio=cfg.ratio)
+        if init_cs != cfg.cs or start_from.steps != cfg.T:
+            raise AccelError(f"--init {str(init)!r} has T={start_from.steps} and {init_cs}; this run needs T={cfg.T} and {cfg.cs}")
+        idm.load_state_dict(start_from.state_dict())
     opt = torch.optim.Adam([p for p in idm.parameters() if p.requires_grad], lr=cfg.lr)
-    meta_cfg = json.loads(json.dumps(asdict(cfg) | {"prior": prior_name, "world_size": acc.num_processes}))
+    meta_cfg = json.loads(json.dumps(asdict(cfg) | {"prior": prior_name, "world_size": acc.num_processes} | ({"init": str(init)} if init is not None else {})))
     start, loss_ema = _resume(ckpt_path, meta_cfg, idm, opt)
     model, opt = acc.prepare(idm, opt)
     op = BlockCS(cfg.cs, cfg.crop, cfg.crop, device=acc.device)

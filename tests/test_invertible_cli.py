@@ -93,6 +93,24 @@ def test_finetune_resumes_exactly(setup):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_finetune_init_warm_starts(setup):
+    """--init continues from IDM weights: iteration 0 starts at their loss, and a wrong ratio is refused."""
+    w = setup / "w30.safetensors"
+    if not w.is_file():
+        pytest.skip("needs the weights of test_finetune_reconstruct_and_errors")
+    from accel.invertible.data import list_images, read_image
+    from accel.invertible.finetune import FinetuneConfig, finetune
+    from accel.invertible.weights import load_idm
+
+    imgs = [torch.from_numpy(read_image(p)) for p in list_images(setup / "imgs")]
+    cfg = FinetuneConfig(ratio=0.3, T=2, iters=1, batch_size=1, crop=32, lr=1e-12)
+    out = finetune(setup / "warm.safetensors", cfg, prior=str(setup / "prior"), images=imgs, init=w)
+    a, b = load_idm(w)[0].state_dict(), load_idm(out)[0].state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-8) for k in a)  # lr ~ 0: the warm start is kept
+    with pytest.raises(AccelError, match="fine-tuned for ratio 0.3"):
+        finetune(setup / "bad.safetensors", FinetuneConfig(ratio=0.1, T=2, iters=1, batch_size=1, crop=32), prior=str(setup / "prior"), images=imgs, init=w)
+
+
 def test_bench_tiny(setup):
     w = setup / "w30.safetensors"
     if not w.is_file():

@@ -13,6 +13,7 @@ step with glibc told to keep freed memory again (so page faults from the measuri
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -121,21 +122,39 @@ def bench_memory(Ts: tuple[int, ...] = (1, 3, 5, 10), modes: tuple[str, ...] = M
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _content_hash(path: str) -> str:
+    """sha256 of a file's bytes (stable across checkouts, unlike modification times)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_id(path: str | Path | None) -> str | None:
+    """Identity of an input file for the cache key: the hash of its content."""
+    return None if path is None else _content_hash(str(Path(path).resolve()))
+
+
+def _prior_id(prior: str) -> str:
+    """Identity of a prior (shipped name or pipeline folder): the hash of its U-Net weights when they are found."""
+    from accel.zoo import MODELS
+    from accel.zoo._registry import WEIGHTS
+
+    folder = WEIGHTS / prior if prior in MODELS else Path(prior)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    return _file_id(weights) if weights.is_file() else prior
+
+
 def _cache_key(method: str, ratio: float, image: Path, settings: dict[str, Any]) -> str:
     """A file name for one reconstruction that changes whenever anything it depends on changes."""
     import hashlib
 
-    st = image.stat()
-    blob = json.dumps({"method": method, "ratio": ratio, "image": [str(image.resolve()), st.st_size, st.st_mtime_ns]} | settings, sort_keys=True, default=str)
+    blob = json.dumps({"method": method, "ratio": ratio, "image": _file_id(image)} | settings, sort_keys=True, default=str)
     return f"{method}-{ratio:g}-{image.stem}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.safetensors"
-
-
-def _file_id(path: str | Path | None) -> list | None:
-    """Identity of a weights file for the cache key (path, size, modification time)."""
-    if path is None:
-        return None
-    st = Path(path).stat()
-    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
 
 def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0.3, 0.5), methods: tuple[str, ...] = ("atb", "tv", "ddnm", "idm"),
@@ -145,7 +164,7 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
     """Mean PSNR (Y, 0-255) / SSIM / seconds per image for each (method, ratio); also the reconstructions.
 
     ``cache_dir``: keep every reconstruction (image, PSNR, SSIM, seconds) there as a safetensors file keyed by
-    everything it depends on, and reuse it on the next run: an interrupted or extended benchmark (a new ratio,
+    everything it depends on (settings, and the content hashes of the image, the IDM weights, the prior), and reuse it on the next run: an interrupted or extended benchmark (a new ratio,
     new IDM weights) recomputes only what is missing.  Cached seconds are those measured when it was computed.
     """
     from accel.utils import load_checkpoint, save_checkpoint
@@ -165,7 +184,7 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
             w = (weights or {}).get(ratio) if method == "idm" else None
             deps = {"kw": kw[method], "device": device}
             if method == "ddnm":
-                deps["prior"] = prior
+                deps["prior"] = _prior_id(prior)
             if method == "idm":
                 deps["weights"] = _file_id(w if w is not None else shipped_path(ratio))
             for path in images:

@@ -31,7 +31,7 @@ def markdown(memory: list[dict[str, Any]], recon: list[dict[str, Any]], checks: 
                     cells.append("-")
                     continue
                 p = mem.get(("plain", t))
-                red = f" (-{100 * (1 - r['peak_mb'] / p['peak_mb']):.1f}%)" if p and m != "plain" and p["peak_mb"] > 0 else ""
+                red = f" ({100 * (r['peak_mb'] / p['peak_mb'] - 1):+.1f}%)" if p and m != "plain" and p["peak_mb"] > 0 else ""
                 cells.append(f"{r['peak_mb']:.0f} MB{red}, {r['seconds']:.2f} s")
             out.append(f"| {m} | " + " | ".join(cells) + " |")
         out.append("")

@@ -149,6 +149,16 @@ def _prior_id(prior: str) -> str:
     return _file_id(weights) if weights.is_file() else prior
 
 
+def _cache_deps(method: str, kw: dict[str, Any], device: str, prior: str, idm_weights: Path) -> dict[str, Any]:
+    """What a cached reconstruction of ``method`` depends on besides the image and ratio (hashes files: cache only)."""
+    deps: dict[str, Any] = {"kw": kw, "device": device}
+    if method == "ddnm":
+        deps["prior"] = _prior_id(prior)
+    if method == "idm" and Path(idm_weights).is_file():  # missing weights: reconstruct() raises the clear error
+        deps["weights"] = _file_id(idm_weights)
+    return deps
+
+
 def _cache_key(method: str, ratio: float, image: Path, settings: dict[str, Any]) -> str:
     """A file name for one reconstruction that changes whenever anything it depends on changes."""
     import hashlib
@@ -182,11 +192,7 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
         for method in methods:
             rows = []
             w = (weights or {}).get(ratio) if method == "idm" else None
-            deps = {"kw": kw[method], "device": device}
-            if method == "ddnm":
-                deps["prior"] = _prior_id(prior)
-            if method == "idm":
-                deps["weights"] = _file_id(w if w is not None else shipped_path(ratio))
+            deps = _cache_deps(method, kw[method], device, prior, w if w is not None else shipped_path(ratio)) if cache is not None else {}
             for path in images:
                 hit = cache / _cache_key(method, ratio, path, deps) if cache is not None else None
                 if hit is not None and hit.exists():

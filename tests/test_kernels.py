@@ -209,6 +209,19 @@ def test_triton_update(triton_backend, dtype, shape):
 
 
 @needs_triton
+def test_triton_update_every_row_count(triton_backend):
+    """Up to UPDATE_MAX_ROWS rows the kernel loads all rows before storing; above, the row-by-row kernel."""
+    ops = dispatch.load_triton()
+    shape = (2, 5, 7)
+    new = torch.randn(shape, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    for n_valid in range(8):  # new_n = 1 .. 7: both kernels, every fused row count
+        got, want = _factors(shape, torch.float32, orders=7), _factors(shape, torch.float32, orders=7)
+        assert K.taylor_update(got, new, 1.5, n_valid) == reference.taylor_update(want, new, 1.5, n_valid)
+        _close(got, want, **STORE_TOL[torch.float32])
+    assert ops.UPDATE_MAX_ROWS == 5
+
+
+@needs_triton
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_triton_forecast_error(triton_backend, dtype, shape):
@@ -287,7 +300,7 @@ div = [["tt.divisibility", 16]]
 common = {"N": "i32", "N_VALID": "constexpr", "BLOCK": "constexpr"}
 cases = {
     "forecast": (T._forecast_kernel, {"f_ptr": "*bf16", "out_ptr": "*bf16", "offset": "fp32"}, {"N_VALID": 3}),
-    "update": (T._update_kernel, {"f_ptr": "*bf16", "new_ptr": "*fp32", "delta": "fp32", "NEW_N": "constexpr"}, {"N_VALID": 2, "NEW_N": 3}),
+    "update": (T._update_kernel, {"f_ptr": "*bf16", "new_ptr": "*fp32", "delta": "fp32", "NEW_N": "constexpr"}, {"NEW_N": 3}),
     "error": (T._error_kernel, {"f_ptr": "*fp16", "a_ptr": "*fp32", "err_ptr": "*fp32", "ref_ptr": "*fp32", "M": "i32",
                                 "n_chunks": "i32", "offset": "fp32", "TILES": "constexpr"}, {"N_VALID": 3, "TILES": 4}),
 }
@@ -296,6 +309,9 @@ for name, (fn, sig, consts) in cases.items():
     attrs = {(i,): div for i, k in enumerate(fn.arg_names) if signature[k].startswith("*") or k in ("N", "M")}
     ptx = triton_compile(ASTSource(fn, signature, consts | {"BLOCK": 1024}, attrs), target=GPUTarget("cuda", 90, 32)).asm["ptx"]
     print(name, sorted(set(re.findall(r"(?:ld|st)\.global\.v4|div\.rn\.f32", ptx))))
+    if name == "update":  # every load issued before the first store (see _update_kernel)
+        lds, sts = [m.start() for m in re.finditer(r"ld\.global", ptx)], [m.start() for m in re.finditer(r"st\.global", ptx)]
+        print("update_loads_first", max(lds) < min(sts))
 """
 
 
@@ -314,6 +330,7 @@ def test_kernels_compile_for_h100_without_a_gpu(tmp_path):
         pytest.skip(f"this triton build cannot compile for CUDA here: {res.stderr.strip().splitlines()[-1]}")
     assert res.returncode == 0, res.stderr
     found = dict(line.split(" ", 1) for line in res.stdout.strip().splitlines())
+    assert found.pop("update_loads_first") == "True", "the update kernel stores before its last load (serialises memory)"
     assert set(found) == {"forecast", "update", "error"}
     for name, ops in found.items():
         assert "ld.global.v4" in ops, f"{name}: loads are not vectorised: {ops}"

@@ -30,7 +30,7 @@ def test_prior_is_an_ordinary_diffusers_pipeline():
     assert img.shape == (4, 64, 64, 1) and np.isfinite(img).all() and img.std() > 0.02
 
 
-@pytest.mark.parametrize("ratio,floor", [(0.1, 19.0), (0.3, 27.0), (0.5, 31.0)])
+@pytest.mark.parametrize("ratio,floor", [(0.1, 21.0), (0.3, 29.0), (0.5, 33.5)])  # measured 21.75 / 29.85 / 34.28 dB
 def test_shipped_idm_beats_back_projection(ratio, floor):
     """Quality floor of the shipped fine-tuned weights on a held-out photograph."""
     from accel.invertible.reconstruct import reconstruct

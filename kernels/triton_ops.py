@@ -29,7 +29,7 @@ def launch_config(op: str, numel: int) -> LaunchConfig:
     """All launch settings in one place (measured once on an H200, 2026-11-26: kernels/BENCHMARKS.md).
 
     - elementwise ``forecast`` / ``update``: BLOCK 1024 with 4 warps = 8 fp32 (16 B) per thread and load,
-      the usual choice for bandwidth-bound Triton kernels. H200, FLUX-sized: forecast 81-89% of the
+      the usual choice for bandwidth-bound Triton kernels. H200, FLUX-sized: forecast 72-89% of the
       datasheet's 4.8 TB/s (up to 102% of the 4.2 TB/s a device copy reached); update 26-33% in its first,
       interleaved form (rewritten since; not yet re-measured).
     - ``error`` reduction: tiles of 1024 with 4 warps, 4 tiles per program, so a FLUX-sized sample

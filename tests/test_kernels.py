@@ -309,9 +309,17 @@ for name, (fn, sig, consts) in cases.items():
     attrs = {(i,): div for i, k in enumerate(fn.arg_names) if signature[k].startswith("*") or k in ("N", "M")}
     ptx = triton_compile(ASTSource(fn, signature, consts | {"BLOCK": 1024}, attrs), target=GPUTarget("cuda", 90, 32)).asm["ptx"]
     print(name, sorted(set(re.findall(r"(?:ld|st)\.global\.v4|div\.rn\.f32", ptx))))
-    if name == "update":  # every load issued before the first store (see _update_kernel)
-        lds, sts = [m.start() for m in re.finditer(r"ld\.global", ptx)], [m.start() for m in re.finditer(r"st\.global", ptx)]
-        print("update_loads_first", max(lds) < min(sts))
+upd = {"f_ptr": "*bf16", "new_ptr": "*fp32", "delta": "fp32", "N": "i32", "NEW_N": "constexpr", "BLOCK": "constexpr"}
+first = []
+for new_n in range(1, T.UPDATE_MAX_ROWS + 2):  # every fused row count, then the row-by-row kernel
+    fn = T._update_kernel if new_n <= T.UPDATE_MAX_ROWS else T._update_kernel_long
+    attrs = {(i,): div for i, k in enumerate(fn.arg_names) if upd[k].startswith("*") or k == "N"}
+    ptx = triton_compile(ASTSource(fn, upd, {"NEW_N": new_n, "BLOCK": 1024}, attrs), target=GPUTarget("cuda", 90, 32)).asm["ptx"]
+    lds, sts = [m.start() for m in re.finditer(r"ld\.global", ptx)], [m.start() for m in re.finditer(r"st\.global", ptx)]
+    assert len(sts) >= new_n, (new_n, len(sts))
+    if new_n <= T.UPDATE_MAX_ROWS:  # the fused kernel issues every load before its first store
+        first.append(max(lds) < min(sts))
+print("update_loads_first", all(first) and len(first) == T.UPDATE_MAX_ROWS)
 """
 
 

@@ -4,7 +4,10 @@
 #   with the CUDA allocator, IDM fine-tuning for 10/30/50% calibrated to finish before a deadline.
 # The machine's image has torch/triton/accelerate but not diffusers or PyWavelets: put their wheels in .whl/
 #   (pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl diffusers==0.42.1 PyWavelets==1.9.0
-#    importlib_metadata). Settings: BATCH, CROP, LR for the IDM runs; BUDGET seconds in all.
+#    importlib_metadata). Settings: BATCH, CROP, LR (default 8, 256, 2e-4: the shipped stage 2), INIT_DIR (weights to
+#    start from; default the shipped ones), BUDGET seconds in all (default 540: the checks take up to ~6.5 min of
+#    it, so IDM training gets what is left; a lease with more time should raise it, a run without training
+#    can stop after the kernel tests).
 # Results: $OUT/results.tgz and $OUT/idm-r{10,30,50}.safetensors. Measured with it on 2026-11-26: kernels/BENCHMARKS.md.
 set -u
 export PYTHONUNBUFFERED=1

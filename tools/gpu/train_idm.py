@@ -3,7 +3,7 @@ import os, shutil, subprocess, sys, time
 deadline = float(sys.argv[1])
 OUT = os.environ["OUT"]
 RATIOS = (0.1, 0.3, 0.5)
-BATCH, CROP, LR = int(os.environ.get("BATCH", 16)), int(os.environ.get("CROP", 128)), float(os.environ.get("LR", 2e-4))
+BATCH, CROP, LR = int(os.environ.get("BATCH", "8")), int(os.environ.get("CROP", "256")), float(os.environ.get("LR", "2e-4"))  # stage 2 of the shipped weights
 
 def launch(tag, ratio, iters):
     w = f"/tmp/idm/{tag}{round(ratio * 100)}"
@@ -17,7 +17,7 @@ def lines(w):
     return [l.split() for l in open(w + ".log") if l.startswith("it ")]
 
 t_start = time.time()
-CAL = int(os.environ.get("CAL", 40))
+CAL = int(os.environ.get("CAL", "40"))
 cal = [launch("cal", r, CAL) for r in RATIOS]
 for p, _ in cal:
     try:
@@ -54,7 +54,7 @@ for (p, w), r in zip(runs, RATIOS):
     elif os.path.exists(w + "/checkpoint.safetensors"):  # stopped early: keep what the last checkpoint holds
         from accel.invertible.weights import load_idm, save_idm
         from accel.utils import load_checkpoint
-        idm, cs, _ = load_idm(f"invertible/weights/idm-unet-natural-r{round(r * 100):02d}.safetensors", ratio=r)
+        idm, cs, _ = load_idm(f"{os.environ.get('INIT_DIR', 'invertible/weights')}/idm-unet-natural-r{round(r * 100):02d}.safetensors", ratio=r)
         t, m = load_checkpoint(w + "/checkpoint.safetensors")
         idm.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
         save_idm(name, idm, cs, {"finetune_config": m["finetune_config"], "final_loss_ema": m["loss_ema"], "stopped_at": m["iteration"]})

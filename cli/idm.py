@@ -9,7 +9,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from accel.utils import AccelError
+from accel.utils import AccelError, atomic_write_bytes
 
 app = typer.Typer(no_args_is_help=True, help="Invertible diffusion models for compressed sensing (IDM).")
 
@@ -135,8 +135,13 @@ def bench_idm(
     if what in ("memory", "all"):
         Ts = tuple(int(t) for t in _floats(T, "--T"))
         mlist = tuple(m.strip() for m in modes.split(",") if m.strip())
+        def keep(records: list[dict]) -> None:  # a run stopped by a time limit keeps what it measured
+            if json_out is not None:
+                partial = {"settings": settings, "memory": records, "reconstruction": [], "partial": "the run stopped before its end"}
+                atomic_write_bytes(json_out, json.dumps(partial, indent=2).encode())
+
         with _bar("memory") as update:
-            memory = bench.bench_memory(Ts, mlist, size, batch, device, repeats, json.loads(unet_config) if unet_config else None, update)
+            memory = bench.bench_memory(Ts, mlist, size, batch, device, repeats, json.loads(unet_config) if unet_config else None, update, keep)
     if what in ("recon", "all"):
         files = list_images(images or default_set11())[: limit or None]
         wmap = {}

@@ -106,8 +106,13 @@ def measure_step(mode: str, T: int, size: int = 128, batch: int = 1, device: str
 
 def bench_memory(Ts: tuple[int, ...] = (1, 3, 5, 10), modes: tuple[str, ...] = MODES, size: int = 128, batch: int = 1,
                  device: str = "cpu", repeats: int = 2, unet_overrides: dict | None = None,
-                 progress: Callable[[int, int, str], None] | None = None) -> list[dict[str, Any]]:
-    """One subprocess per (mode, T): memory records ``{mode, T, peak_mb, seconds, ...}``."""
+                 progress: Callable[[int, int, str], None] | None = None,
+                 on_record: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """One subprocess per (mode, T): memory records ``{mode, T, peak_mb, seconds, ...}``.
+
+    ``on_record(records so far)`` is called after each configuration (the CLI saves them, so that a run
+    stopped by a time limit keeps what it measured).
+    """
     jobs = [(m, t) for t in Ts for m in modes]
     out = []
     for i, (mode, T) in enumerate(jobs):
@@ -117,8 +122,10 @@ def bench_memory(Ts: tuple[int, ...] = (1, 3, 5, 10), modes: tuple[str, ...] = M
         if proc.returncode != 0:
             raise AccelError(f"memory benchmark for mode={mode} T={T} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
         out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if on_record is not None:
+            on_record(out)
         if progress is not None:
-            progress(i + 1, len(jobs), f"{mode} T={T}: {out[-1]['peak_mb']:.0f} MB")
+            progress(i + 1, len(jobs), f"{mode} T={T}: {out[-1]['peak_mb']:.0f} MB, {out[-1]['seconds']:.2f} s")
     return out
 
 

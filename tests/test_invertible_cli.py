@@ -125,6 +125,16 @@ def test_bench_tiny(setup):
     assert {r["method"] for r in data["reconstruction"]} == {"atb", "tv", "ddnm", "idm"}
     assert all(set(r) >= {"method", "ratio", "psnr", "ssim", "seconds"} for r in data["reconstruction"])
     assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]
+    assert "partial" not in data  # the memory records saved along the way were replaced by the full report
+
+
+def test_bench_memory_reports_each_record_as_it_comes():
+    """on_record sees the records so far after each configuration (the CLI saves them: a run cut short keeps them)."""
+    from accel.invertible.bench import bench_memory
+
+    seen = []
+    recs = bench_memory((1,), ("plain", "reversible"), 32, 1, "cpu", 0, TINY, on_record=lambda r: seen.append([x["mode"] for x in r]))
+    assert seen == [["plain"], ["plain", "reversible"]] and [r["mode"] for r in recs] == ["plain", "reversible"]
 
 
 def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch):

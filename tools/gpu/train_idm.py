@@ -8,13 +8,17 @@ BATCH, CROP, LR = int(os.environ.get("BATCH", "8")), int(os.environ.get("CROP", 
 def launch(tag, ratio, iters):
     w = f"/tmp/idm/{tag}{round(ratio * 100)}"
     os.makedirs(w, exist_ok=True)
-    log = open(w + ".log", "w")
-    p = subprocess.Popen([sys.executable, "tools/gpu/train_one.py", str(ratio), str(iters), w + "/w.safetensors", w, str(BATCH), str(CROP), str(LR)],
-                         stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": os.environ.get("TRAIN_THREADS", "4")})
+    with open(w + ".log", "w") as log:  # the child keeps its own copy of the descriptor
+        p = subprocess.Popen([sys.executable, "tools/gpu/train_one.py", str(ratio), str(iters), w + "/w.safetensors", w, str(BATCH), str(CROP), str(LR)],
+                             stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"OMP_NUM_THREADS": os.environ.get("TRAIN_THREADS", "4")})
     return p, w
 
+def text(w):
+    with open(w + ".log") as f:
+        return f.read()
+
 def lines(w):
-    return [l.split() for l in open(w + ".log") if l.startswith("it ")]
+    return [l.split() for l in text(w).splitlines() if l.startswith("it ")]
 
 t_start = time.time()
 CAL = int(os.environ.get("CAL", "40"))
@@ -27,7 +31,7 @@ for p, _ in cal:
 per_it, startup = 0.0, 0.0
 for p, w in cal:
     ls = lines(w)
-    print(w, "rc", p.returncode, open(w + ".log").read()[-600:] if p.returncode else ls[-1], flush=True)
+    print(w, "rc", p.returncode, text(w)[-600:] if p.returncode else ls[-1], flush=True)
     d = {int(l[1]): float(l[2]) for l in ls}
     if 10 in d and CAL in d:
         per_it = max(per_it, (d[CAL] - d[10]) / (CAL - 10))
@@ -47,7 +51,7 @@ for (p, w), r in zip(runs, RATIOS):
     except subprocess.TimeoutExpired:
         p.kill(); p.wait()
     ls = lines(w)
-    print(w, "rc", p.returncode, "last", ls[-1] if ls else None, open(w + ".log").read()[-300:], flush=True)
+    print(w, "rc", p.returncode, "last", ls[-1] if ls else None, text(w)[-300:], flush=True)
     name = f"{OUT}/idm-r{round(r * 100):02d}.safetensors"
     if p.returncode == 0:
         shutil.copy(w + "/w.safetensors", name)

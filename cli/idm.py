@@ -52,6 +52,7 @@ def finetune_idm(
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint period in steps.")] = 50,
     v_init: Annotated[float, typer.Option(help="Initial coupling weight v of the reversible units (IDM: 0.5).")] = 0.5,
     init: Annotated[Optional[Path], typer.Option(help="Start from these IDM weights (same ratio and T) instead of the prior, e.g. to train the shipped ones longer.")] = None,
+    mixed_precision: Annotated[str, typer.Option(help="no or bf16: run the U-Net in bfloat16 under autocast (for GPUs with bf16 tensor cores).")] = "no",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Fine-tune IDM end to end for one sampling ratio (L1 loss, random crops; resumes after an interruption)."""
@@ -60,7 +61,7 @@ def finetune_idm(
     from accel.invertible.weights import shipped_path
 
     cfg = FinetuneConfig(ratio=check_ratio(ratio), T=steps, iters=iters, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
-                         mode=mode, checkpoint_every=checkpoint_every, v_init=v_init)
+                         mode=mode, checkpoint_every=checkpoint_every, v_init=v_init, mixed_precision=mixed_precision)
     target = out or shipped_path(cfg.ratio)
     with _bar(f"IDM {100 * cfg.ratio:g}% T={steps}", progress) as update:
         path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images), init=init)

@@ -24,6 +24,9 @@ from .reversible import check_mode
 from .weights import save_idm
 
 
+MIXED_PRECISION = ("no", "bf16")
+
+
 @dataclass
 class FinetuneConfig:
     """Settings of ``accel finetune idm``.
@@ -34,6 +37,9 @@ class FinetuneConfig:
     cs_seed / scramble: the CS operator (must match at reconstruction time; stored with the weights).
     v_init: initial coupling weight of the U-Net units and sampling steps (IDM: 0.5; smaller stays closer to
     the pretrained network but amplifies rounding in the reversible backward by 1/v per unit).
+    mixed_precision: ``"no"`` or ``"bf16"`` (autocast: the U-Net's convolutions and attention run in
+    bfloat16, the parameters, the optimiser and the two level-1 image streams stay in full precision; meant
+    for GPUs with bf16 tensor cores, all three memory modes).
     """
 
     ratio: float = 0.1
@@ -48,10 +54,14 @@ class FinetuneConfig:
     mode: str = "reversible"
     checkpoint_every: int = 50
     v_init: float = 0.5
+    mixed_precision: str = "no"
 
     def __post_init__(self) -> None:
         self.ratio = check_ratio(self.ratio)
         check_mode(self.mode)
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise AccelError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r} "
+                             "(fp16 would need loss scaling; bf16 has fp32's range)")
         for name in ("T", "iters", "batch_size", "crop", "checkpoint_every"):
             if int(getattr(self, name)) <= 0:
                 raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
@@ -129,7 +139,11 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
             raise AccelError(f"--init {str(init)!r} has T={start_from.steps} and {init_cs}; this run needs T={cfg.T} and {cfg.cs}")
         idm.load_state_dict(start_from.state_dict())
     opt = torch.optim.Adam([p for p in idm.parameters() if p.requires_grad], lr=cfg.lr)
-    meta_cfg = json.loads(json.dumps(asdict(cfg) | {"prior": prior_name, "world_size": acc.num_processes} | ({"init": str(init)} if init is not None else {})))
+    extra = {"prior": prior_name, "world_size": acc.num_processes} | ({"init": str(init)} if init is not None else {})
+    settings = asdict(cfg)
+    if cfg.mixed_precision == "no":  # recorded only when used, so checkpoints from before the option still resume
+        del settings["mixed_precision"]
+    meta_cfg = json.loads(json.dumps(settings | extra))
     start, loss_ema = _resume(ckpt_path, meta_cfg, idm, opt)
     model, opt = acc.prepare(idm, opt)
     op = BlockCS(cfg.cs, cfg.crop, cfg.crop, device=acc.device)
@@ -137,7 +151,9 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
         x = _batch(images, cfg, it, acc.process_index).to(acc.device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / cfg.iters)))
-        loss = (model(op.A(x), op) - x).abs().mean()
+        # autocast here rather than accelerate's mixed_precision, which is fixed once per process
+        with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
+            loss = (model(op.A(x), op) - x).abs().mean()
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         opt.step()

@@ -101,6 +101,7 @@ class ReversibleChain(torch.autograd.Function):
             for u in units:
                 x1, x2 = u(x1, x2, *ctx_all)
         fctx.units = units
+        fctx.autocast = _autocast_state(x1.device.type)  # backward recomputes the bodies under the same autocast
         fctx.ctx_objects = [_TENSOR if torch.is_tensor(c) else c for c in ctx_all]
         fctx.save_for_backward(x1, x2, *[c for c in ctx_all if torch.is_tensor(c)])
         return x1, x2
@@ -116,7 +117,7 @@ class ReversibleChain(torch.autograd.Function):
         it = iter(saved)
         ctx_in = [next(it).detach().requires_grad_(o_needs) if c is _TENSOR else c for c, o_needs in zip(fctx.ctx_objects, _needs(fctx))]
         for u in reversed(fctx.units):
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(**fctx.autocast):
                 x1 = y2.detach().requires_grad_(True)
                 v = u.v.to(y1.dtype)
                 f = u.body(x1, *ctx_in)
@@ -137,6 +138,19 @@ class ReversibleChain(torch.autograd.Function):
                 pgrads[i] = _add(pgrads[i], grads[k + i])
             y1, y2, gy1, gy2 = x1.detach(), x2.detach(), gx1, gx2
         return (None, None, gy1, gy2, *cgrads, *pgrads)
+
+
+def _autocast_state(device_type: str) -> dict[str, Any]:
+    """Keyword arguments of ``torch.autocast`` that reproduce the current autocast state on ``device_type``.
+
+    The autograd engine runs backward outside the caller's ``autocast`` block, so a body recomputed there
+    would run in full precision while the forward ran in bf16 / fp16, and inputs rebuilt from the outputs
+    would be off by the difference (what ``torch.utils.checkpoint`` guards against the same way).
+    """
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return {"device_type": device_type if device_type in ("cpu", "cuda") else "cpu", "enabled": False}
+    return {"device_type": device_type, "dtype": torch.get_autocast_dtype(device_type), "enabled": True,
+            "cache_enabled": torch.is_autocast_cache_enabled()}
 
 
 def _needs(fctx: Any) -> list[bool]:

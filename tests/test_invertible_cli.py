@@ -62,21 +62,23 @@ def test_finetune_reconstruct_and_errors(setup):
         (("reconstruct", setup / "prior" / "model_index.json", "--method", "atb"), "cannot read"),
         (("reconstruct", setup / "imgs" / "im0.png", "--ratio", 0.3, "--weights", setup / "prior" / "unet" / "diffusion_pytorch_model.safetensors"), "not an IDM"),
         (("finetune-idm", "--ratio", 0, "--out", w), "(0, 1]"),
+        (("finetune-idm", "--mixed-precision", "fp16", "--out", w), "mixed_precision must be one of no, bf16"),
     ]:
         res = invoke(*args)
         assert res.exit_code != 0 and isinstance(res.exception, AccelError), (args, res.output)
         assert msg in str(res.exception)
 
 
-def test_finetune_resumes_exactly(setup):
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_finetune_resumes_exactly(setup, precision):
     from accel.invertible.finetune import FinetuneConfig, finetune
     from accel.utils import load_checkpoint
 
     from accel.invertible.data import list_images, read_image
 
     imgs = [torch.from_numpy(read_image(p)) for p in list_images(setup / "imgs")]
-    cfg = FinetuneConfig(ratio=0.5, T=1, iters=3, batch_size=1, crop=32, checkpoint_every=1)
-    full = finetune(setup / "a.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
+    cfg = FinetuneConfig(ratio=0.5, T=1, iters=3, batch_size=1, crop=32, checkpoint_every=1, mixed_precision=precision)
+    full = finetune(setup / f"a{precision}.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
 
     class Stop(Exception):
         pass
@@ -86,11 +88,16 @@ def test_finetune_resumes_exactly(setup):
             raise Stop
 
     with pytest.raises(Stop):
-        finetune(setup / "b.safetensors", cfg, prior=str(setup / "prior"), images=imgs, progress=stop_at_2)
-    resumed = finetune(setup / "b.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
-    a, _ = load_checkpoint(full)
+        finetune(setup / f"b{precision}.safetensors", cfg, prior=str(setup / "prior"), images=imgs, progress=stop_at_2)
+    resumed = finetune(setup / f"b{precision}.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
+    a, meta = load_checkpoint(full)
     b, _ = load_checkpoint(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if precision == "bf16":  # recorded, and the U-Net really ran in bf16: other weights than the fp32 run's
+        assert meta["finetune_config"]["mixed_precision"] == "bf16"
+        fp32 = FinetuneConfig(ratio=0.5, T=1, iters=3, batch_size=1, crop=32, checkpoint_every=1)
+        ref, _ = load_checkpoint(finetune(setup / "c.safetensors", fp32, prior=str(setup / "prior"), images=imgs))
+        assert not all(torch.equal(a[k], ref[k]) for k in a)
 
 
 def test_finetune_init_warm_starts(setup):

@@ -1,8 +1,8 @@
-"""Calibrate, then fine-tune IDM for 10/30/50% concurrently on one GPU so that all finish before a deadline."""
+"""Calibrate, then fine-tune IDM for 10/30/50% (env RATIOS) concurrently on one GPU so that all finish before a deadline."""
 import os, shutil, subprocess, sys, time
 deadline = float(sys.argv[1])
 OUT = os.environ["OUT"]
-RATIOS = (0.1, 0.3, 0.5)
+RATIOS = tuple(float(r) for r in os.environ.get("RATIOS", "0.1,0.3,0.5").split(","))
 BATCH, CROP, LR = int(os.environ.get("BATCH", "8")), int(os.environ.get("CROP", "256")), float(os.environ.get("LR", "2e-4"))  # stage 2 of the shipped weights
 
 def launch(tag, ratio, iters):
@@ -36,12 +36,12 @@ for p, w in cal:
     if 10 in d and CAL in d:
         per_it = max(per_it, (d[CAL] - d[10]) / (CAL - 10))
         startup = max(startup, d[1])
-print(f"calibration: {per_it:.4f} s/it with 3 concurrent runs, startup+first it {startup:.1f} s, took {time.time() - t_start:.1f} s", flush=True)
+print(f"calibration: {per_it:.4f} s/it with {len(RATIOS)} concurrent runs, startup+first it {startup:.1f} s, took {time.time() - t_start:.1f} s", flush=True)
 if per_it <= 0:
     sys.exit("calibration failed")
 avail = deadline - time.time() - startup - 20
 iters = int(avail / per_it * 0.9) // 50 * 50
-print(f"training {iters} iterations per ratio (batch {BATCH}, crop {CROP}, lr {LR})", flush=True)
+print(f"training {iters} iterations per ratio (batch {BATCH}, crop {CROP}, lr {LR}, mixed precision {os.environ.get('PRECISION', 'no')})", flush=True)
 if iters < 100:
     sys.exit("no time to train")
 runs = [launch("run", r, iters) for r in RATIOS]

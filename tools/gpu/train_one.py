@@ -1,5 +1,5 @@
 """One IDM fine-tuning run = `accel finetune idm --ratio R --steps 3 --iters N --batch-size B --crop C --lr LR --mode plain
---init invertible/weights/idm-unet-natural-rXX.safetensors`, with timestamps for the driver."""
+--init invertible/weights/idm-unet-natural-rXX.safetensors [--mixed-precision $PRECISION]`, with timestamps for the driver."""
 import os, sys, time
 t0 = time.time()
 from accel.invertible.finetune import FinetuneConfig, finetune
@@ -13,6 +13,7 @@ def prog(it, total, loss):
     if it == 1 or it % 10 == 0 or it == total:
         print(f"it {it} {time.time() - t0:.3f} {loss:.5f}", flush=True)
 
-cfg = FinetuneConfig(ratio=ratio, T=3, iters=iters, batch_size=batch, crop=crop, lr=lr, mode="plain", checkpoint_every=100)
+cfg = FinetuneConfig(ratio=ratio, T=3, iters=iters, batch_size=batch, crop=crop, lr=lr, mode="plain", checkpoint_every=100,
+                     mixed_precision=os.environ.get("PRECISION", "no"))
 finetune(out, cfg, work_dir=work, progress=prog, init=init)
 print(f"done {time.time() - t0:.3f}", flush=True)

@@ -151,9 +151,10 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
         x = _batch(images, cfg, it, acc.process_index).to(acc.device)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * it / cfg.iters)))
+        y = op.A(x)  # measured in full precision (autocast would round the measurements to bf16)
         # autocast here rather than accelerate's mixed_precision, which is fixed once per process
         with torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16"):
-            loss = (model(op.A(x), op) - x).abs().mean()
+            loss = (model(y, op) - x).abs().mean()
         opt.zero_grad(set_to_none=True)
         acc.backward(loss)
         opt.step()

@@ -39,6 +39,11 @@ def save_train_state(path: Path, step: int, config: dict[str, Any], model: torch
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     tensors |= ot | {"rng.gen": gen.get_state(), "rng.torch": torch.get_rng_state()}
+    seen: set[int] = set()
+    for k, v in tensors.items():  # tied weights (e.g. T5's shared embedding): safetensors wants one owner each
+        if v.data_ptr() in seen:
+            tensors[k] = v.clone()
+        seen.add(v.data_ptr())
     save_checkpoint(path, tensors, {"step": step, "optim": om, "train_config": config, "loss_ema": loss_ema})
 
 

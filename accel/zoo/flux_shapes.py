@@ -1,0 +1,245 @@
+"""``flux-shapes``: a small text-to-image FLUX pipeline trained here on flat-shape scenes.
+
+Every part is the class the real FLUX.1 uses, at a tiny size: ``FluxTransformer2DModel`` (double- and
+single-stream blocks, rotary positions), ``AutoencoderKL``, ``CLIPTextModel`` (pooled vector) and
+``T5EncoderModel`` (token sequence), with word-level tokenizers built from the grammar's vocabulary, in
+a stock ``FluxPipeline``. Training has two stages, both seeded and resumable:
+
+1. ``vae``: the autoencoder (32x32 RGB -> 16x16x4 latents) on rendered scenes; then the latents' mean
+   and spread set ``shift_factor`` / ``scaling_factor``.
+2. ``flux``: transformer and both text encoders together, rectified flow (FLUX's velocity target),
+   10% empty prompts (for true CFG), the T5 padding length drawn per batch so the model does not depend
+   on it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
+from ..utils import AccelError
+from . import shapes
+
+IMAGE_SIZE = 32
+SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]  # eos id 1 (CLIP then pools at the first </s>, not at argmax)
+WORDS = sorted({"a", "an", "two", "three", "to", "the", "left", "right", "of", "above", "below",
+                *shapes.COLOURS, *shapes.SHAPES, *(s + "s" for s in shapes.SHAPES)})
+CLIP_MAX_LENGTH = 77
+T5_LENGTHS = (16, 16, 16, 16, 24, 32, 64)  # padding lengths drawn in training; inference default: 16
+
+VAE_CONFIG = dict(
+    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    block_out_channels=(32, 64), layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=IMAGE_SIZE,
+    use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
+)
+TEXT_WIDTH = 64
+CLIP_CONFIG = dict(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=TEXT_WIDTH, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=TEXT_WIDTH,
+                   pad_token_id=0, bos_token_id=3, eos_token_id=1)
+T5_CONFIG = dict(vocab_size=len(SPECIAL) + len(WORDS), d_model=TEXT_WIDTH, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
+                 relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
+                 feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+TRANSFORMER_CONFIG = dict(
+    patch_size=1, in_channels=16, num_layers=4, num_single_layers=4, attention_head_dim=32, num_attention_heads=4,
+    joint_attention_dim=TEXT_WIDTH, pooled_projection_dim=TEXT_WIDTH, guidance_embeds=False, axes_dims_rope=(8, 12, 12),
+)
+SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                        base_image_seq_len=256, max_image_seq_len=4096)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``accel zoo train flux-shapes``; the defaults reproduce the shipped weights."""
+
+    vae_steps: int = 800
+    vae_batch_size: int = 16
+    vae_lr: float = 1e-3
+    steps: int = 4000
+    batch_size: int = 24
+    lr: float = 6e-4
+    warmup: int = 150
+    ema_decay: float = 0.998
+    prompt_dropout: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.prompt_dropout < 1:
+            raise AccelError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+
+
+def build_tokenizer(kind: str):
+    """A word-level tokenizer over the grammar's words: ``"clip"`` adds <s> ... </s>, ``"t5"`` adds </s>."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    single = "<s> $A </s>" if kind == "clip" else "$A </s>"
+    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<s>", 3), ("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   bos_token="<s>", model_max_length=CLIP_MAX_LENGTH if kind == "clip" else 512)
+
+
+def build_models(seed: int = 0) -> dict[str, torch.nn.Module]:
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    return {
+        "vae": AutoencoderKL(**VAE_CONFIG),
+        "transformer": FluxTransformer2DModel(**TRANSFORMER_CONFIG),
+        "text_encoder": CLIPTextModel(CLIPTextConfig(**CLIP_CONFIG)),
+        "text_encoder_2": T5EncoderModel(T5Config(**T5_CONFIG)),
+    }
+
+
+def build_pipeline(models: dict[str, torch.nn.Module]):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    for m in models.values():
+        m.eval().requires_grad_(False)
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG), tokenizer=build_tokenizer("clip"),
+                        tokenizer_2=build_tokenizer("t5"), **models)
+
+
+def batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
+    """``n`` rendered scenes in [-1, 1], (n, 3, 32, 32), and their prompts."""
+    scenes = [shapes.random_scene(rng, IMAGE_SIZE) for _ in range(n)]
+    img = np.stack([shapes.render(s, IMAGE_SIZE) for s in scenes])
+    return torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1, [s.prompt for s in scenes]
+
+
+def _rng(gen: torch.Generator) -> np.random.Generator:
+    """A numpy generator seeded from the torch one, so the torch state alone makes data reproducible."""
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+
+
+def _train_vae(cfg: TrainConfig, work: Path, progress: Callable[[str, int, int, float], None] | None) -> torch.nn.Module:
+    from diffusers import AutoencoderKL
+
+    done = work / "vae"
+    if (done / "config.json").is_file():
+        return AutoencoderKL.from_pretrained(done)
+    vae = build_models(cfg.seed)["vae"].train()
+    ema = build_models(cfg.seed)["vae"].eval().requires_grad_(False)
+    ema.load_state_dict(vae.state_dict())
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    sub = {k: getattr(cfg, k) for k in ("vae_steps", "vae_batch_size", "vae_lr", "seed")}
+    start, loss_ema = load_train_state(work / "vae.safetensors", sub, vae, ema, opt, gen)
+    for step in range(start, cfg.vae_steps):
+        x, _ = batch(_rng(gen), cfg.vae_batch_size)
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine_lr(step, cfg.vae_lr, 100, cfg.vae_steps)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        loss = F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+        optimizer_step(vae, opt, loss)
+        ema_update(ema, vae, step, 0.995)
+        loss_ema = running_loss(loss_ema, loss)
+        if progress is not None:
+            progress("vae", step + 1, cfg.vae_steps, loss_ema)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
+            save_train_state(work / "vae.safetensors", step + 1, sub, vae, ema, opt, gen, loss_ema)
+    # latent statistics -> FLUX's (z - shift) * scale normalisation
+    with torch.no_grad():
+        x, _ = batch(np.random.default_rng(cfg.seed + 1), 1024)
+        z = torch.cat([ema.encode(c).latent_dist.mode() for c in x.split(256)])
+    ema.register_to_config(shift_factor=round(float(z.mean()), 4), scaling_factor=round(float(1 / z.std()), 4))
+    ema.save_pretrained(done)
+    return ema
+
+
+def encode_prompts(text: torch.nn.Module, text_2: torch.nn.Module, tok: Any, tok_2: Any, prompts: list[str],
+                   t5_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T5 sequence, CLIP pooled vector) exactly as FluxPipeline.encode_prompt computes them."""
+    ids = tok(prompts, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+    ids_2 = tok_2(prompts, padding="max_length", max_length=t5_length, truncation=True, return_tensors="pt").input_ids
+    return text_2(ids_2)[0], text(ids).pooler_output
+
+
+class _Trainable(torch.nn.Module):
+    """The three networks trained together in stage 2 (one module, for the shared checkpoint code)."""
+
+    def __init__(self, models: dict[str, torch.nn.Module]) -> None:
+        super().__init__()
+        self.transformer = models["transformer"]
+        self.text_encoder = models["text_encoder"]
+        self.text_encoder_2 = models["text_encoder_2"]
+
+
+def train(
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    work_dir: str | Path | None = None,
+    progress: Callable[[str, int, int, float], None] | None = None,
+) -> Path:
+    """Train flux-shapes (both stages; resumes from ``work_dir``) and save the FluxPipeline to ``out_dir``.
+
+    ``progress(stage, step, total, loss)`` is called after every step.
+    """
+    from diffusers import FluxPipeline
+
+    cfg = config or TrainConfig()
+    work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".train"
+    work.mkdir(parents=True, exist_ok=True)
+    vae = _train_vae(cfg, work, progress).eval().requires_grad_(False)
+
+    torch.manual_seed(cfg.seed)
+    model = _Trainable(build_models(cfg.seed)).train()
+    ema = _Trainable(build_models(cfg.seed)).eval().requires_grad_(False)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
+    start, loss_ema = load_train_state(work / "flux.safetensors", sub, model, ema, opt, gen)
+    tok, tok_2 = build_tokenizer("clip"), build_tokenizer("t5")
+    h = IMAGE_SIZE // 2
+    img_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, h // 2, "cpu", torch.float32)
+    for step in range(start, cfg.steps):
+        rng = _rng(gen)
+        x, prompts = batch(rng, cfg.batch_size)
+        prompts = ["" if rng.random() < cfg.prompt_dropout else p for p in prompts]
+        length = int(rng.choice(T5_LENGTHS))
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+            z = (z - vae.config.shift_factor) * vae.config.scaling_factor
+        x0 = FluxPipeline._pack_latents(z, z.shape[0], z.shape[1], h, h)
+        sigma = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))
+        noise = torch.randn(x0.shape, generator=gen)
+        xt = (1 - sigma.view(-1, 1, 1)) * x0 + sigma.view(-1, 1, 1) * noise
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
+        seq, pooled = encode_prompts(model.text_encoder, model.text_encoder_2, tok, tok_2, prompts, length)
+        pred = model.transformer(hidden_states=xt, timestep=sigma, pooled_projections=pooled, encoder_hidden_states=seq,
+                                 txt_ids=torch.zeros(length, 3), img_ids=img_ids, return_dict=False)[0]
+        loss = F.mse_loss(pred, noise - x0)
+        optimizer_step(model, opt, loss)
+        ema_update(ema, model, step, cfg.ema_decay)
+        loss_ema = running_loss(loss_ema, loss)
+        if progress is not None:
+            progress("flux", step + 1, cfg.steps, loss_ema)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            save_train_state(work / "flux.safetensors", step + 1, sub, model, ema, opt, gen, loss_ema)
+
+    pipe = build_pipeline({"vae": vae, "transformer": ema.transformer, "text_encoder": ema.text_encoder,
+                           "text_encoder_2": ema.text_encoder_2})
+    out = Path(out_dir)
+    pipe.save_pretrained(out)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg) | {"final_loss_ema": loss_ema, "finished": time.strftime("%Y-%m-%d")}, indent=2))
+    return out

@@ -122,8 +122,8 @@ def test_bench_tiny(setup):
     w = setup / "w30.safetensors"
     if not w.is_file():
         pytest.skip("needs the weights of test_finetune_reconstruct_and_errors")
-    js = setup / "bench.json"
-    out = run_ok("bench-idm", "--json", js, "--markdown", setup / "b.md", "--png", setup / "b.png", "--T", "2", "--modes", "plain,reversible",
+    js = setup / "bench" / "bench_idm.json"
+    out = run_ok("bench-idm", "--out-dir", setup / "bench", "--T", "2", "--modes", "plain,reversible",
                  "--size", 32, "--repeats", 0, "--unet-config", json.dumps(TINY), "--ratios", "0.3", "--images", setup / "imgs",
                  "--weights", f"0.3={w}", "--prior", setup / "prior", "--ddnm-steps", 2, "--tv-iters", 3)
     data = json.loads(js.read_text())
@@ -131,7 +131,7 @@ def test_bench_tiny(setup):
     assert all(r["peak_mb"] > 0 and r["seconds"] > 0 for r in data["memory"])
     assert {r["method"] for r in data["reconstruction"]} == {"atb", "tv", "ddnm", "idm"}
     assert all(set(r) >= {"method", "ratio", "psnr", "ssim", "seconds"} for r in data["reconstruction"])
-    assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]
+    assert "TV-FISTA" in out and (setup / "bench" / "bench_idm.png").is_file() and "memory_reduction" not in data["targets"]
     assert "partial" not in data  # the memory records saved along the way were replaced by the full report
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._outputs import JsonFile, MdFile, OutDir, output_files
-from ._progress import progress_bar
+from ._progress import progress_bar, show_notes
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -112,4 +112,5 @@ def finetune_adjoint(
 
 
 if __name__ == "__main__":  # `accelerate launch -m accel.cli.adjoint finetune ...`
+    show_notes()
     app()

@@ -167,4 +167,7 @@ def bench_idm(
 
 
 if __name__ == "__main__":  # lets `accelerate launch -m accel.cli.idm finetune-idm ...` run without the main CLI
+    from ._progress import show_notes
+
+    show_notes()
     app()

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import typer
 import typer.main
 
+from ._progress import show_notes
 from .calibrate import calibrate
 from .sample import sample
 from .zoo import app as zoo_app
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     from accel.errors import AccelError
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    show_notes()  # "resuming from step ..." and other notes of the library, on stderr
     debug = os.environ.get("ACCEL_DEBUG") == "1"
     cli = typer.main.get_command(app)
     for command in leaf_commands(cli).values():

@@ -135,8 +135,8 @@ def bench_idm(
 
     if what not in ("memory", "recon", "all"):
         raise AccelError(f"--what must be memory, recon or all, got {what!r}")
-    files = output_files(out_dir, "bench_idm", json=json_path, md=md_path, png=png_path)
-    json_out = files["json"]
+    outputs = output_files(out_dir, "bench_idm", json=json_path, md=md_path, png=png_path)
+    json_out = outputs["json"]
     memory, recon, originals, recs = [], [], None, None
     settings = {"size": size, "batch": batch, "device": device, "ddnm_steps": ddnm_steps, "tv_iters": tv_iters, "prior": prior}
     if what in ("memory", "all"):
@@ -163,7 +163,7 @@ def bench_idm(
         originals = [read_image(p) for p in files]
         settings["images"] = [p.name for p in files]
     checks = bench.targets(memory, recon)
-    typer.echo(report.write(json_out, files["md"], files["png"], memory, recon, checks, settings, originals, recs))
+    typer.echo(report.write(json_out, outputs["md"], outputs["png"], memory, recon, checks, settings, originals, recs))
 
 
 if __name__ == "__main__":  # lets `accelerate launch -m accel.cli.idm finetune-idm ...` run without the main CLI

@@ -15,12 +15,13 @@ from .utils import AccelError, load_checkpoint, optimizer_from_tensors, optimize
 logger = logging.getLogger(__name__)
 
 
-def announce_resume(path: str | Path, step: int, total: int) -> None:
-    """Say that a run resumes from a checkpoint, and from which step, before any other output of the run.
+def announce_resume(path: str | Path, step: int, total: int, what: str = "step") -> None:
+    """Say that a run resumes from a checkpoint, and from which step, before any other output of the run:
+    "resuming from step 1200 of 6000 (work/checkpoint.safetensors)".
 
     Every resuming loop calls this once; it logs to the ``accel`` logger at INFO, which the CLI prints on stderr.
     """
-    logger.info("resuming from step %d of %d (%s)", step, total, path)
+    logger.info("resuming from %s %d of %d (%s)", what, step, total, path)
 
 
 def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float = 1.0) -> None:

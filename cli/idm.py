@@ -139,6 +139,17 @@ def bench_idm(
     json_out = outputs["json"]
     memory, recon, originals, recs = [], [], None, None
     settings = {"size": size, "batch": batch, "device": device, "ddnm_steps": ddnm_steps, "tv_iters": tv_iters, "prior": prior}
+    if what in ("recon", "all"):
+        files = list_images(images or default_set11())[: limit or None]
+        wmap = {}
+        for item in weights or []:
+            r, _, f = item.partition("=")
+            if not f:
+                raise AccelError(f"--weights takes RATIO=FILE, got {item!r}")
+            wmap[_floats(r, "--weights ratio")[0]] = f
+        mths = tuple(m.strip() for m in methods.split(",") if m.strip())
+        if cache_dir is not None:  # before the memory benchmark, so that a resumed run says so first
+            bench.announce_cached(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, cache_dir)
     if what in ("memory", "all"):
         Ts = tuple(int(t) for t in _floats(T, "--T"))
         mlist = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -150,14 +161,6 @@ def bench_idm(
         with _bar("memory") as update:
             memory = bench.bench_memory(Ts, mlist, size, batch, device, repeats, json.loads(unet_config) if unet_config else None, update, keep)
     if what in ("recon", "all"):
-        files = list_images(images or default_set11())[: limit or None]
-        wmap = {}
-        for item in weights or []:
-            r, _, f = item.partition("=")
-            if not f:
-                raise AccelError(f"--weights takes RATIO=FILE, got {item!r}")
-            wmap[_floats(r, "--weights ratio")[0]] = f
-        mths = tuple(m.strip() for m in methods.split(",") if m.strip())
         with _bar("reconstruction") as update:
             recon, recs = bench.bench_reconstruction(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, update, cache_dir)
         originals = [read_image(p) for p in files]

@@ -70,7 +70,7 @@ def test_finetune_reconstruct_and_errors(setup):
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
-def test_finetune_resumes_exactly(setup, precision):
+def test_finetune_resumes_exactly(setup, precision, caplog):
     from accel.invertible.finetune import FinetuneConfig, finetune
     from accel.utils import load_checkpoint
 
@@ -89,7 +89,10 @@ def test_finetune_resumes_exactly(setup, precision):
 
     with pytest.raises(Stop):
         finetune(setup / f"b{precision}.safetensors", cfg, prior=str(setup / "prior"), images=imgs, progress=stop_at_2)
+    caplog.set_level("INFO", logger="accel")
     resumed = finetune(setup / f"b{precision}.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
+    notes = [r.getMessage() for r in caplog.records if r.name.startswith("accel")]
+    assert notes == [f"resuming from step 1 of 3 ({setup / f'.b{precision}.train' / 'checkpoint.safetensors'})"]  # step 2 was lost
     a, meta = load_checkpoint(full)
     b, _ = load_checkpoint(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -144,8 +147,8 @@ def test_bench_memory_reports_each_record_as_it_comes():
     assert seen == [["plain"], ["plain", "reversible"]] and [r["mode"] for r in recs] == ["plain", "reversible"]
 
 
-def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch):
-    """--cache-dir: a second run recomputes nothing; new settings (TV iterations) recompute."""
+def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch, caplog):
+    """--cache-dir: a second run recomputes nothing (and says it resumes); new settings (TV iterations) recompute."""
     import importlib
 
     from accel.invertible import bench
@@ -158,8 +161,14 @@ def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(rmod, "reconstruct", lambda *a, **k: calls.append(k["method"]) or real(*a, **k))
     files = list_images(setup / "imgs")
     args = dict(ratios=(0.3,), methods=("atb", "tv"), prior=str(setup / "prior"), cache_dir=tmp_path)
+    cached = dict(ratios=(0.3,), methods=("atb", "tv"), weights=None, prior=str(setup / "prior"), ddnm_steps=100, device="cpu", cache_dir=tmp_path)
+    assert bench.announce_cached(files, tv_iters=3, **cached) == 0
     first, recs1 = bench.bench_reconstruction(files, tv_iters=3, **args)
     assert len(calls) == 4 and len(list(tmp_path.glob("*.safetensors"))) == 4
+    caplog.set_level("INFO", logger="accel")
+    assert bench.announce_cached(files, tv_iters=3, **cached) == 4 and bench.announce_cached(files, tv_iters=4, **cached) == 2
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("accel")] == [
+        f"resuming from reconstruction 4 of 4 ({tmp_path})", f"resuming from reconstruction 2 of 4 ({tmp_path})"]
     again, recs2 = bench.bench_reconstruction(files, tv_iters=3, **args)
     assert len(calls) == 4 and again == first
     assert all(np.array_equal(a, b) for k in recs1 for a, b in zip(recs1[k], recs2[k]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,17 @@ from typing import Any
 import torch
 
 from .utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+def announce_resume(path: str | Path, step: int, total: int, what: str = "step") -> None:
+    """Say that a run resumes from a checkpoint, and from which step, before any other output of the run:
+    "resuming from step 1200 of 6000 (work/checkpoint.safetensors)".
+
+    Every resuming loop calls this once; it logs to the ``accel`` logger at INFO, which the CLI prints on stderr.
+    """
+    logger.info("resuming from %s %d of %d (%s)", what, step, total, path)
 
 
 def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, clip: float = 1.0) -> None:
@@ -61,6 +73,7 @@ def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module,
     gen.set_state(tensors["rng.gen"])
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])  # e.g. diffusers' label embedding drops labels with it
+    announce_resume(path, int(meta["step"]), int(config.get("steps", meta["step"])))
     return int(meta["step"]), float(meta.get("loss_ema", float("nan")))
 
 

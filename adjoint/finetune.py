@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from accel.training import announce_resume
 from accel.utils import AccelError, load_checkpoint, make_grid, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint, to_uint8
 
 from ._tasks import TASKS, Task, build_task
@@ -112,6 +113,8 @@ def run_finetune(cfg: FinetuneConfig, progress: Callable[[int, int, float], None
     opt = torch.optim.Adam(task.trainables(), lr=cfg.lr) if task.uses_optimizer else None
     ckpt = out / "checkpoints" / f"rank{rank}.safetensors"
     start, losses = _load(ckpt, task, opt, cfg) if ckpt.exists() else (0, [])
+    if ckpt.exists() and acc.is_main_process:
+        announce_resume(ckpt, start, cfg.iters)
     end = cfg.iters if cfg.stop_after is None else min(cfg.iters, start + cfg.stop_after)
     for it in range(start, end):
         noise = _iteration_noise(cfg, it, rank, (cfg.batch, *task.sample_shape)).to(acc.device)

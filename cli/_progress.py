@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 import time
 from typing import Any, Callable, Iterator
 
 LOG_EVERY_S = 30.0  # without a terminal (nohup, CI logs): one line at most this often, and at the end
+
+
+def show_notes() -> None:
+    """Print the library's notes (the ``accel`` logger at INFO, e.g. "resuming from step 1200 of 6000 (...)") on
+    stderr as plain lines, so that a rerun's first line says where it resumes. Idempotent."""
+    log = logging.getLogger("accel")
+    if not any(getattr(h, "_accel_notes", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._accel_notes = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._progress import progress_bar
+from ._outputs import JsonFile, MdFile, OutDir, output_files
+from ._progress import progress_bar, show_notes
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -41,12 +42,14 @@ def bench_adjoint(
     isolate: Annotated[bool, typer.Option(help="One subprocess per (method, N) so peak memory is honest.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the noise, labels and loss target.")] = 0,
     repeats: Annotated[int, typer.Option(help="Timed runs per configuration (median reported).")] = 3,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the records (list of dicts) as JSON here.")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown table here.")] = None,
-    plots: Annotated[Optional[Path], typer.Option(help="Folder for error_vs_steps.png, memory_vs_steps.png, time_vs_steps.png.")] = None,
+    out_dir: OutDir = None,
+    json_path: JsonFile = None,
+    md_path: MdFile = None,
+    plots: Annotated[Optional[Path], typer.Option(hidden=True, help="Folder for the PNG plots (older spelling; see --out-dir).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
 ) -> None:
-    """Gradient error (vs exact autograd), peak memory and time of each gradient method versus N; prints Markdown."""
+    """Gradient error (vs exact autograd), peak memory and time of each gradient method versus N; prints Markdown
+    (with --out-dir, also bench_adjoint.json (the records), .md, and error_vs_steps.png, memory_vs_steps.png, time_vs_steps.png)."""
     import torch
 
     from accel.adjoint import bench
@@ -59,14 +62,16 @@ def bench_adjoint(
         model=model, steps=_ints(steps, "--steps"), methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
         batch=batch, guidance_scale=guidance_scale, device=dev, dtype=dtype, isolate=isolate, seed=seed, repeats=repeats,
     )
+    files = output_files(out_dir, "bench_adjoint", json=json_path, md=md_path)
+    plots = plots or out_dir
     with progress_bar("bench adjoint", len(cfg.runs()) * len(cfg.steps), progress) as update:
         records = bench.run_bench(cfg, progress=lambda done, total, info: update(done, total, info=info))
     table = bench.to_markdown(records)
     typer.echo(table)
-    if json_path is not None:
-        atomic_write_bytes(json_path, json.dumps(records, indent=2).encode())
-    if md_path is not None:
-        atomic_write_bytes(md_path, table.encode())
+    if files["json"] is not None:
+        atomic_write_bytes(files["json"], json.dumps(records, indent=2).encode())
+    if files["md"] is not None:
+        atomic_write_bytes(files["md"], table.encode())
     if plots is not None:
         for p in bench.plot(records, plots):
             typer.echo(f"wrote {p}", err=True)
@@ -107,4 +112,5 @@ def finetune_adjoint(
 
 
 if __name__ == "__main__":  # `accelerate launch -m accel.cli.adjoint finetune ...`
+    show_notes()
     app()

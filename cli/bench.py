@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ._outputs import OutDir
 from ._progress import progress_bar
 from .adjoint import bench_adjoint
 from .bench_kernels import kernels as bench_kernels
@@ -18,7 +19,6 @@ app.command("adjoint", help="Adjoint gradients vs autograd: error, cosine, peak 
 app.command("idm", help="IDM: training memory per mode and T, and Set11 reconstruction vs baselines.")(bench_idm)
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Shipped model name or local pipeline folder.")]
-OutDir = Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for JSON, Markdown and PNG outputs.")]
 
 
 def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:

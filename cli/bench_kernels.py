@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ._outputs import JsonFile, MdFile, OutDir, PngFile, output_files
 from ._progress import progress_bar
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -38,12 +39,14 @@ def kernels(
     ops: Annotated[str, typer.Option(help="Comma-separated subset of forecast, update, error.")] = "forecast,update,error",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (auto: cuda when available).")] = "auto",
     peak_gbps: Annotated[Optional[float], typer.Option("--peak-gbps", help="Peak memory bandwidth in GB/s (default: from the table of known GPUs by name).")] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the full results as JSON here.")] = None,
-    md_path: Annotated[Optional[Path], typer.Option("--md", help="Write the Markdown table here.")] = None,
-    png_path: Annotated[Optional[Path], typer.Option("--png", help="Write a bandwidth bar chart (PNG, needs matplotlib) here.")] = None,
+    out_dir: OutDir = None,
+    json_path: JsonFile = None,
+    md_path: MdFile = None,
+    png_path: PngFile = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
 ) -> None:
-    """Time forecast / update / error for each size and dtype: eager chain vs fused, GB/s and % of peak; prints Markdown."""
+    """Time forecast / update / error for each size and dtype: eager chain vs fused, GB/s and % of peak; prints Markdown
+    (with --out-dir, also bench_kernels.json, .md and the bandwidth chart .png, which needs matplotlib)."""
     import torch
 
     from accel.kernels import bench
@@ -57,8 +60,9 @@ def kernels(
         raise AccelError(f"--ops {ops!r}: use a comma-separated subset of {', '.join(bench.OPS)}")
     if peak_gbps is not None and peak_gbps <= 0:
         raise AccelError(f"--peak-gbps must be positive, got {peak_gbps}")
-    for path, flag in ((json_path, "--json"), (md_path, "--md"), (png_path, "--png")):
+    for path, flag in ((json_path, "--json"), (md_path, "--markdown"), (png_path, "--png")):
         _check_writable(path, flag)
+    files = output_files(out_dir, "bench_kernels", json=json_path, md=md_path, png=png_path)
     default_sizes = bench.DEFAULT_SIZES if dev == "cuda" else "dit-digits,dit-xl-256,sd3-1024,flux-b1"
     size_map = bench.parse_sizes(sizes or default_sizes)
     dtype_map = bench.parse_dtypes(dtypes)
@@ -69,9 +73,9 @@ def kernels(
                                      ops=op_list, callback=lambda done, tot, info: update(done, tot, info=info))
     markdown = bench.to_markdown(result)
     typer.echo(markdown)
-    if json_path is not None:
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
-    if md_path is not None:
-        md_path.write_text(markdown)
-    if png_path is not None:
-        bench.plot_png(result, png_path)
+    if files["json"] is not None:
+        files["json"].write_text(json.dumps(result, indent=2) + "\n")
+    if files["md"] is not None:
+        files["md"].write_text(markdown)
+    if files["png"] is not None:
+        bench.plot_png(result, files["png"])

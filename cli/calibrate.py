@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ._outputs import OutDir
 from ._progress import progress_bar
 
 
@@ -17,7 +18,7 @@ def calibrate(
     steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
     num_images: Annotated[int, typer.Option(help="Images (seeds) per call.")] = 10,
     repeats: Annotated[int, typer.Option(help="Timed calls per threshold.")] = 3,
-    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where the sweep's JSON/Markdown/Pareto PNG go.")] = Path("calibration"),
+    out_dir: OutDir = Path("calibration"),
     save: Annotated[bool, typer.Option(help="Write the recommendation into the model folder (accel_cache.json).")] = False,
 ) -> None:
     """Sweep thresholds on a few seeds, recommend one, write the Pareto plot."""

@@ -11,6 +11,8 @@ import typer
 
 from accel.utils import AccelError, atomic_write_bytes
 
+from ._outputs import JsonFile, MdFile, OutDir, PngFile, output_files
+
 app = typer.Typer(no_args_is_help=True, help="Invertible diffusion models for compressed sensing (IDM).")
 
 Ratio = Annotated[float, typer.Option("--ratio", help="CS sampling ratio in (0, 1], e.g. 0.1 for 10%.")]
@@ -104,9 +106,10 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 @app.command()
 def bench_idm(
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write all records as JSON.")] = None,
-    markdown: Annotated[Optional[Path], typer.Option(help="Write the tables as Markdown.")] = None,
-    png: Annotated[Optional[Path], typer.Option(help="Write reconstructions side by side as PNG.")] = None,
+    out_dir: OutDir = None,
+    json_path: JsonFile = None,
+    md_path: MdFile = None,
+    png_path: PngFile = None,
     what: Annotated[str, typer.Option(help="memory, recon or all.")] = "all",
     T: Annotated[str, typer.Option("--T", help="Sampling steps for the memory benchmark.")] = "1,3,5,10",
     modes: Annotated[str, typer.Option(help="Memory modes.")] = "plain,checkpoint,reversible",
@@ -125,14 +128,28 @@ def bench_idm(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Keep each reconstruction here and reuse it on the next run (resumes an interrupted benchmark).")] = None,
     unet_config: Annotated[Optional[str], typer.Option(hidden=True, help="JSON overrides of the U-Net config (tests).")] = None,
 ) -> None:
-    """Benchmark IDM: training memory/time per mode and T; Set11 PSNR/SSIM/time against A^T y, TV, DDNM."""
+    """Benchmark IDM: training memory/time per mode and T; Set11 PSNR/SSIM/time against A^T y, TV, DDNM; prints Markdown
+    (with --out-dir, also bench_idm.json (all records), .md and .png (the reconstructions side by side))."""
     from accel.invertible import bench, report
     from accel.invertible.data import default_set11, list_images, read_image
 
     if what not in ("memory", "recon", "all"):
         raise AccelError(f"--what must be memory, recon or all, got {what!r}")
+    outputs = output_files(out_dir, "bench_idm", json=json_path, md=md_path, png=png_path)
+    json_out = outputs["json"]
     memory, recon, originals, recs = [], [], None, None
     settings = {"size": size, "batch": batch, "device": device, "ddnm_steps": ddnm_steps, "tv_iters": tv_iters, "prior": prior}
+    if what in ("recon", "all"):
+        files = list_images(images or default_set11())[: limit or None]
+        wmap = {}
+        for item in weights or []:
+            r, _, f = item.partition("=")
+            if not f:
+                raise AccelError(f"--weights takes RATIO=FILE, got {item!r}")
+            wmap[_floats(r, "--weights ratio")[0]] = f
+        mths = tuple(m.strip() for m in methods.split(",") if m.strip())
+        if cache_dir is not None:  # before the memory benchmark, so that a resumed run says so first
+            bench.announce_cached(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, cache_dir)
     if what in ("memory", "all"):
         Ts = tuple(int(t) for t in _floats(T, "--T"))
         mlist = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -144,21 +161,16 @@ def bench_idm(
         with _bar("memory") as update:
             memory = bench.bench_memory(Ts, mlist, size, batch, device, repeats, json.loads(unet_config) if unet_config else None, update, keep)
     if what in ("recon", "all"):
-        files = list_images(images or default_set11())[: limit or None]
-        wmap = {}
-        for item in weights or []:
-            r, _, f = item.partition("=")
-            if not f:
-                raise AccelError(f"--weights takes RATIO=FILE, got {item!r}")
-            wmap[_floats(r, "--weights ratio")[0]] = f
-        mths = tuple(m.strip() for m in methods.split(",") if m.strip())
         with _bar("reconstruction") as update:
             recon, recs = bench.bench_reconstruction(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, update, cache_dir)
         originals = [read_image(p) for p in files]
         settings["images"] = [p.name for p in files]
     checks = bench.targets(memory, recon)
-    typer.echo(report.write(json_out, markdown, png, memory, recon, checks, settings, originals, recs))
+    typer.echo(report.write(json_out, outputs["md"], outputs["png"], memory, recon, checks, settings, originals, recs))
 
 
 if __name__ == "__main__":  # lets `accelerate launch -m accel.cli.idm finetune-idm ...` run without the main CLI
+    from ._progress import show_notes
+
+    show_notes()
     app()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import sys
+from typing import Any, Callable
 
 import typer
+import typer.main
 
+from ._progress import show_notes
 from .calibrate import calibrate
 from .sample import sample
 from .zoo import app as zoo_app
@@ -36,38 +41,79 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+def _classes(name: str) -> tuple[type[BaseException], ...]:
+    """Exception class ``name`` (ClickException, Exit, Abort) from typer and from every click it may use.
+
+    typer >= 0.2x vendors click as ``typer._click`` with classes of its own, older typer uses plain ``click``:
+    catching only ``click.exceptions.ClickException`` let every usage error through as a traceback.
+    """
+    found = {getattr(typer, name, None)}
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.add(getattr(importlib.import_module(module), name, None))
+        except ImportError:
+            continue
+    return tuple(c for c in found if isinstance(c, type) and issubclass(c, BaseException))
+
+
+def leaf_commands(command: Any = None, path: str = "") -> dict[str, Any]:
+    """Every runnable command of ``accel`` by its path (``"bench cache"``, ``"sample"``), as the click command."""
+    command = typer.main.get_command(app) if command is None else command
+    subs = getattr(command, "commands", None)
+    if not subs:
+        return {path: command}
+    return {k: v for name, sub in subs.items() for k, v in leaf_commands(sub, f"{path} {name}".strip()).items()}
+
+
+def _quiet_diffusers(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``callback`` with diffusers' own progress bars off; importing diffusers only once the arguments
+    parsed keeps usage errors and ``--help`` fast."""
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from diffusers.utils import logging as dlogging
+
+        dlogging.disable_progress_bar()  # "Loading pipeline components" bars; our own rich bars report progress
+        return callback(*args, **kwargs)
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; known errors (AccelError, bad files) print one line on stderr and exit 1.
+    """Run the CLI. Known errors (AccelError, bad files) print one line on stderr and exit 1; usage errors (unknown
+    option or command, missing or malformed value) print the usage hint and one error line and exit 2.
 
     Set ``ACCEL_DEBUG=1`` to see the full traceback instead.
     """
     from accel.errors import AccelError
 
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own rich bars report progress
-    if len(sys.argv if argv is None else argv) > 1 and "--help" not in (sys.argv if argv is None else argv):
-        from diffusers.utils import logging as dlogging
-
-        dlogging.disable_progress_bar()  # "Loading pipeline components" bars
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    show_notes()  # "resuming from step ..." and other notes of the library, on stderr
+    debug = os.environ.get("ACCEL_DEBUG") == "1"
+    cli = typer.main.get_command(app)
+    for command in leaf_commands(cli).values():
+        if command.callback is not None:
+            command.callback = _quiet_diffusers(command.callback)
     try:
-        app(args=argv, standalone_mode=False)
+        rc = cli.main(args=argv, standalone_mode=False)
     except (AccelError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        if os.environ.get("ACCEL_DEBUG") == "1":
+        if debug:
             raise
         msg = str(e) if isinstance(e, AccelError) else f"{type(e).__name__}: {e}"
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(1)
-    except typer.Exit as e:
+    except _classes("Exit") as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
+    except _classes("Abort"):
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors come through here in standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except _classes("ClickException") as e:  # usage errors: standalone_mode=False hands them to us
+        if debug:
+            raise
+        e.show()  # formatted by the click that raised it: "Usage: ...", "Try ... --help", "Error: ..."
+        sys.exit(e.exit_code)
+    if isinstance(rc, int) and rc:  # an Exit(code) or Ctrl-C comes back as a return value without standalone_mode
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

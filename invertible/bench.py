@@ -174,6 +174,30 @@ def _cache_key(method: str, ratio: float, image: Path, settings: dict[str, Any])
     return f"{method}-{ratio:g}-{image.stem}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.safetensors"
 
 
+def announce_cached(images: list[Path], ratios: tuple[float, ...], methods: tuple[str, ...], weights: dict[float, str | Path] | None,
+                    prior: str, ddnm_steps: int, tv_iters: int, device: str, cache_dir: str | Path) -> int:
+    """Count the reconstructions :func:`bench_reconstruction` will find in ``cache_dir`` and, if any, announce that the
+    benchmark resumes ("resuming from reconstruction 12 of 36 (DIR)"); returns the count."""
+    from accel.training import announce_resume
+
+    from .weights import shipped_path
+
+    kw = _method_settings(ddnm_steps, tv_iters)
+    hits = 0
+    for ratio in ratios:
+        for method in methods:
+            w = (weights or {}).get(ratio) if method == "idm" else None
+            deps = _cache_deps(method, kw[method], device, prior, w if w is not None else shipped_path(ratio))
+            hits += sum((Path(cache_dir) / _cache_key(method, ratio, path, deps)).exists() for path in images)
+    if hits:
+        announce_resume(cache_dir, hits, len(images) * len(ratios) * len(methods), what="reconstruction")
+    return hits
+
+
+def _method_settings(ddnm_steps: int, tv_iters: int) -> dict[str, dict[str, Any]]:
+    return {"tv": {"iters": tv_iters}, "ddnm": {"steps": ddnm_steps}, "atb": {}, "idm": {}}
+
+
 def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0.3, 0.5), methods: tuple[str, ...] = ("atb", "tv", "ddnm", "idm"),
                          weights: dict[float, str | Path] | None = None, prior: str = "unet-natural", ddnm_steps: int = 100,
                          tv_iters: int = 300, device: str = "cpu", progress: Callable[[int, int, str], None] | None = None,
@@ -189,7 +213,7 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
     from .reconstruct import reconstruct
     from .weights import shipped_path
 
-    kw = {"tv": {"iters": tv_iters}, "ddnm": {"steps": ddnm_steps}, "atb": {}, "idm": {}}
+    kw = _method_settings(ddnm_steps, tv_iters)
     records, recs = [], {}
     total, done = len(images) * len(ratios) * len(methods), 0
     cache = Path(cache_dir) if cache_dir is not None else None

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from accel.training import announce_resume
 from accel.utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 
 from .idm import IDM
@@ -90,8 +91,8 @@ def _prior(prior: str | torch.nn.Module, alphas_cumprod: torch.Tensor | None) ->
     return prior, alphas_cumprod, type(prior).__name__
 
 
-def _resume(ckpt_path: Path, meta_cfg: dict, idm: IDM, opt: torch.optim.Optimizer) -> tuple[int, float]:
-    """Restore a fine-tuning checkpoint if there is one: (next iteration, loss EMA)."""
+def _resume(ckpt_path: Path, meta_cfg: dict, idm: IDM, opt: torch.optim.Optimizer, main: bool = True) -> tuple[int, float]:
+    """Restore a fine-tuning checkpoint if there is one: (next iteration, loss EMA); the main process announces it."""
     if not ckpt_path.exists():
         return 0, float("nan")
     tensors, meta = load_checkpoint(ckpt_path)
@@ -99,6 +100,8 @@ def _resume(ckpt_path: Path, meta_cfg: dict, idm: IDM, opt: torch.optim.Optimize
         raise AccelError(f"{ckpt_path} was written with other settings ({meta.get('finetune_config')}); delete it or pass the same settings")
     idm.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer_from_tensors(opt, tensors, meta["optim"])
+    if main:
+        announce_resume(ckpt_path, int(meta["iteration"]), int(meta_cfg["iters"]))
     return int(meta["iteration"]), float(meta["loss_ema"])
 
 
@@ -144,7 +147,7 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     if cfg.mixed_precision == "no":  # recorded only when used, so checkpoints from before the option still resume
         del settings["mixed_precision"]
     meta_cfg = json.loads(json.dumps(settings | extra))
-    start, loss_ema = _resume(ckpt_path, meta_cfg, idm, opt)
+    start, loss_ema = _resume(ckpt_path, meta_cfg, idm, opt, acc.is_main_process)
     model, opt = acc.prepare(idm, opt)
     op = BlockCS(cfg.cs, cfg.crop, cfg.crop, device=acc.device)
     for it in range(start, cfg.iters):

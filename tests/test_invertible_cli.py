@@ -70,7 +70,7 @@ def test_finetune_reconstruct_and_errors(setup):
 
 
 @pytest.mark.parametrize("precision", ["no", "bf16"])
-def test_finetune_resumes_exactly(setup, precision):
+def test_finetune_resumes_exactly(setup, precision, caplog):
     from accel.invertible.finetune import FinetuneConfig, finetune
     from accel.utils import load_checkpoint
 
@@ -89,7 +89,10 @@ def test_finetune_resumes_exactly(setup, precision):
 
     with pytest.raises(Stop):
         finetune(setup / f"b{precision}.safetensors", cfg, prior=str(setup / "prior"), images=imgs, progress=stop_at_2)
+    caplog.set_level("INFO", logger="accel")
     resumed = finetune(setup / f"b{precision}.safetensors", cfg, prior=str(setup / "prior"), images=imgs)
+    notes = [r.getMessage() for r in caplog.records if r.name.startswith("accel")]
+    assert notes == [f"resuming from step 1 of 3 ({setup / f'.b{precision}.train' / 'checkpoint.safetensors'})"]  # step 2 was lost
     a, meta = load_checkpoint(full)
     b, _ = load_checkpoint(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -122,8 +125,8 @@ def test_bench_tiny(setup):
     w = setup / "w30.safetensors"
     if not w.is_file():
         pytest.skip("needs the weights of test_finetune_reconstruct_and_errors")
-    js = setup / "bench.json"
-    out = run_ok("bench-idm", "--json", js, "--markdown", setup / "b.md", "--png", setup / "b.png", "--T", "2", "--modes", "plain,reversible",
+    js = setup / "bench" / "bench_idm.json"
+    out = run_ok("bench-idm", "--out-dir", setup / "bench", "--T", "2", "--modes", "plain,reversible",
                  "--size", 32, "--repeats", 0, "--unet-config", json.dumps(TINY), "--ratios", "0.3", "--images", setup / "imgs",
                  "--weights", f"0.3={w}", "--prior", setup / "prior", "--ddnm-steps", 2, "--tv-iters", 3)
     data = json.loads(js.read_text())
@@ -131,7 +134,7 @@ def test_bench_tiny(setup):
     assert all(r["peak_mb"] > 0 and r["seconds"] > 0 for r in data["memory"])
     assert {r["method"] for r in data["reconstruction"]} == {"atb", "tv", "ddnm", "idm"}
     assert all(set(r) >= {"method", "ratio", "psnr", "ssim", "seconds"} for r in data["reconstruction"])
-    assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]
+    assert "TV-FISTA" in out and (setup / "bench" / "bench_idm.png").is_file() and "memory_reduction" not in data["targets"]
     assert "partial" not in data  # the memory records saved along the way were replaced by the full report
 
 
@@ -144,8 +147,8 @@ def test_bench_memory_reports_each_record_as_it_comes():
     assert seen == [["plain"], ["plain", "reversible"]] and [r["mode"] for r in recs] == ["plain", "reversible"]
 
 
-def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch):
-    """--cache-dir: a second run recomputes nothing; new settings (TV iterations) recompute."""
+def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch, caplog):
+    """--cache-dir: a second run recomputes nothing (and says it resumes); new settings (TV iterations) recompute."""
     import importlib
 
     from accel.invertible import bench
@@ -158,8 +161,14 @@ def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(rmod, "reconstruct", lambda *a, **k: calls.append(k["method"]) or real(*a, **k))
     files = list_images(setup / "imgs")
     args = dict(ratios=(0.3,), methods=("atb", "tv"), prior=str(setup / "prior"), cache_dir=tmp_path)
+    cached = dict(ratios=(0.3,), methods=("atb", "tv"), weights=None, prior=str(setup / "prior"), ddnm_steps=100, device="cpu", cache_dir=tmp_path)
+    assert bench.announce_cached(files, tv_iters=3, **cached) == 0
     first, recs1 = bench.bench_reconstruction(files, tv_iters=3, **args)
     assert len(calls) == 4 and len(list(tmp_path.glob("*.safetensors"))) == 4
+    caplog.set_level("INFO", logger="accel")
+    assert bench.announce_cached(files, tv_iters=3, **cached) == 4 and bench.announce_cached(files, tv_iters=4, **cached) == 2
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("accel")] == [
+        f"resuming from reconstruction 4 of 4 ({tmp_path})", f"resuming from reconstruction 2 of 4 ({tmp_path})"]
     again, recs2 = bench.bench_reconstruction(files, tv_iters=3, **args)
     assert len(calls) == 4 and again == first
     assert all(np.array_equal(a, b) for k in recs1 for a, b in zip(recs1[k], recs2[k]))

@@ -45,9 +45,9 @@ def test_parse_errors():
 
 def test_cli_writes_json_markdown_and_png(tmp_path):
     pytest.importorskip("matplotlib")
-    out = {k: tmp_path / f"r.{k}" for k in ("json", "md", "png")}
+    out = {k: tmp_path / "out" / f"bench_kernels.{k}" for k in ("json", "md", "png")}
     args = ["kernels", "--sizes", "2x9x17,dit-digits", "--dtypes", "fp32,bf16", "--repeats", "2", "--device", "cpu",
-            "--peak-gbps", "50", "--no-progress", "--json", str(out["json"]), "--md", str(out["md"]), "--png", str(out["png"])]
+            "--peak-gbps", "50", "--no-progress", "--out-dir", str(tmp_path / "out")]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     data = json.loads(out["json"].read_text())

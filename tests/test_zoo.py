@@ -67,9 +67,11 @@ def test_unknown_model_lists_known_ones():
     assert "dit-digits" in MODELS
 
 
-def test_training_resumes_exactly(tmp_path):
-    """An interrupted `accel zoo train dit-digits` run continues bit-identically from its checkpoint."""
+def test_training_resumes_exactly(tmp_path, caplog):
+    """An interrupted `accel zoo train dit-digits` run continues bit-identically from its checkpoint, and says so."""
     from accel.zoo.dit_digits import TrainConfig, train
+
+    caplog.set_level("INFO", logger="accel")
 
     cfg = TrainConfig(steps=4, batch_size=4, warmup=2, checkpoint_every=2)
     full = train(tmp_path / "full", cfg, work_dir=tmp_path / "w_full")
@@ -88,6 +90,8 @@ def test_training_resumes_exactly(tmp_path):
     resumed_from = []
     resumed = train(tmp_path / "half", cfg, work_dir=half_cfg_run, progress=lambda s, n, l: resumed_from.append(s))
     assert calls == [1, 2, 3] and resumed_from == [3, 4]
+    notes = [r.getMessage() for r in caplog.records if r.name.startswith("accel")]
+    assert notes == [f"resuming from step 2 of 4 ({half_cfg_run / 'checkpoint.safetensors'})"]
     a = dd.build_pipeline().from_pretrained(full).transformer.state_dict()
     b = dd.build_pipeline().from_pretrained(resumed).transformer.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -69,6 +69,9 @@ def generate(
             raise AccelError(f"{type(pipe).__name__} is unconditional: drop --class / --prompt")
         labels = None
         kwargs["batch_size"] = num_images
+    for k, v in getattr(pipe, "accel_call_defaults", {}).items():  # a shipped model's trained size and so on
+        if k in params:
+            kwargs.setdefault(k, v)
     if guidance_scale is not None and "guidance_scale" in params:
         kwargs["guidance_scale"] = guidance_scale
     dev = getattr(pipe, "device", torch.device("cpu"))

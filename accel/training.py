@@ -60,8 +60,11 @@ def save_train_state(path: Path, step: int, config: dict[str, Any], model: torch
 
 
 def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
-                     opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
-    """Restore :func:`save_train_state`'s checkpoint if it exists: (next step, running loss); (0, nan) if not."""
+                     opt: torch.optim.Optimizer, gen: torch.Generator, total: int | None = None) -> tuple[int, float]:
+    """Restore :func:`save_train_state`'s checkpoint if it exists: (next step, running loss); (0, nan) if not.
+
+    ``total`` (default: ``config["steps"]``) is the run's length, for the "resuming from step N of M" line.
+    """
     if not path.exists():
         return 0, float("nan")
     tensors, meta = load_checkpoint(path)
@@ -73,7 +76,7 @@ def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module,
     gen.set_state(tensors["rng.gen"])
     if "rng.torch" in tensors:
         torch.set_rng_state(tensors["rng.torch"])  # e.g. diffusers' label embedding drops labels with it
-    announce_resume(path, int(meta["step"]), int(config.get("steps", meta["step"])))
+    announce_resume(path, int(meta["step"]), total if total is not None else int(config.get("steps", meta["step"])))
     return int(meta["step"]), float(meta.get("loss_ema", float("nan")))
 
 

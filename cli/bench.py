@@ -35,15 +35,35 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
 @app.command("cache")
 def cache(
     model: Model = "dit-digits",
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's, 50 for dit-digits, 28 for flux-shapes).")] = None,
     num_images: Annotated[int, typer.Option(help="Images per pipeline call (same seeds for every method).")] = 20,
     repeats: Annotated[int, typer.Option(help="Timed calls per method (median reported).")] = 5,
     thresholds: Annotated[Optional[str], typer.Option(help="CG-Taylor thresholds, comma-separated.")] = None,
     peers: Annotated[bool, typer.Option(help="Also run diffusers' FirstBlockCache, TaylorSeer, MagCache (and cache-dit if installed).")] = True,
+    num_prompts: Annotated[int, typer.Option(help="Text-to-image models: prompts (the same for every method).")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Text-to-image models: prompts per pipeline call.")] = 16,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
-    """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, digit accuracy."""
+    """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, accuracy (digit
+    classifier on dit-digits, the shape scorer on flux-shapes)."""
     from accel.benchmarks.cache import DEFAULT_THRESHOLDS, default_methods, run_cache_bench, write_outputs
+    from accel.zoo import MODELS
+
+    steps = steps or (MODELS[model].default_steps if model in MODELS else 50)
+    if model == "flux-shapes":
+        from accel.benchmarks.cache_text import flux_methods, run_text_cache_bench, write_text_outputs
+
+        fm = flux_methods(peers=peers)
+        if thresholds is not None:
+            fm = [m for m in fm if m.family != "cg-taylor"] + [m for m in default_methods(_floats(thresholds), peers=False) if m.family == "cg-taylor"]
+        with progress_bar("bench cache", 1) as bar:
+            report = run_text_cache_bench(model, steps=steps, num_prompts=num_prompts, batch_size=batch_size,
+                                          repeats=repeats, methods=fm, progress=lambda i, n, label: bar(i, n, info=label))
+        paths = write_text_outputs(report, out_dir)
+        typer.echo(paths["md"].read_text())
+        typer.echo(f"summary: {report['summary']}")
+        typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return
 
     methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers)
     with progress_bar("bench cache", len(methods)) as bar:

@@ -51,6 +51,15 @@ def train(
         cfg = PriorTrainConfig(seed=seed, **({"steps": steps} if steps else {}))
         with progress_bar(f"training {name}", cfg.steps) as bar:
             train_prior(target, cfg, work_dir=work_dir, progress=lambda s, n, loss: bar(s, n, info=f"loss {loss:.4f}"))
+    elif name == "flux-shapes":
+        from accel.zoo.flux_shapes import TrainConfig as FluxConfig, train as train_flux
+
+        fcfg = FluxConfig(seed=seed, **({"steps": steps} if steps else {}))
+        stages = {"vae": fcfg.vae_steps, "flux": fcfg.total_steps}
+        with progress_bar(f"training {name} (vae, then transformer + text encoders)", sum(stages.values())) as bar:
+            train_flux(target, fcfg, work_dir=work_dir,
+                       progress=lambda stage, s, n, loss: bar(s + (fcfg.vae_steps if stage == "flux" else 0), sum(stages.values()),
+                                                              info=f"{stage} loss {loss:.4f}"))
     else:
         raise AccelError(f"no training recipe for {name!r}")
     typer.echo(f"saved {name} to {target}")

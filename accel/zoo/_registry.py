@@ -8,6 +8,7 @@ from typing import Any
 from ..utils import AccelError
 
 WEIGHTS = Path(__file__).parent / "weights"
+CALL_DEFAULTS = "accel_call.json"  # pipeline-call keyword defaults a model was trained for (height, width, ...)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,13 @@ MODELS: dict[str, ModelInfo] = {
         "unet-natural",
         "grayscale UNet2DModel (2.6M params, DDPM eps), 64x64 patches of the photos shipped in scikit-image/scikit-learn/PyWavelets; IDM's prior",
         default_steps=100,
+    ),
+    "flux-shapes": ModelInfo(
+        "flux-shapes",
+        "text-to-image FluxPipeline (8-block FluxTransformer2DModel 3.5M params, AutoencoderKL, CLIP + T5 encoders), "
+        "32x32 flat shapes from prompts such as 'a red circle to the left of a blue square'",
+        default_steps=28,
+        default_guidance=1.0,
     ),
 }
 
@@ -72,7 +80,14 @@ def load(name_or_path: str, **kwargs: Any) -> Any:
         index = json.loads((where / "model_index.json").read_text())
         if index.get("_class_name") == ClassConditionalPipeline.__name__:
             return ClassConditionalPipeline.from_pretrained(where, **kwargs)
-        return DiffusionPipeline.from_pretrained(where, **kwargs)
+        pipe = DiffusionPipeline.from_pretrained(where, **kwargs)
+        defaults = where / CALL_DEFAULTS
+        if defaults.is_file():  # e.g. flux-shapes: FluxPipeline's own defaults are FLUX.1's (1024 px, 512 T5 tokens)
+            call = json.loads(defaults.read_text())
+            pipe.accel_call_defaults = call
+            if "height" in call and hasattr(pipe, "default_sample_size") and hasattr(pipe, "vae_scale_factor"):
+                pipe.default_sample_size = call["height"] // pipe.vae_scale_factor  # so that pipe(prompt) has that size
+        return pipe
     try:
         return DiffusionPipeline.from_pretrained(where, **kwargs)
     except Exception as e:  # offline, missing repo, ...

@@ -66,6 +66,7 @@ class TrainConfig:
     batch_size: int = 24
     lr: float = 6e-4
     warmup: int = 150
+    restarts: tuple[tuple[int, float], ...] = ((6000, 4e-4),)  # further cosine cycles: (steps, peak lr) each
     ema_decay: float = 0.998
     prompt_dropout: float = 0.1
     seed: int = 0
@@ -75,8 +76,26 @@ class TrainConfig:
         for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
+        if any(n <= 0 or lr <= 0 for n, lr in self.restarts):
+            raise AccelError(f"restarts must be (steps, lr) pairs of positive numbers, got {self.restarts}")
         if not 0 <= self.prompt_dropout < 1:
             raise AccelError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + sum(n for n, _ in self.restarts)
+
+    def lr_at(self, step: int) -> float:
+        """Warm-up then cosine over ``steps``; then each restart is another cosine cycle (100 warm-up steps)."""
+        if step < self.steps:
+            return warmup_cosine_lr(step, self.lr, self.warmup, self.steps)
+        step -= self.steps
+        for n, lr in self.restarts:
+            if step < n:
+                return warmup_cosine_lr(step, lr, 100, n)
+            step -= n
+        return warmup_cosine_lr(0, self.restarts[-1][1] if self.restarts else self.lr, 1, 1) * 0.1
 
 
 def build_tokenizer(kind: str):
@@ -106,6 +125,16 @@ def build_models(seed: int = 0) -> dict[str, torch.nn.Module]:
         "text_encoder": CLIPTextModel(CLIPTextConfig(**CLIP_CONFIG)),
         "text_encoder_2": T5EncoderModel(T5Config(**T5_CONFIG)),
     }
+
+
+CALL = {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "max_sequence_length": 16}
+
+
+def write_call_defaults(folder: str | Path) -> None:
+    """The call settings flux-shapes was trained for, read by ``accel.zoo.load`` (see ``CALL_DEFAULTS``)."""
+    from ._registry import CALL_DEFAULTS
+
+    (Path(folder) / CALL_DEFAULTS).write_text(json.dumps(CALL, indent=2) + "\n")
 
 
 def build_pipeline(models: dict[str, torch.nn.Module]):
@@ -141,7 +170,7 @@ def _train_vae(cfg: TrainConfig, work: Path, progress: Callable[[str, int, int, 
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
     sub = {k: getattr(cfg, k) for k in ("vae_steps", "vae_batch_size", "vae_lr", "seed")}
-    start, loss_ema = load_train_state(work / "vae.safetensors", sub, vae, ema, opt, gen)
+    start, loss_ema = load_train_state(work / "vae.safetensors", sub, vae, ema, opt, gen, total=cfg.vae_steps)
     for step in range(start, cfg.vae_steps):
         x, _ = batch(_rng(gen), cfg.vae_batch_size)
         for g in opt.param_groups:
@@ -207,11 +236,11 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
-    start, loss_ema = load_train_state(work / "flux.safetensors", sub, model, ema, opt, gen)
+    start, loss_ema = load_train_state(work / "flux.safetensors", sub, model, ema, opt, gen, total=cfg.total_steps)
     tok, tok_2 = build_tokenizer("clip"), build_tokenizer("t5")
     h = IMAGE_SIZE // 2
     img_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, h // 2, "cpu", torch.float32)
-    for step in range(start, cfg.steps):
+    for step in range(start, cfg.total_steps):
         rng = _rng(gen)
         x, prompts = batch(rng, cfg.batch_size)
         prompts = ["" if rng.random() < cfg.prompt_dropout else p for p in prompts]
@@ -224,7 +253,7 @@ def train(
         noise = torch.randn(x0.shape, generator=gen)
         xt = (1 - sigma.view(-1, 1, 1)) * x0 + sigma.view(-1, 1, 1) * noise
         for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
+            g["lr"] = cfg.lr_at(step)
         seq, pooled = encode_prompts(model.text_encoder, model.text_encoder_2, tok, tok_2, prompts, length)
         pred = model.transformer(hidden_states=xt, timestep=sigma, pooled_projections=pooled, encoder_hidden_states=seq,
                                  txt_ids=torch.zeros(length, 3), img_ids=img_ids, return_dict=False)[0]
@@ -233,13 +262,14 @@ def train(
         ema_update(ema, model, step, cfg.ema_decay)
         loss_ema = running_loss(loss_ema, loss)
         if progress is not None:
-            progress("flux", step + 1, cfg.steps, loss_ema)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            progress("flux", step + 1, cfg.total_steps, loss_ema)
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.total_steps:
             save_train_state(work / "flux.safetensors", step + 1, sub, model, ema, opt, gen, loss_ema)
 
     pipe = build_pipeline({"vae": vae, "transformer": ema.transformer, "text_encoder": ema.text_encoder,
                            "text_encoder_2": ema.text_encoder_2})
     out = Path(out_dir)
     pipe.save_pretrained(out)
+    write_call_defaults(out)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg) | {"final_loss_ema": loss_ema, "finished": time.strftime("%Y-%m-%d")}, indent=2))
     return out

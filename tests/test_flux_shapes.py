@@ -1,0 +1,99 @@
+"""flux-shapes: the scene grammar, the scorer on rendered ground truth, and the shipped FluxPipeline's floors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from accel.utils import AccelError
+from accel.zoo import shapes
+
+
+def test_grammar_round_trip():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        s = shapes.random_scene(rng)
+        p = shapes.parse(s.prompt)
+        assert p.kind == s.kind and p.relation == s.relation
+        assert [(o.colour, o.shape) for o in p.objects] == [(o.colour, o.shape) for o in s.objects]
+    assert shapes.parse("an orange triangle above a white circle").objects[0].colour == "orange"
+    assert len(shapes.parse("three cyan squares").objects) == 3
+
+
+@pytest.mark.parametrize("bad", ["a pink circle", "a red hexagon", "two", "a red circle near a blue square", ""])
+def test_parse_rejects_what_the_grammar_does_not_say(bad):
+    with pytest.raises(AccelError, match="flux-shapes"):
+        shapes.parse(bad)
+
+
+def test_scorer_on_rendered_ground_truth():
+    rng = np.random.default_rng(1)
+    scenes = [shapes.random_scene(rng) for _ in range(600)]
+    summary = shapes.summarise([shapes.score(shapes.render(s), s.prompt) for s in scenes])
+    assert summary["single_colour"] == 1.0 and summary["single_shape"] >= 0.99
+    assert summary["relation_both_present"] >= 0.98 and summary["relation_relation"] >= 0.95
+    assert summary["count_count"] >= 0.95
+    assert summary["accuracy"] >= 0.97
+
+
+def test_scorer_catches_wrong_claims():
+    rng = np.random.default_rng(2)
+    wrong = 0
+    for _ in range(100):
+        s = shapes.random_scene(rng, kind="single")
+        o = s.objects[0]
+        other = next(c for c in shapes.COLOURS if c != o.colour)
+        wrong += not shapes.score(shapes.render(s), f"a {other} {o.shape}").correct
+    assert wrong == 100
+    s = shapes.Scene("relation", (shapes.Obj("red", "circle", 8, 16, 10), shapes.Obj("blue", "square", 24, 16, 10)), "to the left of")
+    img = shapes.render(s)
+    assert shapes.score(img, "a red circle to the left of a blue square").correct
+    assert not shapes.score(img, "a red circle to the right of a blue square").relation
+    assert not shapes.score(np.full((32, 32, 3), 20, np.uint8), "a red circle").colour  # nothing drawn
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from accel.zoo import load
+
+    p = load("flux-shapes")
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def test_shipped_model_is_a_stock_flux_pipeline(pipe):
+    from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5EncoderModel
+
+    assert type(pipe) is FluxPipeline
+    assert isinstance(pipe.transformer, FluxTransformer2DModel) and isinstance(pipe.vae, AutoencoderKL)
+    assert isinstance(pipe.text_encoder, CLIPTextModel) and isinstance(pipe.text_encoder_2, T5EncoderModel)
+    assert len(pipe.transformer.transformer_blocks) + len(pipe.transformer.single_transformer_blocks) >= 8
+    assert pipe.tokenizer("a red circle").input_ids[-1] == pipe.text_encoder.config.eos_token_id
+
+
+FLOOR_SEEDS = 24
+
+
+def _generate(pipe, prompts, seed=0, **kw):
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    return (pipe(prompts, num_inference_steps=28, generator=gens, output_type="np", **kw).images * 255).round().astype(np.uint8)
+
+
+def test_quality_floors(pipe):
+    """Uncached, fixed prompts and seeds: the floors of the shipped model (see docs/flux-shapes.md)."""
+    rng = np.random.default_rng(7)
+    single = [shapes.random_scene(rng, kind="single").prompt for _ in range(FLOOR_SEEDS)]
+    relation = [shapes.random_scene(rng, kind="relation").prompt for _ in range(FLOOR_SEEDS)]
+    imgs = _generate(pipe, single + relation)  # the trained size and T5 length come from accel_call.json
+    s = shapes.summarise([shapes.score(i, p) for i, p in zip(imgs, single + relation)])
+    assert s["single_colour"] >= 0.90, s
+    assert s["single_shape"] >= 0.80, s
+    assert s["relation_both_present"] >= 0.70, s
+    assert s["relation_relation"] >= 0.60, s
+
+
+def test_plain_call_uses_trained_size(pipe):
+    img = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0)).images[0]
+    assert img.size == (32, 32)

@@ -35,7 +35,7 @@ def generate(
     steps: int,
     seed: int = 0,
     class_labels: list[int] | None = None,
-    prompt: str | None = None,
+    prompt: str | list[str] | None = None,
     guidance_scale: float | None = None,
     seed_offset: int = 0,
     on_step: Callable[[int, int], None] | None = None,
@@ -62,7 +62,9 @@ def generate(
     elif "prompt" in params:
         if prompt is None:
             raise AccelError("this pipeline is text-conditional: pass --prompt")
-        kwargs["prompt"] = [prompt] * num_images
+        kwargs["prompt"] = list(prompt) if isinstance(prompt, list) else [prompt] * num_images
+        if len(kwargs["prompt"]) != num_images:
+            raise AccelError(f"got {len(kwargs['prompt'])} prompts for {num_images} images")
         labels = None
     else:
         if class_labels is not None or prompt is not None:

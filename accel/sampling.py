@@ -37,7 +37,8 @@ def _run(pipe: Any, idx: list[int], kw: dict[str, Any], on_step: Callable[[int, 
     return generate(
         pipe, num_images=len(idx), steps=kw["steps"], seed=kw["seed"], seed_offset=idx[0] if idx else 0,
         class_labels=[labels[i] for i in idx] if labels is not None else None,
-        prompt=kw["prompt"], guidance_scale=kw["guidance_scale"], on_step=on_step,
+        prompt=[kw["prompt"][i] for i in idx] if isinstance(kw["prompt"], list) else kw["prompt"],
+        guidance_scale=kw["guidance_scale"], on_step=on_step,
     )
 
 
@@ -48,7 +49,7 @@ def sample_to_file(
     steps: int,
     seed: int = 0,
     class_labels: list[int] | None = None,
-    prompt: str | None = None,
+    prompt: str | list[str] | None = None,
     guidance_scale: float | None = None,
     cache: str = "none",
     threshold: float | None = None,
@@ -65,6 +66,10 @@ def sample_to_file(
 
     if cache not in CACHE_CHOICES:
         raise AccelError(f"cache must be one of {', '.join(CACHE_CHOICES)}, got {cache!r}")
+    if isinstance(prompt, list):  # one prompt for all images, or one per image
+        if len(prompt) not in (1, num_images):
+            raise AccelError(f"give one --prompt or exactly --num-images ({num_images}) of them, got {len(prompt)}")
+        prompt = prompt[0] if len(prompt) == 1 else prompt
     import torch
 
     state = PartialState(cpu=not torch.cuda.is_available())  # several CPU processes form a gloo group

@@ -42,6 +42,7 @@ def cache(
     peers: Annotated[bool, typer.Option(help="Also run diffusers' FirstBlockCache, TaylorSeer, MagCache (and cache-dit if installed).")] = True,
     num_prompts: Annotated[int, typer.Option(help="Text-to-image models: prompts (the same for every method).")] = 64,
     batch_size: Annotated[int, typer.Option(help="Text-to-image models: prompts per pipeline call.")] = 16,
+    timing_prompts: Annotated[Optional[int], typer.Option(help="Text-to-image models: prompts per timed repeat (default: all).")] = None,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
     """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, accuracy (digit
@@ -58,7 +59,7 @@ def cache(
             fm = [m for m in fm if m.family != "cg-taylor"] + [m for m in default_methods(_floats(thresholds), peers=False) if m.family == "cg-taylor"]
         with progress_bar("bench cache", 1) as bar:
             report = run_text_cache_bench(model, steps=steps, num_prompts=num_prompts, batch_size=batch_size,
-                                          repeats=repeats, methods=fm, progress=lambda i, n, label: bar(i, n, info=label))
+                                          repeats=repeats, methods=fm, timing_prompts=timing_prompts, progress=lambda i, n, label: bar(i, n, info=label))
         paths = write_text_outputs(report, out_dir)
         typer.echo(paths["md"].read_text())
         typer.echo(f"summary: {report['summary']}")

@@ -29,9 +29,9 @@ def _check_writable(path: Path) -> None:
 def sample(
     model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name (see `accel zoo list`), local pipeline folder or Hub id.")] = "dit-digits",
     class_: Annotated[Optional[list[int]], typer.Option("--class", "-c", help="Class label(s); repeat for several. Default: cycle 0..9.")] = None,
-    prompt: Annotated[Optional[str], typer.Option(help="Prompt, for text-conditional pipelines.")] = None,
+    prompt: Annotated[Optional[list[str]], typer.Option(help="Prompt, for text-conditional pipelines; repeat it for one prompt per image.")] = None,
     num_images: Annotated[int, typer.Option("--num-images", "-n", help="How many images.")] = 8,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's; 50 for others).")] = None,
     seed: Annotated[int, typer.Option(help="Seed; image i uses seed + i, whatever the process split.")] = 0,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (model default if unset).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG (a grid when several images).")] = Path("samples.png"),
@@ -45,6 +45,9 @@ def sample(
     from accel.utils import AccelError
     from accel import sampling
 
+    from accel.zoo import MODELS
+
+    steps = steps if steps is not None else (MODELS[model].default_steps if model in MODELS else 50)
     if steps <= 0:
         raise AccelError(f"--steps must be positive, got {steps}")
     if num_images <= 0:
@@ -63,7 +66,7 @@ def sample(
     t0 = time.perf_counter()
     with progress_bar("sampling", steps, enabled=progress) as bar:
         report = sampling.sample_to_file(
-            model, out=out, num_images=num_images, steps=steps, seed=seed, class_labels=labels, prompt=prompt,
+            model, out=out, num_images=num_images, steps=steps, seed=seed, class_labels=labels, prompt=list(prompt) if prompt else None,
             guidance_scale=guidance, cache=cache, threshold=threshold, compare=compare,
             on_step=lambda i, n: bar(i, n),
         )

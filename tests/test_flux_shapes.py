@@ -97,3 +97,16 @@ def test_quality_floors(pipe):
 def test_plain_call_uses_trained_size(pipe):
     img = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0)).images[0]
     assert img.size == (32, 32)
+
+
+def test_cli_sample_from_a_prompt(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from accel.cli.main import app
+
+    out = tmp_path / "shapes.png"
+    r = CliRunner().invoke(app, ["sample", "--model", "flux-shapes", "--prompt", "a red circle", "-n", "2", "--steps", "6",
+                                 "--out", str(out), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert Image.open(out).size == (4 * (2 * 32 + 3 * 2), 4 * (32 + 2 * 2))  # two 32x32 tiles, padded, shown 4x

@@ -42,9 +42,24 @@ def cache(
     peers: Annotated[bool, typer.Option(help="Also run diffusers' FirstBlockCache, TaylorSeer, MagCache (and cache-dit if installed).")] = True,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
-    """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, digit accuracy."""
-    from accel.benchmarks.cache import DEFAULT_THRESHOLDS, default_methods, run_cache_bench, write_outputs
+    """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, digit accuracy.
 
+    U-Nets (``unet-natural``, ``tiny-sd15``): CG-Taylor's shallow-path policy vs its whole-U-Net forecast and
+    DeepCache, timed in interleaved rounds (``--num-images 4 --repeats 3`` is a good start on a CPU)."""
+    from accel.benchmarks.cache import DEFAULT_THRESHOLDS, default_methods, run_cache_bench, write_outputs
+    from accel.benchmarks.cache_unet import UNET_THRESHOLDS, default_unet_methods, is_unet_model, run_unet_cache_bench, write_unet_outputs
+
+    if is_unet_model(model):
+        methods = default_unet_methods(_floats(thresholds) or UNET_THRESHOLDS, peers=peers)
+        with progress_bar("bench cache (U-Net)", len(methods) * (1 + repeats)) as bar:
+            report = run_unet_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,
+                                          progress=lambda i, n, label: bar(i, n, info=label))
+        stem = "bench_cache_unet" if model == "unet-natural" else f"bench_cache_{model.replace('-', '_')}"
+        paths = write_unet_outputs(report, out_dir, stem)
+        typer.echo(paths["md"].read_text())
+        typer.echo(f"summary: {report['summary']}")
+        typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return
     methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers)
     with progress_bar("bench cache", len(methods)) as bar:
         report = run_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,

@@ -28,14 +28,15 @@ from ..utils import AccelError
 from .cache import Method, pareto_plot
 from .common import ExecutionCounter, markdown_table, write_json
 
-UNET_THRESHOLDS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+UNET_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 SYNTHETIC_MODELS = ("tiny-sd15",)
 
 
 def default_unet_methods(thresholds: tuple[float, ...] = UNET_THRESHOLDS, peers: bool = True) -> list[Method]:
     ms = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in thresholds]
+    ms += [Method("cg-taylor", {"threshold": 0.05, "max_consecutive": 2}), Method("cg-taylor", {"threshold": 0.1, "unet_split": 2})]
     if peers:
-        ms += [Method("cg-taylor", {"threshold": t, "unet_policy": "whole"}) for t in (0.01, 0.05, 0.1, 0.2)]
+        ms += [Method("cg-taylor", {"threshold": t, "unet_policy": "whole"}) for t in (0.05, 0.2)]
         if deepcache_available():
             ms += [Method("deepcache", {"cache_interval": n}) for n in range(2, 7)]
         ms += [Method("deepcache-block", {"cache_interval": n}) for n in range(2, 7)]
@@ -308,9 +309,12 @@ def summarize_unet(results: list[dict[str, Any]], levels: tuple[float, ...] = (3
 
 
 def _family(r: dict[str, Any]) -> str:
-    if r["method"] == "cg-taylor":
-        return "cg-taylor (" + r["params"].get("unet_policy", "shallow") + ")"
-    return r["method"]
+    """One curve per method and non-swept settings (the threshold and DeepCache's interval are swept)."""
+    if r["method"] != "cg-taylor":
+        return r["method"]
+    p = r["params"]
+    extra = "".join(f", {k}={v}" for k, v in p.items() if k not in ("threshold", "unet_policy"))
+    return f"cg-taylor ({p.get('unet_policy', 'shallow')}{extra})"
 
 
 def write_unet_outputs(report: dict[str, Any], out_dir: Any, stem: str = "bench_cache_unet") -> dict[str, Any]:

@@ -28,18 +28,17 @@ from ..utils import AccelError
 from .cache import Method, pareto_plot
 from .common import ExecutionCounter, markdown_table, write_json
 
-UNET_THRESHOLDS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
+UNET_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3)
 SYNTHETIC_MODELS = ("tiny-sd15",)
 
 
 def default_unet_methods(thresholds: tuple[float, ...] = UNET_THRESHOLDS, peers: bool = True) -> list[Method]:
     ms = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in thresholds]
-    ms += [Method("cg-taylor", {"threshold": 0.05, "max_consecutive": 2}), Method("cg-taylor", {"threshold": 0.1, "unet_split": 2})]
     if peers:
-        ms += [Method("cg-taylor", {"threshold": t, "unet_policy": "whole"}) for t in (0.05, 0.2)]
+        ms += [Method("cg-taylor", {"threshold": 0.2, "unet_policy": "whole"})]
         if deepcache_available():
             ms += [Method("deepcache", {"cache_interval": n}) for n in range(2, 7)]
-        ms += [Method("deepcache-block", {"cache_interval": n}) for n in range(2, 7)]
+        ms += [Method("deepcache-block", {"cache_interval": n}) for n in (2, 3, 5)]
     return ms
 
 

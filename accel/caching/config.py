@@ -47,7 +47,7 @@ class CGTaylorConfig:
             block's output is forecast, skipping everything in between (the transformer recipe; loses quality
             on natural-image U-Nets).
         unet_split: how many outer down blocks (and as many up blocks) stay live under ``"shallow"``
-            (default 1, the cheapest shallow path; measured in docs/bench/cache_unet.md).
+            (default 1: the cheapest shallow path, the one DeepCache keeps; see docs/cache_unet.md).
     """
 
     threshold: float = 0.03

@@ -35,7 +35,7 @@ def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
 @app.command("cache")
 def cache(
     model: Model = "dit-digits",
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's, 50 for dit-digits, 28 for flux-shapes).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: 28 for flux-shapes, FluxPipeline's own; 50 otherwise).")] = None,
     num_images: Annotated[int, typer.Option(help="Images per pipeline call (same seeds for every method).")] = 20,
     repeats: Annotated[int, typer.Option(help="Timed calls per method (median reported).")] = 5,
     thresholds: Annotated[Optional[str], typer.Option(help="CG-Taylor thresholds, comma-separated.")] = None,
@@ -46,11 +46,26 @@ def cache(
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
     """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, accuracy (digit
-    classifier on dit-digits, the shape scorer on flux-shapes)."""
+    classifier on dit-digits, the shape scorer on flux-shapes).
+
+    U-Nets (``unet-natural``, ``tiny-sd15``): CG-Taylor's shallow-path policy vs its whole-U-Net forecast and
+    DeepCache, timed in interleaved rounds (``--num-images 4 --repeats 3`` is a good start on a CPU)."""
     from accel.benchmarks.cache import DEFAULT_THRESHOLDS, default_methods, run_cache_bench, write_outputs
+    from accel.benchmarks.cache_unet import UNET_THRESHOLDS, default_unet_methods, is_unet_model, run_unet_cache_bench, write_unet_outputs
     from accel.zoo import MODELS
 
-    steps = steps or (MODELS[model].default_steps if model in MODELS else 50)
+    steps = steps or (MODELS[model].default_steps if model == "flux-shapes" else 50)
+    if is_unet_model(model):
+        methods = default_unet_methods(_floats(thresholds) or UNET_THRESHOLDS, peers=peers)
+        with progress_bar("bench cache (U-Net)", len(methods) * (1 + repeats)) as bar:
+            report = run_unet_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,
+                                          progress=lambda i, n, label: bar(i, n, info=label))
+        stem = "bench_cache_unet" if model == "unet-natural" else f"bench_cache_{model.replace('-', '_')}"
+        paths = write_unet_outputs(report, out_dir, stem)
+        typer.echo(paths["md"].read_text())
+        typer.echo(f"summary: {report['summary']}")
+        typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return
     if model == "flux-shapes":
         from accel.benchmarks.cache_text import flux_methods, run_text_cache_bench, write_text_outputs
 
@@ -65,7 +80,6 @@ def cache(
         typer.echo(f"summary: {report['summary']}")
         typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
         return
-
     methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers)
     with progress_bar("bench cache", len(methods)) as bar:
         report = run_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,

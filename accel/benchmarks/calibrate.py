@@ -21,8 +21,12 @@ def calibrate(model: str, min_psnr: float | None = 30.0, target_speedup: float |
     ``accel_cache.json`` so that ``accel sample --cache cg-taylor`` uses it by default."""
     if (min_psnr is None) == (target_speedup is None):
         raise AccelError("give exactly one of --min-psnr or --target-speedup")
+    from .cache_unet import is_unet_model, run_unet_cache_bench, write_unet_outputs
+
     methods = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in thresholds]
-    report = run_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods, progress=progress)
+    unet = is_unet_model(model)  # U-Nets: the default shallow-path policy, sampled with DDIM, interleaved timing
+    bench = run_unet_cache_bench if unet else run_cache_bench
+    report = bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods, progress=progress)
     rows = [r for r in report["results"] if r["method"] == "cg-taylor"]
     if min_psnr is not None:
         ok = [r for r in rows if r["psnr"] >= min_psnr]
@@ -33,10 +37,12 @@ def calibrate(model: str, min_psnr: float | None = 30.0, target_speedup: float |
     if pick is None:
         raise AccelError("no threshold in the sweep meets the target; relax it or pass other --thresholds")
     rec = {"threshold": pick["params"]["threshold"], "psnr": pick["psnr"], "speedup": pick["speedup"],
-           "forecast_fraction": pick["forecast_fraction"], "accuracy": pick["accuracy"], "steps": steps,
+           "forecast_fraction": pick["forecast_fraction"], "accuracy": pick.get("accuracy"), "steps": steps,
            "criterion": {"min_psnr": min_psnr} if min_psnr is not None else {"target_speedup": target_speedup}}
     report["recommended"] = rec
-    paths = write_outputs(report, Path(out_dir))
+    if unet:
+        rec["unet_policy"], rec["sampler"] = "shallow", report["config"]["sampler"]
+    paths = write_unet_outputs(report, Path(out_dir), "calibration") if unet else write_outputs(report, Path(out_dir))
     rec["outputs"] = {k: str(v) for k, v in paths.items()}
     if save:
         from ..sampling import load_pipeline

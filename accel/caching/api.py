@@ -14,6 +14,7 @@ from .blocks import find_blocks, find_denoiser
 from .config import CGTaylorConfig
 from .hooks import CONTROLLER_HOOK, GATE_HOOK, LAST_HOOK, SKIP_HOOK, ControllerHook, GateHook, LastHook, SkipHook
 from .state import CacheStats, ContextStates
+from .unet import unet_blocks
 
 _PRISTINE = "_accel_pristine"  # per-module record of what enable() added, so that disable() removes exactly that
 
@@ -62,7 +63,8 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = N
         raise AccelError("CG-Taylor is already enabled on this model with another config; call accel.disable(...) first")
     if getattr(model, "is_cache_enabled", False):
         raise AccelError(f"another diffusers cache is enabled on {type(model).__name__}; call its disable_cache() first")
-    blocks = find_blocks(model)
+    # [gate, *skipped, forecast]: a U-Net's shallow-path roles, else block 0 / blocks 1..L-2 / block L-1.
+    blocks = unet_blocks(model, config) or find_blocks(model)
     scheduler = scheduler if scheduler is not None else getattr(obj, "scheduler", None)
     states = ContextStates()
     try:

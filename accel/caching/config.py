@@ -10,6 +10,7 @@ from ..utils import AccelError
 
 METRICS = ("rel_l1",)
 BATCH_POLICIES = ("any", "mean")
+UNET_POLICIES = ("shallow", "whole")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,14 @@ class CGTaylorConfig:
             included). ``"mean"``: the paper's single error over the whole batch; skips more, risks outliers.
         factor_dtype: dtype of the stored factors: ``None`` keeps the hidden states' dtype; ``"float32"``
             keeps low-precision models' finite differences exact, at twice the memory.
+        unet_policy: how a U-Net is cached (transformers ignore it). ``"shallow"`` (default): the outer
+            blocks (conv_in, ``unet_split`` down and up blocks, the head) run on every step; the gate is on the
+            last live down block and the deep part's output (the input of the first live up block) is
+            forecast (``accel.caching.unet``). ``"whole"``: the gate is on down block 0 and the last up
+            block's output is forecast, skipping everything in between (the transformer recipe; loses quality
+            on natural-image U-Nets).
+        unet_split: how many outer down blocks (and as many up blocks) stay live under ``"shallow"``
+            (default 1: the cheapest shallow path, the one DeepCache keeps; see docs/cache_unet.md).
     """
 
     threshold: float = 0.03
@@ -50,6 +59,8 @@ class CGTaylorConfig:
     metric: str = "rel_l1"
     batch_policy: str = "any"
     factor_dtype: str | None = None
+    unet_policy: str = "shallow"
+    unet_split: int = 1
 
     def __post_init__(self) -> None:
         t = self.threshold
@@ -69,6 +80,11 @@ class CGTaylorConfig:
             raise AccelError(f"metric must be one of {METRICS}, got {self.metric!r}")
         if self.batch_policy not in BATCH_POLICIES:
             raise AccelError(f"batch_policy must be one of {BATCH_POLICIES}, got {self.batch_policy!r}")
+        if self.unet_policy not in UNET_POLICIES:
+            raise AccelError(f"unet_policy must be one of {UNET_POLICIES}, got {self.unet_policy!r}")
+        us = self.unet_split
+        if isinstance(us, bool) or not isinstance(us, int) or us < 1:
+            raise AccelError(f"unet_split must be an int >= 1 (live outer blocks on each side), got {us!r}")
         if self.factor_dtype not in (None, "float32"):
             raise AccelError(f"factor_dtype must be None or 'float32', got {self.factor_dtype!r}")
 

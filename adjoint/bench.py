@@ -121,8 +121,32 @@ def _reset_hwm() -> bool:
         return False
 
 
-def _inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Deterministic (noise (B,C,H,W), class embeddings (B,L,D), loss target (B,C,H,W)) for a class-conditional DiT."""
+def _flux_inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """flux-shapes: (noise latents, T5 prompt embeddings (differentiable), target latents, (CLIP pooled,)).
+
+    The loss pulls each sample towards the latents of a rendered scene of another prompt."""
+    import numpy as np
+
+    from accel.zoo import shapes
+
+    rng = np.random.default_rng(cfg.seed)
+    scenes = [shapes.random_scene(rng, 32, "single") for _ in range(2 * cfg.batch)]
+    call = getattr(pipe, "accel_call_defaults", {})
+    with torch.no_grad():
+        emb, pooled, _ = pipe.encode_prompt([s.prompt for s in scenes[: cfg.batch]], prompt_2=None,
+                                            max_sequence_length=call.get("max_sequence_length", 16))
+        img = torch.from_numpy(np.stack([shapes.render(s, 32) for s in scenes[cfg.batch:]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        z = pipe.vae.encode(img).latent_dist.mode()
+        target = (z - pipe.vae.config.shift_factor) * pipe.vae.config.scaling_factor
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(cfg.seed))
+    return noise, emb, target, (pooled,)
+
+
+def _inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Deterministic (noise (B,C,H,W), differentiable condition, loss target (B,C,H,W), fixed extra
+    conditions): class embeddings (B,L,D) for a class-conditional DiT, T5 prompt embeddings for FLUX."""
+    if hasattr(pipe, "text_encoder_2"):
+        return _flux_inputs(pipe, cfg)
     from accel.samplers import class_embeddings
     from accel.zoo.digits import digits_dataset
 
@@ -136,7 +160,7 @@ def _inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, to
     idx = torch.stack([(targets == (int(l) + 1) % 10).nonzero()[0, 0] for l in labels])
     target = data[idx][:, :c]
     emb = class_embeddings(tr, labels).detach()
-    return noise, emb, target
+    return noise, emb, target, ()
 
 
 def _load(cfg: BenchConfig) -> Any:
@@ -153,14 +177,16 @@ def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = T
     from accel.adjoint import sample_with_grad
 
     dev, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
-    noise, emb, target = (t.to(dev, dtype) for t in _inputs(pipe, cfg))
+    noise, emb, target, extra = _inputs(pipe, cfg)
+    noise, emb, target = (t.to(dev, dtype) for t in (noise, emb, target))
+    extra = tuple(t.to(dev, dtype) for t in extra)
     params = [p for p in pipe.transformer.parameters() if p.requires_grad]
 
     def once(n: int) -> tuple[torch.Tensor, ...]:
         for p in params:
             p.grad = None
         x, c = noise.clone().requires_grad_(), emb.clone().requires_grad_()
-        out = sample_with_grad(pipe, x, c, steps=n, guidance_scale=cfg.guidance_scale, **METHOD_KWARGS[name])
+        out = sample_with_grad(pipe, x, (c, *extra) if extra else c, steps=n, guidance_scale=cfg.guidance_scale, **METHOD_KWARGS[name])
         ((out - target) ** 2).mean().backward()
         return x.grad, c.grad, torch.cat([p.grad.reshape(-1) for p in params])
 

@@ -70,29 +70,31 @@ def finetune_idm(
 
 @app.command()
 def reconstruct(
-    image: Annotated[Optional[Path], typer.Argument(help="Original image (grayscale or colour: its Y channel).")] = None,
+    image: Annotated[Optional[Path], typer.Argument(help="Original image: grey is measured as it is, colour channel by channel (or its Y with --channel y).")] = None,
     ratio: Annotated[Optional[float], typer.Option("--ratio", help="CS sampling ratio in (0, 1] (default 0.1, or the measurement file's).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Where to write the reconstruction (PNG).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the reconstruction (PNG; grey, or colour for RGB).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="IDM weights (default: the shipped file for --ratio).")] = None,
     measurements: Annotated[Optional[Path], typer.Option(help="Reconstruct from this measurement file instead of measuring IMAGE.")] = None,
-    save_measurements: Annotated[Optional[Path], typer.Option(help="Also write the measurements to this file.")] = None,
+    save_measurements: Annotated[Optional[Path], typer.Option(help="Also write the measurements to this file (all channels in one file).")] = None,
     method: Annotated[str, typer.Option(help="idm, atb (A^T y), tv (TV-FISTA) or ddnm (zero-shot).")] = "idm",
+    channel: Annotated[str, typer.Option(help="auto: grey as grey, colour as R, G, B (each at --ratio); y: colour as the Y of BT.601 YCbCr, the CS literature's protocol.")] = "auto",
     prior: Annotated[str, typer.Option(help="Prior for --method ddnm.")] = "unet-natural",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Measure IMAGE at --ratio (or read --measurements), reconstruct it, print PSNR / SSIM against the original."""
-    from accel.invertible.data import write_image
+    from accel.invertible.data import SPACES, write_image
     from accel.invertible.reconstruct import reconstruct as run, save_measurements as save_y
 
     if image is None and measurements is None:
         raise AccelError("give an IMAGE to measure, or --measurements FILE")
-    res = run(image, ratio, weights=weights, measurements=measurements, method=method, prior=prior, device=device)
+    res = run(image, ratio, weights=weights, measurements=measurements, method=method, prior=prior, device=device,
+              channel=channel, warn=lambda m: typer.echo(f"warning: {m}", err=True))
     if out is not None:
-        write_image(out, res.image)
+        write_image(out, res.image, bits=res.bits if res.image.ndim == 2 and out.suffix.lower() in (".png", ".tif", ".tiff") else 8)
     if save_measurements is not None:
-        save_y(save_measurements, res.y, res.cs, res.image.shape)
+        save_y(save_measurements, res.y, res.cs, res.image.shape[:2], res.space)
     quality = f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  " if res.psnr is not None else ""
-    typer.echo(f"{method} {100 * res.ratio:g}%: {quality}({res.seconds:.2f} s)" + (f" -> {out}" if out else ""))
+    typer.echo(f"{method} {100 * res.ratio:g}% on {SPACES[res.space]}: {quality}({res.seconds:.2f} s)" + (f" -> {out}" if out else ""))
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -154,7 +156,7 @@ def bench_idm(
         mths = tuple(m.strip() for m in methods.split(",") if m.strip())
         with _bar("reconstruction") as update:
             recon, recs = bench.bench_reconstruction(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, update, cache_dir)
-        originals = [read_image(p) for p in files]
+        originals = [read_image(p, "y") for p in files]
         settings["images"] = [p.name for p in files]
     checks = bench.targets(memory, recon)
     typer.echo(report.write(json_out, markdown, png, memory, recon, checks, settings, originals, recs))

@@ -39,7 +39,7 @@ def markdown(memory: list[dict[str, Any]], recon: list[dict[str, Any]], checks: 
         ratios = sorted({r["ratio"] for r in recon})
         methods = [m for m in METHOD_NAMES if any(r["method"] == m for r in recon)]
         rec = {(r["method"], r["ratio"]): r for r in recon}
-        out += ["### Reconstruction (mean PSNR dB on Y, 0-255 / SSIM / seconds per image)", ""]
+        out += ["### Reconstruction (mean PSNR dB, 0-255 / SSIM / seconds per image; greyscale images as they are, colour ones on Y)", ""]
         out += ["| method | " + " | ".join(f"{100 * q:g}%" for q in ratios) + " |", "|---|" + "---|" * len(ratios)]
         for m in methods:
             cells = [f"{rec[(m, q)]['psnr']:.2f} / {rec[(m, q)]['ssim']:.4f} / {rec[(m, q)]['seconds']:.2f} s" if (m, q) in rec else "-" for q in ratios]

@@ -185,3 +185,105 @@ def test_finetune_two_cpu_processes(setup, tmp_path):
 
     _, meta = load_checkpoint(out)
     assert meta["finetune_config"]["world_size"] == 2
+
+
+def _psnr_of(output: str) -> str:
+    return output.split("PSNR")[1].split("dB")[0].strip()
+
+
+def test_reconstruct_grey_storages_alike(tmp_path):
+    """L, a grey palette (P), RGB with equal channels and LA give the same grey reconstruction at full range."""
+    from test_invertible_data import grey_levels, grey_storages
+
+    from accel.invertible.reconstruct import reconstruct
+
+    levels = grey_levels()
+    files = grey_storages(tmp_path, levels)
+    outs = {}
+    for mode, f in files.items():
+        res = invoke("reconstruct", f, "--ratio", 0.3, "--out", tmp_path / f"rec_{mode}.png")
+        assert res.exit_code == 0, (res.output, res.exception)
+        assert "on grey:" in res.stdout and res.stderr.count("warning:") == (1 if mode == "LA" else 0), (mode, res.stderr)
+        outs[mode] = (_psnr_of(res.stdout), np.asarray(Image.open(tmp_path / f"rec_{mode}.png")))
+        assert Image.open(tmp_path / f"rec_{mode}.png").mode == "L"
+    ref = reconstruct(levels / np.float32(255), 0.3)
+    for mode, (p, png) in outs.items():
+        assert p == f"{ref.psnr:.2f}" and np.array_equal(png, np.round(ref.image.astype(np.float64) * 255)), mode
+
+
+def test_reconstruct_colour_channel_by_channel(tmp_path):
+    """RGB in, RGB out: each channel measured at the ratio and reconstructed as a grey image would be."""
+    from accel.invertible.data import psnr, rgb_to_y
+    from accel.invertible.reconstruct import load_measurements, reconstruct
+
+    yy, xx = np.mgrid[0:48, 0:64]
+    rgb = np.stack([0.5 + 0.4 * np.sin(xx / 5), 0.5 + 0.4 * np.cos(yy / 4), (xx + yy) / 112], -1)
+    rgb8 = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(rgb8).save(tmp_path / "c.png")
+    orig = rgb8 / np.float32(255)
+    out = run_ok("reconstruct", tmp_path / "c.png", "--ratio", 0.3, "--out", tmp_path / "rec.png", "--save-measurements", tmp_path / "m.safetensors")
+    png = np.asarray(Image.open(tmp_path / "rec.png"))
+    assert "on RGB:" in out and Image.open(tmp_path / "rec.png").mode == "RGB"
+    per = [reconstruct(orig[..., c], 0.3) for c in range(3)]
+    for c in range(3):
+        assert per[c].space == "grey" and np.array_equal(png[..., c], np.round(per[c].image.astype(np.float64) * 255))
+        assert psnr(png[..., c] / 255.0, orig[..., c]) == pytest.approx(psnr(np.round(per[c].image * 255) / 255, orig[..., c]))
+    mse = np.mean([np.mean(((per[c].image - orig[..., c]) * 255.0) ** 2) for c in range(3)])
+    assert _psnr_of(out) == f"{10 * np.log10(255**2 / mse):.2f}"
+    # the three measurement sets are one file; reconstructing from it gives the same image and figure
+    y, cs, size, space = load_measurements(tmp_path / "m.safetensors")
+    assert y.shape[0] == 3 and space == "rgb" and size == (48, 64) and torch.equal(y[1:2], per[1].y)
+    again = run_ok("reconstruct", tmp_path / "c.png", "--measurements", tmp_path / "m.safetensors", "--out", tmp_path / "rec2.png")
+    assert _psnr_of(again) == _psnr_of(out) and np.array_equal(np.asarray(Image.open(tmp_path / "rec2.png")), png)
+    # --channel y: the literature's protocol, a grey Y image scored on Y
+    out_y = run_ok("reconstruct", tmp_path / "c.png", "--ratio", 0.3, "--channel", "y", "--out", tmp_path / "rec_y.png")
+    ref_y = reconstruct(np.clip(rgb_to_y(orig), 0, 1).astype(np.float32), 0.3)
+    assert "on Y of BT.601 YCbCr:" in out_y and _psnr_of(out_y) == f"{ref_y.psnr:.2f}" and Image.open(tmp_path / "rec_y.png").mode == "L"
+    for args, msg in [
+        (("reconstruct", tmp_path / "c.png", "--measurements", tmp_path / "m.safetensors", "--channel", "y"), "drop --channel y"),
+        (("reconstruct", tmp_path / "c.png", "--ratio", 0.3, "--channel", "rgb"), "channel must be one of auto, y"),
+    ]:
+        res = invoke(*args)
+        assert res.exit_code != 0 and isinstance(res.exception, AccelError) and msg in str(res.exception), (args, res.output)
+
+
+def test_reconstruct_16_bit_measures_every_level(tmp_path):
+    """A 16-bit grey image is measured at 16 bits (not rounded to 8) and written back as a 16-bit PNG."""
+    from accel.invertible.reconstruct import load_measurements, reconstruct
+
+    yy, xx = np.mgrid[0:40, 0:48]
+    levels = np.round(32767.5 + 30000 * np.sin(xx / 4.0) * np.cos(yy / 6.0)).astype(np.uint16) | 1  # odd: no 8-bit level
+    Image.fromarray(levels).save(tmp_path / "s.png")
+    run_ok("reconstruct", tmp_path / "s.png", "--ratio", 0.3, "--out", tmp_path / "rec.png", "--save-measurements", tmp_path / "m.safetensors")
+    y = load_measurements(tmp_path / "m.safetensors")[0]
+    exact = reconstruct(levels / np.float32(65535), 0.3)
+    eight = reconstruct(np.round(levels / 257.0).astype(np.float32) / 255, 0.3)
+    assert torch.equal(y, exact.y) and not torch.equal(y, eight.y)
+    rec = Image.open(tmp_path / "rec.png")
+    assert rec.mode == "I;16" and np.array_equal(np.asarray(rec), np.round(exact.image.astype(np.float64) * 65535))
+
+
+def test_measurement_files_of_format_1_still_load(tmp_path):
+    from accel.invertible.operator import CSConfig
+    from accel.invertible.reconstruct import load_measurements
+    from accel.utils import save_checkpoint
+
+    y = torch.randn(1, 4, 103)
+    save_checkpoint(tmp_path / "old.safetensors", {"y": y}, {"format": "accel-cs-measurements/1", "cs": CSConfig(0.1).to_dict(), "height": 64, "width": 64})
+    got, cs, size, space = load_measurements(tmp_path / "old.safetensors")
+    assert torch.equal(got, y) and cs == CSConfig(0.1) and size == (64, 64) and space == "grey"
+
+
+def test_bench_cache_key_follows_the_pixels(tmp_path):
+    """The cache key hashes the image as measured: the same levels in another file format share it; a palette
+    grey file is keyed by its grey levels, which the old Y reading did not measure."""
+    from test_invertible_data import grey_levels, grey_storages
+
+    from accel.invertible import bench
+
+    files = grey_storages(tmp_path, grey_levels())
+    Image.fromarray(grey_levels()).save(tmp_path / "grey_L.tif")
+    key = lambda f: bench._cache_key("tv", 0.3, f, {"kw": {}}).split("-")[-1]
+    assert key(files["L"]) == key(tmp_path / "grey_L.tif") == key(files["P"]) == key(files["RGB"])
+    Image.fromarray(np.clip(grey_levels().astype(int) + 1, 0, 255).astype(np.uint8)).save(tmp_path / "other.png")
+    assert key(tmp_path / "other.png") != key(files["L"])

@@ -199,7 +199,8 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
     as a safetensors file keyed by everything it depends on (settings, the hash of the image's pixels as
     measured, the content hashes of the IDM weights and the prior), and reuse it on the next run: an
     interrupted or extended benchmark (a new ratio, new IDM weights) recomputes only what is missing.
-    Cached seconds are those measured when it was computed.
+    Cached seconds are those measured when it was computed.  An entry without an image (figures seeded
+    from an earlier report) gives None in the returned reconstructions and its ``source`` in ``per_image``.
     """
     from accel.utils import load_checkpoint, save_checkpoint
 
@@ -219,15 +220,17 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
             deps = _cache_deps(method, kw[method], device, prior, w if w is not None else shipped_path(ratio)) if cache is not None else {}
             for path in images:
                 hit = cache / _cache_key(method, ratio, path, deps) if cache is not None else None
+                source = None
                 if hit is not None and hit.exists():
                     tensors, meta = load_checkpoint(hit)
-                    image, p, q, sec = tensors["image"].numpy(), meta["psnr"], meta["ssim"], meta["seconds"]
+                    image, p, q, sec = tensors["image"].numpy() if "image" in tensors else None, meta["psnr"], meta["ssim"], meta["seconds"]
+                    source = meta.get("source")  # figures seeded from an earlier report (tools/seed_idm_cache.py): no image
                 else:
                     r = reconstruct(path, ratio, weights=w, method=method, prior=prior, device=device, channel="y", **kw[method])
                     image, p, q, sec = r.image, r.psnr, r.ssim, r.seconds
                     if hit is not None:
                         save_checkpoint(hit, {"image": torch.from_numpy(np.ascontiguousarray(image))}, {"psnr": p, "ssim": q, "seconds": sec})
-                rows.append((path.stem, p, q, sec))
+                rows.append((path.stem, p, q, sec, source))
                 recs.setdefault((method, ratio), []).append(image)
                 done += 1
                 if progress is not None:
@@ -235,7 +238,7 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
             n = len(rows)
             records.append({"method": method, "ratio": ratio, "psnr": round(sum(r[1] for r in rows) / n, 3),
                             "ssim": round(sum(r[2] for r in rows) / n, 4), "seconds": round(sum(r[3] for r in rows) / n, 4),
-                            "per_image": {r[0]: {"psnr": round(r[1], 3), "ssim": round(r[2], 4)} for r in rows}})
+                            "per_image": {r[0]: {"psnr": round(r[1], 3), "ssim": round(r[2], 4)} | ({"source": r[4]} if r[4] else {}) for r in rows}})
     return records, recs
 
 

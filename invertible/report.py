@@ -62,7 +62,7 @@ def side_by_side(originals: list[np.ndarray], recs: dict[tuple[str, float], list
     tiles = []
     for q in ratios:
         tiles.append(ref)
-        tiles += [recs[(m, q)][index] if (m, q) in recs else np.zeros_like(ref) for m in methods]
+        tiles += [recs[(m, q)][index] if (m, q) in recs and recs[(m, q)][index] is not None else np.zeros_like(ref) for m in methods]
     arr = np.stack([np.round(np.clip(t, 0, 1) * 255).astype(np.uint8) for t in tiles])
     grid = make_grid(arr, ncols=len(methods) + 1, pad=4)
     head = Image.new("RGB", (grid.width, 16), "white")

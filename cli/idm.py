@@ -125,6 +125,7 @@ def bench_idm(
     tv_iters: Annotated[int, typer.Option(help="TV-FISTA iterations.")] = 300,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     cache_dir: Annotated[Optional[Path], typer.Option(help="Keep each reconstruction here and reuse it on the next run (resumes an interrupted benchmark).")] = None,
+    memory_from: Annotated[Optional[Path], typer.Option(help="With --what recon: report the memory records of this earlier --json report (they do not depend on the test images).")] = None,
     unet_config: Annotated[Optional[str], typer.Option(hidden=True, help="JSON overrides of the U-Net config (tests).")] = None,
 ) -> None:
     """Benchmark IDM: training memory/time per mode and T; Set11 PSNR/SSIM/time against A^T y, TV, DDNM."""
@@ -135,6 +136,11 @@ def bench_idm(
         raise AccelError(f"--what must be memory, recon or all, got {what!r}")
     memory, recon, originals, recs = [], [], None, None
     settings = {"size": size, "batch": batch, "device": device, "ddnm_steps": ddnm_steps, "tv_iters": tv_iters, "prior": prior}
+    if memory_from is not None:
+        if what != "recon":
+            raise AccelError(f"--memory-from replaces the memory benchmark: use it with --what recon, not --what {what}")
+        memory = report.read_memory(memory_from)
+        settings["memory_from"] = memory_from.name
     if what in ("memory", "all"):
         Ts = tuple(int(t) for t in _floats(T, "--T"))
         mlist = tuple(m.strip() for m in modes.split(",") if m.strip())

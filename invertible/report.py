@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from accel.utils import atomic_write_bytes
+from accel.utils import AccelError, atomic_write_bytes
 
 METHOD_NAMES = {"atb": "A^T y", "tv": "TV-FISTA", "ddnm": "DDNM (zero-shot)", "idm": "IDM (fine-tuned)"}
 
@@ -76,6 +76,17 @@ def side_by_side(originals: list[np.ndarray], recs: dict[tuple[str, float], list
     full.paste(head, (0, 0))
     full.paste(grid, (0, 16))
     return full
+
+
+def read_memory(path: str | Path) -> list[dict[str, Any]]:
+    """The memory records of an earlier report written by :func:`write`."""
+    try:
+        records = json.loads(Path(path).read_text())["memory"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AccelError(f"cannot read memory records from {str(path)!r} ({type(e).__name__}: {e}); give a report written by `accel bench idm --json`") from None
+    if not records:
+        raise AccelError(f"{str(path)!r} has no memory records; give a report of `accel bench idm --what all` or `--what memory`")
+    return records
 
 
 def write(json_path: str | Path | None, md_path: str | Path | None, png_path: str | Path | None, memory: list[dict[str, Any]],

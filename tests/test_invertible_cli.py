@@ -133,6 +133,16 @@ def test_bench_tiny(setup):
     assert all(set(r) >= {"method", "ratio", "psnr", "ssim", "seconds"} for r in data["reconstruction"])
     assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]
     assert "partial" not in data  # the memory records saved along the way were replaced by the full report
+    # --what recon --memory-from: the earlier memory records, new reconstructions
+    run_ok("bench-idm", "--what", "recon", "--memory-from", js, "--json", setup / "recon.json", "--methods", "atb", "--ratios", "0.3",
+           "--images", setup / "imgs")
+    again = json.loads((setup / "recon.json").read_text())
+    assert again["memory"] == data["memory"] and again["settings"]["memory_from"] == "bench.json" and [r["method"] for r in again["reconstruction"]] == ["atb"]
+    (setup / "nomem.json").write_text(json.dumps(again | {"memory": []}))
+    for args, msg in [(("bench-idm", "--what", "all", "--memory-from", js), "use it with --what recon"),
+                      (("bench-idm", "--what", "recon", "--memory-from", setup / "nomem.json"), "has no memory records")]:
+        res = invoke(*args)
+        assert res.exit_code != 0 and isinstance(res.exception, AccelError) and msg in str(res.exception), res.output
 
 
 def test_bench_memory_reports_each_record_as_it_comes():

@@ -12,7 +12,7 @@ import torch
 
 from accel.utils import AccelError, load_checkpoint, save_checkpoint
 
-from .data import SPACES, bit_depth, canonical, load_image, psnr, ssim, to_tensor
+from .data import CHANNELS, SPACES, bit_depth, canonical, load_image, psnr, ssim, to_tensor
 from .operator import BlockCS, CSConfig, check_ratio
 from .weights import load_idm, shipped_path
 
@@ -89,6 +89,8 @@ def reconstruct(image: str | Path | np.ndarray | None = None, ratio: float | Non
     """
     if method not in ("idm", "atb", "tv", "ddnm"):
         raise AccelError(f"unknown method {method!r}; choose idm, atb, tv or ddnm")
+    if channel not in CHANNELS:
+        raise AccelError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
     y = file_cs = want = None
     if measurements is not None:
         y, file_cs, size, want = load_measurements(measurements)

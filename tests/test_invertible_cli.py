@@ -133,14 +133,22 @@ def test_bench_tiny(setup):
     assert all(set(r) >= {"method", "ratio", "psnr", "ssim", "seconds"} for r in data["reconstruction"])
     assert "TV-FISTA" in out and (setup / "b.png").is_file() and "memory_reduction" not in data["targets"]
     assert "partial" not in data  # the memory records saved along the way were replaced by the full report
-    # --what recon --memory-from: the earlier memory records, new reconstructions
-    run_ok("bench-idm", "--what", "recon", "--memory-from", js, "--json", setup / "recon.json", "--methods", "atb", "--ratios", "0.3",
-           "--images", setup / "imgs")
-    again = json.loads((setup / "recon.json").read_text())
-    assert again["memory"] == data["memory"] and again["settings"]["memory_from"] == "bench.json" and [r["method"] for r in again["reconstruction"]] == ["atb"]
-    (setup / "nomem.json").write_text(json.dumps(again | {"memory": []}))
-    for args, msg in [(("bench-idm", "--what", "all", "--memory-from", js), "use it with --what recon"),
-                      (("bench-idm", "--what", "recon", "--memory-from", setup / "nomem.json"), "has no memory records")]:
+
+
+def test_bench_recon_with_memory_from_an_earlier_report(setup, tmp_path):
+    """--what recon --memory-from: the earlier report's memory records (and their targets), new reconstructions."""
+    memory = [{"mode": m, "T": 3, "peak_mb": mb, "seconds": sec, "size": 32, "batch": 1, "device": "cpu"}
+              for m, mb, sec in (("plain", 100.0, 1.0), ("reversible", 10.0, 1.5))]
+    (tmp_path / "old.json").write_text(json.dumps({"settings": {}, "memory": memory, "reconstruction": []}))
+    run_ok("bench-idm", "--what", "recon", "--memory-from", tmp_path / "old.json", "--json", tmp_path / "new.json",
+           "--markdown", tmp_path / "new.md", "--methods", "atb", "--ratios", "0.3", "--images", setup / "imgs")
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["memory"] == memory and new["settings"]["memory_from"] == "old.json" and new["targets"]["memory_reduction_T3_pct"] == 90.0
+    assert [r["method"] for r in new["reconstruction"]] == ["atb"] and "reversible" in (tmp_path / "new.md").read_text()
+    (tmp_path / "nomem.json").write_text(json.dumps(new | {"memory": []}))
+    for args, msg in [(("bench-idm", "--what", "all", "--memory-from", tmp_path / "old.json"), "use it with --what recon"),
+                      (("bench-idm", "--what", "recon", "--memory-from", tmp_path / "nomem.json"), "has no memory records"),
+                      (("bench-idm", "--what", "recon", "--memory-from", setup / "imgs" / "im0.png"), "cannot read memory records")]:
         res = invoke(*args)
         assert res.exit_code != 0 and isinstance(res.exception, AccelError) and msg in str(res.exception), res.output
 

@@ -72,29 +72,31 @@ def finetune_idm(
 
 @app.command()
 def reconstruct(
-    image: Annotated[Optional[Path], typer.Argument(help="Original image (grayscale or colour: its Y channel).")] = None,
+    image: Annotated[Optional[Path], typer.Argument(help="Original image: grey is measured as it is, colour channel by channel (or its Y with --channel y).")] = None,
     ratio: Annotated[Optional[float], typer.Option("--ratio", help="CS sampling ratio in (0, 1] (default 0.1, or the measurement file's).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Where to write the reconstruction (PNG).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Where to write the reconstruction (PNG; grey, or colour for RGB).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="IDM weights (default: the shipped file for --ratio).")] = None,
     measurements: Annotated[Optional[Path], typer.Option(help="Reconstruct from this measurement file instead of measuring IMAGE.")] = None,
-    save_measurements: Annotated[Optional[Path], typer.Option(help="Also write the measurements to this file.")] = None,
+    save_measurements: Annotated[Optional[Path], typer.Option(help="Also write the measurements to this file (all channels in one file).")] = None,
     method: Annotated[str, typer.Option(help="idm, atb (A^T y), tv (TV-FISTA) or ddnm (zero-shot).")] = "idm",
+    channel: Annotated[str, typer.Option(help="auto: grey as grey, colour as R, G, B (each at --ratio); y: colour as the Y of BT.601 YCbCr, the CS literature's protocol.")] = "auto",
     prior: Annotated[str, typer.Option(help="Prior for --method ddnm.")] = "unet-natural",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Measure IMAGE at --ratio (or read --measurements), reconstruct it, print PSNR / SSIM against the original."""
-    from accel.invertible.data import write_image
+    from accel.invertible.data import SPACES, write_image
     from accel.invertible.reconstruct import reconstruct as run, save_measurements as save_y
 
     if image is None and measurements is None:
         raise AccelError("give an IMAGE to measure, or --measurements FILE")
-    res = run(image, ratio, weights=weights, measurements=measurements, method=method, prior=prior, device=device)
+    res = run(image, ratio, weights=weights, measurements=measurements, method=method, prior=prior, device=device,
+              channel=channel, warn=lambda m: typer.echo(f"warning: {m}", err=True))
     if out is not None:
-        write_image(out, res.image)
+        write_image(out, res.image, bits=res.bits if res.image.ndim == 2 and out.suffix.lower() in (".png", ".tif", ".tiff") else 8)
     if save_measurements is not None:
-        save_y(save_measurements, res.y, res.cs, res.image.shape)
+        save_y(save_measurements, res.y, res.cs, res.image.shape[:2], res.space)
     quality = f"PSNR {res.psnr:.2f} dB  SSIM {res.ssim:.4f}  " if res.psnr is not None else ""
-    typer.echo(f"{method} {100 * res.ratio:g}%: {quality}({res.seconds:.2f} s)" + (f" -> {out}" if out else ""))
+    typer.echo(f"{method} {100 * res.ratio:g}% on {SPACES[res.space]}: {quality}({res.seconds:.2f} s)" + (f" -> {out}" if out else ""))
 
 
 def _floats(text: str, what: str) -> tuple[float, ...]:
@@ -126,6 +128,7 @@ def bench_idm(
     tv_iters: Annotated[int, typer.Option(help="TV-FISTA iterations.")] = 300,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     cache_dir: Annotated[Optional[Path], typer.Option(help="Keep each reconstruction here and reuse it on the next run (resumes an interrupted benchmark).")] = None,
+    memory_from: Annotated[Optional[Path], typer.Option(help="With --what recon: report the memory records of this earlier --json report (they do not depend on the test images).")] = None,
     unet_config: Annotated[Optional[str], typer.Option(hidden=True, help="JSON overrides of the U-Net config (tests).")] = None,
 ) -> None:
     """Benchmark IDM: training memory/time per mode and T; Set11 PSNR/SSIM/time against A^T y, TV, DDNM; prints Markdown
@@ -150,6 +153,11 @@ def bench_idm(
         mths = tuple(m.strip() for m in methods.split(",") if m.strip())
         if cache_dir is not None:  # before the memory benchmark, so that a resumed run says so first
             bench.announce_cached(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, cache_dir)
+    if memory_from is not None:
+        if what != "recon":
+            raise AccelError(f"--memory-from replaces the memory benchmark: use it with --what recon, not --what {what}")
+        memory = report.read_memory(memory_from)
+        settings["memory_from"] = memory_from.name
     if what in ("memory", "all"):
         Ts = tuple(int(t) for t in _floats(T, "--T"))
         mlist = tuple(m.strip() for m in modes.split(",") if m.strip())
@@ -163,7 +171,7 @@ def bench_idm(
     if what in ("recon", "all"):
         with _bar("reconstruction") as update:
             recon, recs = bench.bench_reconstruction(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, update, cache_dir)
-        originals = [read_image(p) for p in files]
+        originals = [read_image(p, "y") for p in files]
         settings["images"] = [p.name for p in files]
     checks = bench.targets(memory, recon)
     typer.echo(report.write(json_out, outputs["md"], outputs["png"], memory, recon, checks, settings, originals, recs))

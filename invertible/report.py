@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from accel.utils import atomic_write_bytes
+from accel.utils import AccelError, atomic_write_bytes
 
 METHOD_NAMES = {"atb": "A^T y", "tv": "TV-FISTA", "ddnm": "DDNM (zero-shot)", "idm": "IDM (fine-tuned)"}
 
@@ -39,7 +39,7 @@ def markdown(memory: list[dict[str, Any]], recon: list[dict[str, Any]], checks: 
         ratios = sorted({r["ratio"] for r in recon})
         methods = [m for m in METHOD_NAMES if any(r["method"] == m for r in recon)]
         rec = {(r["method"], r["ratio"]): r for r in recon}
-        out += ["### Reconstruction (mean PSNR dB on Y, 0-255 / SSIM / seconds per image)", ""]
+        out += ["### Reconstruction (mean PSNR dB, 0-255 / SSIM / seconds per image; greyscale images as they are, colour ones on Y)", ""]
         out += ["| method | " + " | ".join(f"{100 * q:g}%" for q in ratios) + " |", "|---|" + "---|" * len(ratios)]
         for m in methods:
             cells = [f"{rec[(m, q)]['psnr']:.2f} / {rec[(m, q)]['ssim']:.4f} / {rec[(m, q)]['seconds']:.2f} s" if (m, q) in rec else "-" for q in ratios]
@@ -62,7 +62,7 @@ def side_by_side(originals: list[np.ndarray], recs: dict[tuple[str, float], list
     tiles = []
     for q in ratios:
         tiles.append(ref)
-        tiles += [recs[(m, q)][index] if (m, q) in recs else np.zeros_like(ref) for m in methods]
+        tiles += [recs[(m, q)][index] if (m, q) in recs and recs[(m, q)][index] is not None else np.zeros_like(ref) for m in methods]
     arr = np.stack([np.round(np.clip(t, 0, 1) * 255).astype(np.uint8) for t in tiles])
     grid = make_grid(arr, ncols=len(methods) + 1, pad=4)
     head = Image.new("RGB", (grid.width, 16), "white")
@@ -76,6 +76,17 @@ def side_by_side(originals: list[np.ndarray], recs: dict[tuple[str, float], list
     full.paste(head, (0, 0))
     full.paste(grid, (0, 16))
     return full
+
+
+def read_memory(path: str | Path) -> list[dict[str, Any]]:
+    """The memory records of an earlier report written by :func:`write`."""
+    try:
+        records = json.loads(Path(path).read_text())["memory"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AccelError(f"cannot read memory records from {str(path)!r} ({type(e).__name__}: {e}); give a report written by `accel bench idm --json`") from None
+    if not records:
+        raise AccelError(f"{str(path)!r} has no memory records; give a report of `accel bench idm --what all` or `--what memory`")
+    return records
 
 
 def write(json_path: str | Path | None, md_path: str | Path | None, png_path: str | Path | None, memory: list[dict[str, Any]],

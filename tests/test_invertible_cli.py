@@ -138,6 +138,24 @@ def test_bench_tiny(setup):
     assert "partial" not in data  # the memory records saved along the way were replaced by the full report
 
 
+def test_bench_recon_with_memory_from_an_earlier_report(setup, tmp_path):
+    """--what recon --memory-from: the earlier report's memory records (and their targets), new reconstructions."""
+    memory = [{"mode": m, "T": 3, "peak_mb": mb, "seconds": sec, "size": 32, "batch": 1, "device": "cpu"}
+              for m, mb, sec in (("plain", 100.0, 1.0), ("reversible", 10.0, 1.5))]
+    (tmp_path / "old.json").write_text(json.dumps({"settings": {}, "memory": memory, "reconstruction": []}))
+    run_ok("bench-idm", "--what", "recon", "--memory-from", tmp_path / "old.json", "--json", tmp_path / "new.json",
+           "--markdown", tmp_path / "new.md", "--methods", "atb", "--ratios", "0.3", "--images", setup / "imgs")
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["memory"] == memory and new["settings"]["memory_from"] == "old.json" and new["targets"]["memory_reduction_T3_pct"] == 90.0
+    assert [r["method"] for r in new["reconstruction"]] == ["atb"] and "reversible" in (tmp_path / "new.md").read_text()
+    (tmp_path / "nomem.json").write_text(json.dumps(new | {"memory": []}))
+    for args, msg in [(("bench-idm", "--what", "all", "--memory-from", tmp_path / "old.json"), "use it with --what recon"),
+                      (("bench-idm", "--what", "recon", "--memory-from", tmp_path / "nomem.json"), "has no memory records"),
+                      (("bench-idm", "--what", "recon", "--memory-from", setup / "imgs" / "im0.png"), "cannot read memory records")]:
+        res = invoke(*args)
+        assert res.exit_code != 0 and isinstance(res.exception, AccelError) and msg in str(res.exception), res.output
+
+
 def test_bench_memory_reports_each_record_as_it_comes():
     """on_record sees the records so far after each configuration (the CLI saves them: a run cut short keeps them)."""
     from accel.invertible.bench import bench_memory
@@ -194,3 +212,134 @@ def test_finetune_two_cpu_processes(setup, tmp_path):
 
     _, meta = load_checkpoint(out)
     assert meta["finetune_config"]["world_size"] == 2
+
+
+def _psnr_of(output: str) -> str:
+    return output.split("PSNR")[1].split("dB")[0].strip()
+
+
+def test_reconstruct_grey_storages_alike(tmp_path):
+    """L, a grey palette (P), RGB with equal channels and LA give the same grey reconstruction at full range."""
+    from test_invertible_data import grey_levels, grey_storages
+
+    from accel.invertible.reconstruct import reconstruct
+
+    levels = grey_levels()
+    files = grey_storages(tmp_path, levels)
+    outs = {}
+    for mode, f in files.items():
+        res = invoke("reconstruct", f, "--ratio", 0.3, "--out", tmp_path / f"rec_{mode}.png")
+        assert res.exit_code == 0, (res.output, res.exception)
+        assert "on grey:" in res.stdout and res.stderr.count("warning:") == (1 if mode == "LA" else 0), (mode, res.stderr)
+        outs[mode] = (_psnr_of(res.stdout), np.asarray(Image.open(tmp_path / f"rec_{mode}.png")))
+        assert Image.open(tmp_path / f"rec_{mode}.png").mode == "L"
+    ref = reconstruct(levels / np.float32(255), 0.3)
+    for mode, (p, png) in outs.items():
+        assert p == f"{ref.psnr:.2f}" and np.array_equal(png, np.round(ref.image.astype(np.float64) * 255)), mode
+
+
+def test_reconstruct_colour_channel_by_channel(tmp_path):
+    """RGB in, RGB out: each channel measured at the ratio and reconstructed as a grey image would be."""
+    from accel.invertible.data import psnr, rgb_to_y
+    from accel.invertible.reconstruct import load_measurements, reconstruct
+
+    yy, xx = np.mgrid[0:48, 0:64]
+    rgb = np.stack([0.5 + 0.4 * np.sin(xx / 5), 0.5 + 0.4 * np.cos(yy / 4), (xx + yy) / 112], -1)
+    rgb8 = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(rgb8).save(tmp_path / "c.png")
+    orig = rgb8 / np.float32(255)
+    out = run_ok("reconstruct", tmp_path / "c.png", "--ratio", 0.3, "--out", tmp_path / "rec.png", "--save-measurements", tmp_path / "m.safetensors")
+    png = np.asarray(Image.open(tmp_path / "rec.png"))
+    assert "on RGB:" in out and Image.open(tmp_path / "rec.png").mode == "RGB"
+    per = [reconstruct(orig[..., c], 0.3) for c in range(3)]
+    for c in range(3):
+        assert per[c].space == "grey" and np.array_equal(png[..., c], np.round(per[c].image.astype(np.float64) * 255))
+        assert psnr(png[..., c] / 255.0, orig[..., c]) == pytest.approx(psnr(np.round(per[c].image * 255) / 255, orig[..., c]))
+    mse = np.mean([np.mean(((per[c].image - orig[..., c]) * 255.0) ** 2) for c in range(3)])
+    assert _psnr_of(out) == f"{10 * np.log10(255**2 / mse):.2f}"
+    # the three measurement sets are one file; reconstructing from it gives the same image and figure
+    y, cs, size, space = load_measurements(tmp_path / "m.safetensors")
+    assert y.shape[0] == 3 and space == "rgb" and size == (48, 64) and torch.equal(y[1:2], per[1].y)
+    again = run_ok("reconstruct", tmp_path / "c.png", "--measurements", tmp_path / "m.safetensors", "--out", tmp_path / "rec2.png")
+    assert _psnr_of(again) == _psnr_of(out) and np.array_equal(np.asarray(Image.open(tmp_path / "rec2.png")), png)
+    # --channel y: the literature's protocol, a grey Y image scored on Y
+    out_y = run_ok("reconstruct", tmp_path / "c.png", "--ratio", 0.3, "--channel", "y", "--out", tmp_path / "rec_y.png")
+    ref_y = reconstruct(np.clip(rgb_to_y(orig), 0, 1).astype(np.float32), 0.3)
+    assert "on Y of BT.601 YCbCr:" in out_y and _psnr_of(out_y) == f"{ref_y.psnr:.2f}" and Image.open(tmp_path / "rec_y.png").mode == "L"
+    for args, msg in [
+        (("reconstruct", tmp_path / "c.png", "--measurements", tmp_path / "m.safetensors", "--channel", "y"), "drop --channel y"),
+        (("reconstruct", tmp_path / "c.png", "--ratio", 0.3, "--channel", "rgb"), "channel must be one of auto, y"),
+    ]:
+        res = invoke(*args)
+        assert res.exit_code != 0 and isinstance(res.exception, AccelError) and msg in str(res.exception), (args, res.output)
+
+
+def test_reconstruct_16_bit_measures_every_level(tmp_path):
+    """A 16-bit grey image is measured at 16 bits (not rounded to 8) and written back as a 16-bit PNG."""
+    from accel.invertible.reconstruct import load_measurements, reconstruct
+
+    yy, xx = np.mgrid[0:40, 0:48]
+    levels = np.round(32767.5 + 30000 * np.sin(xx / 4.0) * np.cos(yy / 6.0)).astype(np.uint16) | 1  # odd: no 8-bit level
+    Image.fromarray(levels).save(tmp_path / "s.png")
+    run_ok("reconstruct", tmp_path / "s.png", "--ratio", 0.3, "--out", tmp_path / "rec.png", "--save-measurements", tmp_path / "m.safetensors")
+    y = load_measurements(tmp_path / "m.safetensors")[0]
+    exact = reconstruct(levels / np.float32(65535), 0.3)
+    eight = reconstruct(np.round(levels / 257.0).astype(np.float32) / 255, 0.3)
+    assert torch.equal(y, exact.y) and not torch.equal(y, eight.y)
+    rec = Image.open(tmp_path / "rec.png")
+    assert rec.mode == "I;16" and np.array_equal(np.asarray(rec), np.round(exact.image.astype(np.float64) * 65535))
+
+
+def test_measurement_files_of_format_1_still_load(tmp_path):
+    from accel.invertible.operator import CSConfig
+    from accel.invertible.reconstruct import load_measurements
+    from accel.utils import save_checkpoint
+
+    y = torch.randn(1, 4, 103)
+    save_checkpoint(tmp_path / "old.safetensors", {"y": y}, {"format": "accel-cs-measurements/1", "cs": CSConfig(0.1).to_dict(), "height": 64, "width": 64})
+    got, cs, size, space = load_measurements(tmp_path / "old.safetensors")
+    assert torch.equal(got, y) and cs == CSConfig(0.1) and size == (64, 64) and space == "grey"
+
+
+def test_bench_cache_key_follows_the_pixels(tmp_path):
+    """The cache key hashes the image as measured: the same levels in another file format share it; a palette
+    grey file is keyed by its grey levels, which the old Y reading did not measure."""
+    from test_invertible_data import grey_levels, grey_storages
+
+    from accel.invertible import bench
+
+    files = grey_storages(tmp_path, grey_levels())
+    Image.fromarray(grey_levels()).save(tmp_path / "grey_L.tif")
+    key = lambda f: bench._cache_key("tv", 0.3, f, {"kw": {}}).split("-")[-1]
+    assert key(files["L"]) == key(tmp_path / "grey_L.tif") == key(files["P"]) == key(files["RGB"])
+    Image.fromarray(np.clip(grey_levels().astype(int) + 1, 0, 255).astype(np.uint8)).save(tmp_path / "other.png")
+    assert key(tmp_path / "other.png") != key(files["L"])
+
+
+def test_bench_uses_figures_seeded_from_an_earlier_report(tmp_path):
+    """tools/seed_idm_cache.py seeds only images measured as before (an L file, not a grey palette); the bench
+    then takes their figures (marked with their source) and recomputes the rest; the PNG still draws."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_invertible_data import grey_levels, grey_storages
+
+    from accel.invertible import bench, report
+
+    files = grey_storages(tmp_path / "imgs", grey_levels())
+    imgs = [files["L"], files["P"]]
+    per = {p.stem: {"psnr": 12.5, "ssim": 0.25} for p in imgs}
+    old = {"settings": {"tv_iters": 3, "ddnm_steps": 2, "device": "cpu", "prior": "unet-natural"},
+           "reconstruction": [{"method": "atb", "ratio": 0.3, "psnr": 12.5, "ssim": 0.25, "seconds": 7.0, "per_image": per}]}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    tool = Path(__file__).resolve().parents[1] / "tools" / "seed_idm_cache.py"
+    r = subprocess.run([sys.executable, str(tool), str(tmp_path / "old.json"), str(tmp_path / "cache"), *map(str, imgs), "--methods", "atb"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "skip grey_P.tif" in r.stdout and "wrote 1 entries" in r.stdout, r.stdout + r.stderr
+    recon, recs = bench.bench_reconstruction(imgs, (0.3,), ("atb",), cache_dir=tmp_path / "cache")
+    rows = recon[0]["per_image"]
+    assert rows["grey_L"] == {"psnr": 12.5, "ssim": 0.25, "source": "old.json (per-image PSNR / SSIM; seconds: that run's mean)"}
+    assert "source" not in rows["grey_P"] and rows["grey_P"]["psnr"] != 12.5 and recs[("atb", 0.3)][0] is None
+    assert recon[0]["seconds"] == pytest.approx((7.0 + 0.0) / 2, abs=0.5)
+    report.side_by_side([np.zeros((40, 48))] * 2, recs).save(tmp_path / "b.png")

@@ -17,7 +17,9 @@ import math
 from typing import Any
 
 import torch
-from diffusers.hooks.hooks import ModelHook
+from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+from ..utils import AccelError
 
 from .. import kernels
 from .blocks import BlockSpec
@@ -28,6 +30,39 @@ CONTROLLER_HOOK = "accel_cg_taylor"
 GATE_HOOK = "accel_cg_taylor_gate"
 SKIP_HOOK = "accel_cg_taylor_skip"
 LAST_HOOK = "accel_cg_taylor_last"
+TRACE_HOOK = "accel_cg_taylor_trace"
+BLOCK_HOOKS = (TRACE_HOOK, GATE_HOOK, SKIP_HOOK, LAST_HOOK)
+_PRISTINE = "_accel_pristine"  # per-module record of what enable() added, so that disable() removes exactly that
+
+
+def attach(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    if _PRISTINE not in module.__dict__:
+        setattr(module, _PRISTINE, ("_diffusers_hook" not in module.__dict__, "forward" not in module.__dict__))
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+
+def detach(module: torch.nn.Module, names: tuple[str, ...]) -> None:
+    """Remove our hooks from a module; the registry and forward override go too if enable() created them."""
+    reg = module.__dict__.get("_diffusers_hook")
+    if reg is not None:
+        for name in names:
+            reg.remove_hook(name, recurse=False)
+    no_registry_before, no_forward_before = module.__dict__.pop(_PRISTINE, (False, False))
+    if reg is not None and not reg.hooks and no_registry_before:
+        del module._diffusers_hook
+    fwd = module.__dict__.get("forward")
+    if no_forward_before and fwd is not None and getattr(fwd, "__func__", None) is type(module).forward:
+        del module.forward  # back to the class's forward: the module is as it was before enable()
+
+
+def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
+    """Give the blocks, in execution order, their roles: gate (block 0), skip (1..L-2), last (L-1)."""
+    states, config = controller.states, controller.config
+    controller.blocks = blocks
+    attach(blocks[0].module, GateHook(states, config, blocks[0], controller), GATE_HOOK)
+    for spec in blocks[1:-1]:
+        attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
+    attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)
 
 
 def _scalar_timestep(t: Any) -> float | None:
@@ -53,11 +88,53 @@ class ControllerHook(ModelHook):
         self.blocks = blocks
         self.params = params
         self.scheduler = scheduler
+        self.model: torch.nn.Module | None = None
+        self.candidates: list[BlockSpec] = list(blocks)  # every block that may carry one of our hooks
+        self.pending = False  # True until the first call has recorded the order in which the blocks run
+        self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
-        return self.fn_ref.original_forward(*args, **kwargs)
+        if not self.pending:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        out = self.fn_ref.original_forward(*args, **kwargs)  # every block runs, TraceHooks record the order
+        self._discovered()
+        return out
+
+    def trace_hooks(self, model: torch.nn.Module) -> None:
+        """Until the first call, every candidate block only records when it runs (its output layout too)."""
+        self.model, self.pending = model, True
+        for spec in self.candidates:
+            attach(spec.module, TraceHook(self, spec), TRACE_HOOK)
+
+    @torch.compiler.disable
+    def _discovered(self) -> None:
+        """After the first call: the blocks in the order they ran get their roles; the call's block-0 and
+        last-block outputs seed the factors (it was a full step)."""
+        order: list[BlockSpec] = []
+        for spec, _ in self.trace:
+            if all(spec is not o for o in order):
+                order.append(spec)
+        first, last = (self.trace[0][1], self.trace[-1][1]) if self.trace else (None, None)
+        self.trace = []
+        for spec in self.candidates:
+            reg = spec.module.__dict__.get("_diffusers_hook")
+            if reg is not None:
+                reg.remove_hook(TRACE_HOOK, recurse=False)
+        self.pending = False
+        if len(order) < 2:
+            cls = type(self.model).__name__
+            from .api import disable
+
+            disable(self.model)
+            ran = ", ".join(s.name for s in order) or "none"
+            raise AccelError(f"cannot cache {cls}: only {len(order)} of its blocks ran in a forward call ({ran}); "
+                             "CG-Taylor needs two or more blocks run in sequence. It has been disabled on this model.")
+        install(self, order)
+        self.model._diffusers_hook.invalidate_child_registries_cache()
+        self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK)._gate(first)
+        self.blocks[-1].module._diffusers_hook.get_hook(LAST_HOOK)._refresh(self.states.get_state(), last)
 
     def _arg(self, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         for n in names:
@@ -135,6 +212,28 @@ class ControllerHook(ModelHook):
         """The trajectory in progress if there is one, else the last finished one."""
         steps, memory = self._snapshot()
         return CacheStats(steps, memory) if steps else CacheStats(dict(self.history[0]), dict(self.history[1]))
+
+
+class TraceHook(ModelHook):
+    """On every candidate block during the first call: run it, note that it ran and its hidden output."""
+
+    def __init__(self, controller: ControllerHook, spec: BlockSpec) -> None:
+        super().__init__()
+        self.controller, self.spec = controller, spec
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        self._record(args, kwargs, out)
+        return out
+
+    @torch.compiler.disable
+    def _record(self, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        self.spec.learn(args, kwargs, out)
+        trace = self.controller.trace
+        h = self.spec.hidden_out(out)
+        if len(trace) > 1:
+            trace[-1] = (trace[-1][0], None)  # keep only the first and the latest output alive
+        trace.append((self.spec, h))
 
 
 class GateHook(ModelHook):

@@ -40,12 +40,13 @@ def cache(
     repeats: Annotated[int, typer.Option(help="Timed calls per method (median reported).")] = 5,
     thresholds: Annotated[Optional[str], typer.Option(help="CG-Taylor thresholds, comma-separated.")] = None,
     peers: Annotated[bool, typer.Option(help="Also run diffusers' FirstBlockCache, TaylorSeer, MagCache (and cache-dit if installed).")] = True,
+    compile: Annotated[bool, typer.Option("--compile", help="Also torch.compile (inductor): rows for compile alone and cache + compile.")] = False,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
     """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, digit accuracy."""
     from accel.benchmarks.cache import DEFAULT_THRESHOLDS, default_methods, run_cache_bench, write_outputs
 
-    methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers)
+    methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers, compile=compile)
     with progress_bar("bench cache", len(methods)) as bar:
         report = run_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,
                                  progress=lambda i, n, label: bar(i, n, info=label))

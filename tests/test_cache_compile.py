@@ -15,6 +15,14 @@ from accel import CGTaylorConfig
 
 CFG = CGTaylorConfig(threshold=1e3, warmup_steps=1)
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add overhead, and on a loaded machine a lot of it
+    yield
+    torch.set_num_threads(n)
+
+
 
 def _dit() -> torch.nn.Module:
     from diffusers import DiTTransformer2DModel

@@ -43,6 +43,7 @@ def cache(
     num_prompts: Annotated[int, typer.Option(help="Text-to-image models: prompts (the same for every method).")] = 64,
     batch_size: Annotated[int, typer.Option(help="Text-to-image models: prompts per pipeline call.")] = 16,
     timing_prompts: Annotated[Optional[int], typer.Option(help="Text-to-image models: prompts per timed repeat (default: all).")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="Also torch.compile (inductor): rows for compile alone and cache + compile.")] = False,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
     """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, accuracy (digit
@@ -80,7 +81,7 @@ def cache(
         typer.echo(f"summary: {report['summary']}")
         typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
         return
-    methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers)
+    methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers, compile=compile)
     with progress_bar("bench cache", len(methods)) as bar:
         report = run_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,
                                  progress=lambda i, n, label: bar(i, n, info=label))

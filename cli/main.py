@@ -13,6 +13,7 @@ import typer.main
 
 from ._progress import show_notes
 from .calibrate import calibrate
+from .coverage import coverage
 from .sample import sample
 from .zoo import app as zoo_app
 
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.command("sample", help="Generate images with a shipped model or a local diffusers pipeline folder.")(sample)
 app.add_typer(zoo_app, name="zoo", help="Shipped models: list them, train them.")
 app.command("calibrate", help="Recommend a CG-Taylor threshold for a model from a measured sweep.")(calibrate)
+app.command("coverage", help="Which diffusers denoisers CG-Taylor supports (tiny random models; writes docs/coverage.md).")(coverage)
 
 
 def _mount_optional() -> None:

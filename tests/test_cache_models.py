@@ -535,8 +535,8 @@ def test_permissive_threshold_forecasts(family: Family) -> None:
     finally:
         assert accel.disable(family.pipe)
     assert st.forecast_fraction > 0, st.to_dict()
-    # Every step counted once per context (Chroma calls cond and uncond without a cache_context: the second call
-    # of a step is a "repeat" of the same timestep and runs in full).
+    # Every step counted once per branch (Chroma calls cond and uncond without a cache_context: the second call of
+    # a step is branch "default/1", with its own state).
     assert all(sorted({r.step for r in records}) == list(range(STEPS)) for records in st.steps.values()), st.to_dict()
     assert torch.isfinite(out).all()
     assert out.shape == family.ref.shape

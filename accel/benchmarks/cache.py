@@ -24,14 +24,19 @@ class Method:
 
     family: str
     params: dict[str, Any] = field(default_factory=dict)
+    compile: bool = False  # torch.compile (inductor) the transformer after configuring the method
 
     @property
     def label(self) -> str:
-        return self.family + ("(" + ", ".join(f"{k}={v}" for k, v in self.params.items()) + ")" if self.params else "")
+        args = "(" + ", ".join(f"{k}={v}" for k, v in self.params.items()) + ")" if self.params else ""
+        return self.family + args + (" +compile" if self.compile else "")
 
 
-def default_methods(thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS, peers: bool = True) -> list[Method]:
+def default_methods(thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS, peers: bool = True, compile: bool = False) -> list[Method]:
+    """The sweep; ``compile`` adds torch.compile'd rows for no cache and every CG-Taylor threshold."""
     ms = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in thresholds]
+    if compile:
+        ms += [Method("none", compile=True)] + [Method("cg-taylor", {"threshold": t}, compile=True) for t in thresholds]
     ms += [Method("cg-taylor", {"threshold": t, "block0_order": 1}) for t in thresholds if t > 0][1::2]
     if peers:
         ms += [Method("fbcache", {"threshold": t}) for t in (0.02, 0.05, 0.1, 0.2, 0.4)]
@@ -111,7 +116,9 @@ def _apply_cache_dit(pipe: Any, params: dict[str, Any]) -> None:
 
 
 def _reset_hooks(model: torch.nn.Module) -> None:
-    reg = model.__dict__.get("_diffusers_hook")
+    from ..caching.blocks import unwrap
+
+    reg = unwrap(model).__dict__.get("_diffusers_hook")
     if reg is not None:
         reg.reset_stateful_hooks()
 
@@ -164,7 +171,11 @@ def run_cache_bench(
 
         try:
             apply_method(pipe, m, steps, mag)
-            once()  # warm-up (allocations, lazy init), untimed
+            if m.compile:
+                torch._dynamo.reset()  # a fresh model per method: start from an empty compile cache
+                pipe.transformer = torch.compile(pipe.transformer)
+            for _ in range(2 if m.compile else 1):
+                once()  # warm-up (allocations, lazy init, compilation), untimed
         except Exception as e:  # a peer that cannot run on this model is reported, not fatal
             msg = str(e).splitlines()[0] if str(e) else ""
             results.append({"method": m.family, "params": m.params, "label": m.label, "error": f"{type(e).__name__}: {msg}"})
@@ -173,12 +184,25 @@ def run_cache_bench(
         med, times, out = median_time(once, repeats)
         counter.remove()
         fraction = 1 - counter.count / (repeats * steps)
+        factor_bytes = None
+        if m.family == "cg-taylor":
+            from .. import stats
+
+            st = stats(pipe)
+            factor_bytes = st.factor_bytes
+            if m.compile:  # a forward hook inside a compiled graph does not count calls: use the cache's own record
+                fraction = st.forecast_fraction
+        elif m.compile:
+            fraction = 0.0
         imgs = to_uint8(out)
-        if m.family == "none":
+        if m.family == "none" and not m.compile:
             base_imgs, base_time = imgs, med
-        row = {"method": m.family, "params": m.params, "label": m.label, "seconds": med, "times": times,
-               "forecast_fraction": round(fraction, 4),
+        row = {"method": m.family + ("+compile" if m.compile else ""), "params": m.params, "label": m.label,
+               "seconds": med, "times": times, "forecast_fraction": round(fraction, 4),
                "accuracy": clf.accuracy(out, labels)}
+        if factor_bytes is not None:
+            row["factor_bytes"] = factor_bytes
+            row["factor_mib"] = round(sum(factor_bytes.values()) / 2**20, 3)
         if base_imgs is not None:
             row["speedup"] = base_time / med
             p = psnr(imgs, base_imgs)
@@ -187,6 +211,7 @@ def run_cache_bench(
         results.append(row)
     if progress:
         progress(len(methods), len(methods), "done")
+    torch._dynamo.reset()
     cfg = {"model": model, "steps": steps, "num_images": num_images, "repeats": repeats, "seed": seed,
            "torch_threads": torch.get_num_threads(), "mag_ratios": mag}
     return {"config": cfg, "results": results, "summary": summarize(results)}
@@ -207,6 +232,11 @@ def summarize(results: list[dict[str, Any]], min_psnr: float = 30.0) -> dict[str
     base = [r for r in results if r["method"] == "none"]
     if base:
         out["uncached_accuracy"] = base[0]["accuracy"]
+    comp = [r for r in results if r["method"] == "none+compile" and "speedup" in r]
+    if comp and "cg-taylor" in best:
+        both = best.get("cg-taylor+compile", {}).get("speedup")
+        out["compile_x_cache"] = {"compile": comp[0]["speedup"], "cache": best["cg-taylor"]["speedup"], "both": both,
+                                  "both_over_cache": both / best["cg-taylor"]["speedup"] if both else None}
     return out
 
 
@@ -218,6 +248,8 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     rows = [r for r in report["results"] if "error" not in r]
     cols = [("label", "method", ""), ("speedup", "speedup", ".2f"), ("forecast_fraction", "forecast", ".2f"),
             ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".4f"), ("accuracy", "digit acc", ".3f"), ("seconds", "s/call", ".3f")]
+    if any("factor_mib" in r for r in rows):
+        cols.append(("factor_mib", "factors MiB", ".3f"))
     md = markdown_table(rows, cols)
     errs = [r for r in report["results"] if "error" in r]
     if errs:

@@ -7,39 +7,17 @@ import inspect
 from typing import Any, Iterator
 
 import torch
-from diffusers.hooks.hooks import HookRegistry
-
 from ..utils import AccelError
 from .blocks import find_blocks, find_denoiser
 from .config import CGTaylorConfig
-from .hooks import CONTROLLER_HOOK, GATE_HOOK, LAST_HOOK, SKIP_HOOK, ControllerHook, GateHook, LastHook, SkipHook
+from .hooks import BLOCK_HOOKS, CONTROLLER_HOOK, ControllerHook, attach, detach, install
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
-
-_PRISTINE = "_accel_pristine"  # per-module record of what enable() added, so that disable() removes exactly that
-
 
 def _controller(model: torch.nn.Module) -> ControllerHook | None:
     reg = getattr(model, "_diffusers_hook", None)
     hook = reg.get_hook(CONTROLLER_HOOK) if reg is not None else None
     return hook if isinstance(hook, ControllerHook) else None
-
-
-def _attach(module: torch.nn.Module, hook: Any, name: str) -> None:
-    setattr(module, _PRISTINE, ("_diffusers_hook" not in module.__dict__, "forward" not in module.__dict__))
-    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-
-
-def _detach(module: torch.nn.Module, name: str) -> None:
-    reg = module.__dict__.get("_diffusers_hook")
-    if reg is not None:
-        reg.remove_hook(name, recurse=False)
-    no_registry_before, no_forward_before = module.__dict__.pop(_PRISTINE, (False, False))
-    if reg is not None and not reg.hooks and no_registry_before:
-        del module._diffusers_hook
-    fwd = module.__dict__.get("forward")
-    if no_forward_before and fwd is not None and getattr(fwd, "__func__", None) is type(module).forward:
-        del module.forward  # back to the class's forward: the module is as it was before enable()
 
 
 def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = None) -> CGTaylorConfig:
@@ -72,11 +50,11 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = N
     except (TypeError, ValueError):
         params = []
     controller = ControllerHook(states, config, blocks, params, scheduler)
-    _attach(model, controller, CONTROLLER_HOOK)
-    _attach(blocks[0].module, GateHook(states, config, blocks[0], controller), GATE_HOOK)
-    for spec in blocks[1:-1]:
-        _attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
-    _attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)
+    attach(model, controller, CONTROLLER_HOOK)
+    if all(b.kind == "transformer" for b in blocks):
+        controller.trace_hooks(model)  # the first call records the order in which the blocks run
+    else:
+        install(controller, blocks)  # U-Net: down, mid, up
     model._diffusers_hook.invalidate_child_registries_cache()
     return config
 
@@ -90,14 +68,10 @@ def disable(obj: Any) -> bool:
     controller = _controller(model)
     if controller is None:
         return False
-    blocks = controller.blocks
-    _detach(blocks[0].module, GATE_HOOK)
-    for spec in blocks[1:-1]:
-        _detach(spec.module, SKIP_HOOK)
-    _detach(blocks[-1].module, LAST_HOOK)
-    reg = model._diffusers_hook
-    reg.invalidate_child_registries_cache()
-    _detach(model, CONTROLLER_HOOK)
+    for spec in controller.candidates:
+        detach(spec.module, BLOCK_HOOKS)
+    model._diffusers_hook.invalidate_child_registries_cache()
+    detach(model, (CONTROLLER_HOOK,))
     return True
 
 

@@ -1,8 +1,13 @@
 """Find the blocks of a diffusers denoiser and how to read and fake their outputs.
 
-A registry maps block classes to which output is the hidden states and which the encoder (text) states;
-blocks of unknown classes inside the usual ModuleLists are read at run time. U-Nets are handled as an
-ordered list ``down_blocks + [mid_block] + up_blocks``.
+Blocks are found by structure, not by name: every ModuleList child of the denoiser whose entries are
+transformer blocks (modules containing an attention module). Their order is first taken from the source
+of the model's ``forward`` (where each list is first used) and then fixed by the first real call, which
+records the order in which the blocks actually run (double- then single-stream, interleaved spatial and
+temporal blocks). Lists named ``*refiner*`` (token refiners before the main blocks) always run and are not
+part of the cached chain: the gate must see the noisy stream. A registry maps known block classes to
+which output is the hidden states and which the encoder (text) states; unknown classes are read at run
+time. U-Nets are handled as an ordered list ``down_blocks + [mid_block] + up_blocks``.
 """
 
 from __future__ import annotations
@@ -14,13 +19,6 @@ from typing import Any
 import torch
 
 from ..utils import AccelError
-
-# ModuleList attribute names that hold transformer blocks, in diffusers' models (execution order follows
-# the order in which a model defines them, e.g. FLUX: transformer_blocks then single_transformer_blocks).
-BLOCK_LIST_NAMES = (
-    "transformer_blocks", "joint_transformer_blocks", "single_transformer_blocks", "blocks", "layers", "double_blocks",
-    "single_blocks",
-)
 
 # (hidden index, encoder index) of a block's tuple output; (None, None) for a block returning one tensor.
 _BLOCK_OUTPUTS: dict[str, tuple[int | None, int | None]] = {
@@ -144,8 +142,40 @@ def _transformer_spec(name: str, block: torch.nn.Module) -> BlockSpec:
     return BlockSpec(name, block, "transformer", h, e, 2 if h is not None else None, known, _params(block))
 
 
+def _is_attention(m: torch.nn.Module) -> bool:
+    from diffusers.models.attention import AttentionModuleMixin
+
+    name = type(m).__name__
+    return isinstance(m, (AttentionModuleMixin, torch.nn.MultiheadAttention)) or "Attention" in name or "Attn" in name
+
+
+def _is_block_list(name: str, child: torch.nn.Module) -> bool:
+    """A ModuleList of transformer blocks: non-empty, every entry a composite module that contains attention."""
+    if not isinstance(child, torch.nn.ModuleList) or len(child) == 0 or "refiner" in name:
+        return False
+    return all(any(True for _ in b.children()) and any(_is_attention(m) for m in b.modules()) for b in child)
+
+
+def _source_rank(model: torch.nn.Module, names: list[str]) -> dict[str, int]:
+    """Where ``self.<name>`` is first used in the model's forward (definition order where it is not found)."""
+    try:
+        src = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        src = ""
+    big = len(src) + 1
+    return {n: (src.find(f"self.{n}") if f"self.{n}" in src else big + i) for i, n in enumerate(names)}
+
+
+def block_lists(model: torch.nn.Module) -> list[str]:
+    """Names of the denoiser's ModuleLists of transformer blocks, in the order its forward uses them."""
+    names = [n for n, c in model.named_children() if _is_block_list(n, c)]
+    rank = _source_rank(model, names)
+    return sorted(names, key=lambda n: rank[n])
+
+
 def find_blocks(model: torch.nn.Module) -> list[BlockSpec]:
-    """The denoiser's blocks in execution order; raises AccelError for a model with no recognisable blocks."""
+    """The denoiser's blocks in (provisional) execution order; raises AccelError for a model with no blocks."""
+    model = unwrap(model)
     cls = type(model).__name__
     if cls in UNET_CLASSES or (hasattr(model, "down_blocks") and hasattr(model, "up_blocks")):
         specs = [BlockSpec(f"down_blocks.{i}", b, "unet_down", params=_params(b)) for i, b in enumerate(model.down_blocks)]
@@ -153,24 +183,36 @@ def find_blocks(model: torch.nn.Module) -> list[BlockSpec]:
             specs.append(BlockSpec("mid_block", model.mid_block, "unet_plain", params=_params(model.mid_block)))
         specs += [BlockSpec(f"up_blocks.{i}", b, "unet_plain", params=_params(b)) for i, b in enumerate(model.up_blocks)]
     else:
-        specs = []
-        for list_name, child in model.named_children():
-            if list_name in BLOCK_LIST_NAMES and isinstance(child, torch.nn.ModuleList):
-                specs += [_transformer_spec(f"{list_name}.{i}", b) for i, b in enumerate(child)]
+        specs = [_transformer_spec(f"{n}.{i}", b) for n in block_lists(model) for i, b in enumerate(getattr(model, n))]
     if len(specs) < 2:
+        found = f"{len(specs)} block" if specs else "no ModuleList of transformer blocks (modules with attention)"
         raise AccelError(
-            f"cannot cache {cls}: no transformer blocks found in ModuleLists named {', '.join(BLOCK_LIST_NAMES)}, "
-            f"and it is not a U-Net. Supported and tested: {', '.join(TESTED_MODELS)}"
+            f"cannot cache {cls}: {found} among its children, and it is not a U-Net; CG-Taylor needs at least two blocks "
+            f"run in sequence. Pass the denoiser (transformer / unet) itself. Tested: {', '.join(TESTED_MODELS)}"
         )
     return specs
+
+
+def unwrap(model: Any) -> Any:
+    """The module under torch.compile's OptimizedModule (``_orig_mod``) and anything diffusers' unwrap_module
+    unwraps: hooks go on the real module, which the compiled wrapper calls."""
+    from diffusers.utils.torch_utils import unwrap_module
+
+    for _ in range(8):
+        inner = unwrap_module(model) if isinstance(model, torch.nn.Module) else model
+        inner = getattr(inner, "_orig_mod", inner)
+        if inner is model:
+            return model
+        model = inner
+    return model
 
 
 def find_denoiser(obj: Any) -> torch.nn.Module:
     """The denoiser of a pipeline (``transformer``, ``unet`` or ``prior``), or the module itself."""
     if isinstance(obj, torch.nn.Module):
-        return obj
+        return unwrap(obj)
     for attr in ("transformer", "unet", "prior"):
         m = getattr(obj, attr, None)
         if isinstance(m, torch.nn.Module):
-            return m
+            return unwrap(m)
     raise AccelError(f"{type(obj).__name__} has no transformer or unet to cache; pass a diffusers pipeline or the denoiser module")

@@ -1,8 +1,8 @@
 """CG-Taylor as diffusers model hooks (Guan et al. 2025, "Forecasting When to Forecast", arXiv 2508.02240).
 
 Four hooks share one per-context state (``ContextStates``):
-- the controller, on the denoiser, counts steps and decides which steps must run in full (warm-up, last
-  step, skip cap, repeated timestep) before the model runs;
+- the controller, on the denoiser, finds the call's branch (context, and position among the calls at the
+  same timestep), counts steps and decides which steps must run in full (warm-up, last step, skip cap);
 - the gate, on block 0, compares block 0's real output with its Taylor forecast and decides whether the
   remaining blocks run (Prediction Confidence Gating);
 - skip hooks on blocks 1..L-2 pass their inputs through on forecast steps;
@@ -17,17 +17,52 @@ import math
 from typing import Any
 
 import torch
-from diffusers.hooks.hooks import ModelHook
+from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+from ..utils import AccelError
 
 from .. import kernels
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
-from .state import DEFAULT_CONTEXT, CacheStats, CGTaylorState, ContextStates, StepRecord
+from .state import CacheStats, CGTaylorState, ContextStates, StepRecord, branch_key
 
 CONTROLLER_HOOK = "accel_cg_taylor"
 GATE_HOOK = "accel_cg_taylor_gate"
 SKIP_HOOK = "accel_cg_taylor_skip"
 LAST_HOOK = "accel_cg_taylor_last"
+TRACE_HOOK = "accel_cg_taylor_trace"
+BLOCK_HOOKS = (TRACE_HOOK, GATE_HOOK, SKIP_HOOK, LAST_HOOK)
+_PRISTINE = "_accel_pristine"  # per-module record of what enable() added, so that disable() removes exactly that
+
+
+def attach(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    if _PRISTINE not in module.__dict__:
+        setattr(module, _PRISTINE, ("_diffusers_hook" not in module.__dict__, "forward" not in module.__dict__))
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+
+def detach(module: torch.nn.Module, names: tuple[str, ...]) -> None:
+    """Remove our hooks from a module; the registry and forward override go too if enable() created them."""
+    reg = module.__dict__.get("_diffusers_hook")
+    if reg is not None:
+        for name in names:
+            reg.remove_hook(name, recurse=False)
+    no_registry_before, no_forward_before = module.__dict__.pop(_PRISTINE, (False, False))
+    if reg is not None and not reg.hooks and no_registry_before:
+        del module._diffusers_hook
+    fwd = module.__dict__.get("forward")
+    if no_forward_before and fwd is not None and getattr(fwd, "__func__", None) is type(module).forward:
+        del module.forward  # back to the class's forward: the module is as it was before enable()
+
+
+def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
+    """Give the blocks, in execution order, their roles: gate (block 0), skip (1..L-2), last (L-1)."""
+    states, config = controller.states, controller.config
+    controller.blocks = blocks
+    attach(blocks[0].module, GateHook(states, config, blocks[0], controller), GATE_HOOK)
+    for spec in blocks[1:-1]:
+        attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
+    attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)
 
 
 def _scalar_timestep(t: Any) -> float | None:
@@ -36,16 +71,6 @@ def _scalar_timestep(t: Any) -> float | None:
     if isinstance(t, torch.Tensor):
         return float(t.reshape(-1)[0].item()) if t.numel() else None
     return float(t)
-
-
-def _direction(st: CGTaylorState) -> float:
-    """-1 if this trajectory's timesteps decrease (most pipelines), +1 if they increase (Lumina passes
-    1 - t / T), 0 while unknown (fewer than two distinct timesteps seen). A step against it starts a new trajectory."""
-    ts = [r.timestep for r in st.records if math.isfinite(r.timestep)]
-    for a, b in zip(ts, ts[1:]):
-        if b != a:
-            return math.copysign(1.0, b - a)
-    return 0.0
 
 
 class ControllerHook(ModelHook):
@@ -63,11 +88,53 @@ class ControllerHook(ModelHook):
         self.blocks = blocks
         self.params = params
         self.scheduler = scheduler
-        self.history: dict[str, list[StepRecord]] = {}
+        self.model: torch.nn.Module | None = None
+        self.candidates: list[BlockSpec] = list(blocks)  # every block that may carry one of our hooks
+        self.pending = False  # True until the first call has recorded the order in which the blocks run
+        self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
+        self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
-        return self.fn_ref.original_forward(*args, **kwargs)
+        if not self.pending:
+            return self.fn_ref.original_forward(*args, **kwargs)
+        out = self.fn_ref.original_forward(*args, **kwargs)  # every block runs, TraceHooks record the order
+        self._discovered()
+        return out
+
+    def trace_hooks(self, model: torch.nn.Module) -> None:
+        """Until the first call, every candidate block only records when it runs (its output layout too)."""
+        self.model, self.pending = model, True
+        for spec in self.candidates:
+            attach(spec.module, TraceHook(self, spec), TRACE_HOOK)
+
+    @torch.compiler.disable
+    def _discovered(self) -> None:
+        """After the first call: the blocks in the order they ran get their roles; the call's block-0 and
+        last-block outputs seed the factors (it was a full step)."""
+        order: list[BlockSpec] = []
+        for spec, _ in self.trace:
+            if all(spec is not o for o in order):
+                order.append(spec)
+        first, last = (self.trace[0][1], self.trace[-1][1]) if self.trace else (None, None)
+        self.trace = []
+        for spec in self.candidates:
+            reg = spec.module.__dict__.get("_diffusers_hook")
+            if reg is not None:
+                reg.remove_hook(TRACE_HOOK, recurse=False)
+        self.pending = False
+        if len(order) < 2:
+            cls = type(self.model).__name__
+            from .api import disable
+
+            disable(self.model)
+            ran = ", ".join(s.name for s in order) or "none"
+            raise AccelError(f"cannot cache {cls}: only {len(order)} of its blocks ran in a forward call ({ran}); "
+                             "CG-Taylor needs two or more blocks run in sequence. It has been disabled on this model.")
+        install(self, order)
+        self.model._diffusers_hook.invalidate_child_registries_cache()
+        self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK)._gate(first)
+        self.blocks[-1].module._diffusers_hook.get_hook(LAST_HOOK)._refresh(self.states.get_state(), last)
 
     def _arg(self, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         for n in names:
@@ -88,31 +155,18 @@ class ControllerHook(ModelHook):
 
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        st = self.states.get_state()
         x = self._arg(("hidden_states", "sample", "x"), args, kwargs)
         x = x if isinstance(x, torch.Tensor) else next((a for a in args if isinstance(a, torch.Tensor)), None)
         sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None
         t = _scalar_timestep(self._arg(("timestep", "timesteps", "t"), args, kwargs))
         n_steps = self._num_steps()
-        ctx = self.states._context
-        new = (
-            st.signature != sig
-            or (t is not None and st.last_t is not None and (t - st.last_t) * _direction(st) < 0)
-            or (ctx is not None and ctx.step_index == 0 and st.step > 0)
-            or (n_steps is not None and st.step + 1 >= n_steps and t != st.last_t)
-        )
-        if new:
-            self._archive(st)
+        st = self.states.activate(self._branch(t, n_steps))
+        if st.signature != sig:  # another shape, dtype or device: this branch starts afresh
             st.reset()
             st.signature = sig
-        repeat = t is not None and t == st.last_t
-        if not repeat:
-            st.step += 1
-        st.last_t = t
+        st.step, st.last_t = self.states.order(self.states.context_name()).step, t
         cfg = self.config
-        if repeat:
-            st.force = "repeat"
-        elif st.step < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
+        if st.step < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
             st.force = "warmup"
         elif cfg.full_last_step and n_steps is not None and st.step >= n_steps - 1:
             st.force = "last"
@@ -122,24 +176,64 @@ class ControllerHook(ModelHook):
             st.force = None
         st.compute, st.forecast, st.refresh = True, None, True
 
-    def _archive(self, st: CGTaylorState) -> None:
-        if st.records:
-            name = self.states._context.name if self.states._context is not None else DEFAULT_CONTEXT
-            self.history[name] = list(st.records)
+    def _branch(self, t: float | None, n_steps: int | None) -> str:
+        """The branch of this call: its context, and its position among the calls at the same timestep."""
+        name = self.states.context_name()
+        order = self.states.order(name)
+        ctx = self.states._context
+        if t is not None and t == order.last_t:
+            order.position += 1  # another call of the same step (uncond, reference image, guidance...)
+            return branch_key(name, order.position)
+        if order.step >= 0 and (
+            (t is not None and order.last_t is not None and (t - order.last_t) * order.direction < 0)
+            or (ctx is not None and ctx.step_index == 0)
+            or (n_steps is not None and order.step + 1 >= n_steps)
+        ):
+            self.states.drop(name)  # timesteps went back, or past the last step: a new trajectory
+        if order.direction == 0 and t is not None and order.last_t is not None:
+            order.direction = math.copysign(1.0, t - order.last_t)
+        order.step += 1
+        order.position = 0
+        order.last_t = t
+        return name
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        for name, st in self.states.states().items():
-            if st.records:
-                self.history[name] = list(st.records)
+        finished = self._snapshot()
+        if finished[0]:
+            self.history = finished
         self.states.reset()
         return module
 
+    def _snapshot(self) -> tuple[dict[str, list[StepRecord]], dict[str, int]]:
+        live = {k: st for k, st in self.states.states().items() if st.records}
+        return {k: list(st.records) for k, st in live.items()}, {k: st.factor_bytes for k, st in live.items()}
+
     def stats(self) -> CacheStats:
-        steps = dict(self.history)
-        for name, st in self.states.states().items():
-            if st.records:
-                steps[name] = list(st.records)
-        return CacheStats(steps)
+        """The trajectory in progress if there is one, else the last finished one."""
+        steps, memory = self._snapshot()
+        return CacheStats(steps, memory) if steps else CacheStats(dict(self.history[0]), dict(self.history[1]))
+
+
+class TraceHook(ModelHook):
+    """On every candidate block during the first call: run it, note that it ran and its hidden output."""
+
+    def __init__(self, controller: ControllerHook, spec: BlockSpec) -> None:
+        super().__init__()
+        self.controller, self.spec = controller, spec
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        self._record(args, kwargs, out)
+        return out
+
+    @torch.compiler.disable
+    def _record(self, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        self.spec.learn(args, kwargs, out)
+        trace = self.controller.trace
+        h = self.spec.hidden_out(out)
+        if len(trace) > 1:
+            trace[-1] = (trace[-1][0], None)  # keep only the first and the latest output alive
+        trace.append((self.spec, h))
 
 
 class GateHook(ModelHook):
@@ -188,12 +282,11 @@ class GateHook(ModelHook):
             st.consecutive += 1
         elif st.compute:
             st.consecutive = 0
-            if reason != "repeat":
-                if st.f0 is None:
-                    dtype = torch.float32 if cfg.factor_dtype == "float32" else None
-                    st.f0 = kernels.new_factors(h, cfg.block0_order, dtype=dtype)
-                delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
-                st.n0 = kernels.taylor_update(st.f0, h, delta, st.n0)
+            if st.f0 is None:
+                dtype = torch.float32 if cfg.factor_dtype == "float32" else None
+                st.f0 = kernels.new_factors(h, cfg.block0_order, dtype=dtype)
+            delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
+            st.n0 = kernels.taylor_update(st.f0, h, delta, st.n0)
         else:
             st.consecutive += 1
         computed = st.compute and st.refresh
@@ -241,7 +334,7 @@ class LastHook(ModelHook):
             if st.records:
                 st.records[-1].last_error = float((err.sum() / ref.sum().clamp_min(1e-30)).item())
             st.forecast = None
-        if st.force == "repeat" or not st.refresh:
+        if not st.refresh:
             return
         if st.fl is None:
             dtype = torch.float32 if self.config.factor_dtype == "float32" else None

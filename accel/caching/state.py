@@ -1,4 +1,11 @@
-"""Per-context runtime state of CG-Taylor: two factor stacks, the step counter and the per-step record."""
+"""Per-branch runtime state of CG-Taylor: two factor stacks, the step counter and the per-step record.
+
+A branch is one call position within a step of one cache context. Pipelines that name their calls
+(``cache_context("cond")`` / ``("uncond")``) get one branch per name. Pipelines that call the denoiser
+several times per step without a context (true CFG, reference-image or guidance calls) are told apart by
+call order: the k-th call at the same timestep is branch ``"<context>/k"`` (k >= 1), so every branch keeps
+its own factors, gate and decisions and none reads another's.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +25,14 @@ class StepRecord:
     step: int
     timestep: float
     computed: bool
-    reason: str  # "warmup" | "last" | "cap" | "gate" | "forecast" | "nonfinite" | "repeat" | "threshold0"
+    reason: str  # "warmup" | "last" | "cap" | "gate" | "forecast" | "nonfinite" | "threshold0"
     error: float | None = None  # block-0 relative L1 forecast error (None when not measured)
     last_error: float | None = None  # last-block forecast error; measured only in probe mode
     offset: int | None = None  # steps since the last full step
 
 
 class CGTaylorState(BaseState):
-    """State of one context (``cond``, ``uncond`` or ``default``) over one sampling trajectory."""
+    """State of one branch (``cond``, ``uncond``, ``default``, ``default/1``, ...) over one sampling trajectory."""
 
     def __init__(self) -> None:
         self.reset()
@@ -47,28 +54,87 @@ class CGTaylorState(BaseState):
         self.refresh = True  # refresh the factor stacks after this call (False on probed forecast steps)
         self.records: list[StepRecord] = []
 
+    @property
+    def factor_bytes(self) -> int:
+        """Memory held by the two factor stacks."""
+        return sum(f.numel() * f.element_size() for f in (self.f0, self.fl) if f is not None)
+
+
+class CallOrder:
+    """Where the calls of one cache context are: step index, timestep and position of the call within the step."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.step = -1
+        self.last_t: float | None = None
+        self.position = 0
+        self.direction = 0.0  # -1: timesteps decrease (most pipelines), +1: increase (Lumina), 0: not known yet
+
+
+def branch_key(context: str, position: int) -> str:
+    return context if position == 0 else f"{context}/{position}"
+
 
 class ContextStates(StateManager):
-    """diffusers' StateManager, but a model called without any ``cache_context`` uses one default context."""
+    """diffusers' StateManager keyed by branch: the cache context's name (``default`` without one) and the
+    position of the call within its step. The controller selects the branch of each call (``activate``)."""
 
     def __init__(self) -> None:
         super().__init__(CGTaylorState)
+        self._orders: dict[str, CallOrder] = {}
+        self._active: str | None = None
+
+    def context_name(self) -> str:
+        return self._context.name if self._context is not None else DEFAULT_CONTEXT
+
+    def order(self, name: str) -> CallOrder:
+        if name not in self._orders:
+            self._orders[name] = CallOrder()
+        return self._orders[name]
+
+    def activate(self, key: str) -> CGTaylorState:
+        self._active = key
+        return self.get_state()
 
     def get_state(self) -> CGTaylorState:
-        name = self._context.name if self._context is not None else DEFAULT_CONTEXT
-        if name not in self._state_cache:
-            self._state_cache[name] = CGTaylorState()
-        return self._state_cache[name]
+        key = self._active if self._active is not None else self.context_name()
+        if key not in self._state_cache:
+            self._state_cache[key] = CGTaylorState()
+        return self._state_cache[key]
+
+    def drop(self, name: str) -> None:
+        """Forget every branch of context ``name`` (a new trajectory starts)."""
+        for key in [k for k in self._state_cache if k == name or k.startswith(name + "/")]:
+            del self._state_cache[key]
+        self.order(name).reset()
 
     def states(self) -> dict[str, CGTaylorState]:
         return dict(self._state_cache)
 
+    def reset(self, *args: Any, **kwargs: Any) -> None:
+        super().reset(*args, **kwargs)
+        self._orders.clear()
+        self._active = None
+
 
 @dataclass
 class CacheStats:
-    """Per-step decisions of the last pipeline call, per context."""
+    """Per-step decisions of the last pipeline call, per branch (context name, ``/k`` for the k-th extra call
+    of a step), and the memory held by each branch's stored factors (bytes)."""
 
     steps: dict[str, list[StepRecord]] = field(default_factory=dict)
+    factor_bytes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def memory(self) -> int:
+        """Bytes held by the stored factors of all branches together."""
+        return sum(self.factor_bytes.values())
+
+    def fractions(self) -> dict[str, float]:
+        """Forecast fraction per branch."""
+        return {k: sum(not r.computed for r in v) / len(v) if v else 0.0 for k, v in self.steps.items()}
 
     @property
     def calls(self) -> int:
@@ -84,5 +150,6 @@ class CacheStats:
         return {
             "forecast_fraction": self.forecast_fraction,
             "calls": self.calls,
+            "factor_bytes": dict(self.factor_bytes),
             "contexts": {k: [vars(r) for r in v] for k, v in self.steps.items()},
         }

@@ -30,6 +30,7 @@ BAD_USAGE: list[tuple[list[str], str]] = [
     (["bench", "idm", "--size"], "--size"),
     (["finetune", "adjoint"], "task"),
     (["finetune", "idm", "--iters", "lots"], "--iters"),
+    (["coverage", "--bogus"], "--bogus"),
 ]
 
 

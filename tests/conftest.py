@@ -53,3 +53,13 @@ def tiny_dit_folder(tiny_dit_pipe, tmp_path):
     path = tmp_path / "tiny-dit"
     tiny_dit_pipe.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests: threads only add overhead there, and a lot of it on a
+    loaded machine (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

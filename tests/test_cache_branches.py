@@ -16,12 +16,7 @@ from accel import CGTaylorConfig
 MODERATE = CGTaylorConfig(threshold=0.05, warmup_steps=2)
 PERMISSIVE = CGTaylorConfig(threshold=1e3, warmup_steps=1)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead, and on a loaded machine a lot of it
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -8,12 +8,7 @@ import torch
 import accel
 from accel import AccelError, CGTaylorConfig
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead, and on a loaded machine a lot of it
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

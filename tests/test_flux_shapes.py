@@ -111,3 +111,25 @@ def test_cli_sample_from_a_prompt(tmp_path):
                                  "--out", str(out), "--no-progress"])
     assert r.exit_code == 0, r.output
     assert Image.open(out).size == (4 * (2 * 32 + 3 * 2), 4 * (32 + 2 * 2))  # two 32x32 tiles, padded, shown 4x
+
+
+def test_text_cache_bench_mechanics(tmp_path):
+    """The flux-shapes benchmark on a random-weight copy of the architecture: threshold 0 is exact, a permissive
+    threshold forecasts, a failing peer is reported, and the JSON / Markdown / plot are written."""
+    from accel.benchmarks.cache import Method
+    from accel.benchmarks.cache_text import run_text_cache_bench, write_text_outputs
+    from accel.zoo import flux_shapes
+
+    models = flux_shapes.build_models(seed=0)
+    models["vae"].register_to_config(shift_factor=0.0, scaling_factor=1.0)
+    flux_shapes.build_pipeline(models).save_pretrained(tmp_path / "pipe")
+    flux_shapes.write_call_defaults(tmp_path / "pipe")
+    methods = [Method("none"), Method("cg-taylor", {"threshold": 0.0}), Method("cg-taylor", {"threshold": 1e3, "warmup_steps": 1}),
+               Method("nonsense")]
+    report = run_text_cache_bench(str(tmp_path / "pipe"), steps=5, num_prompts=3, batch_size=2, repeats=1, methods=methods)
+    rows = {r["label"]: r for r in report["results"]}
+    assert rows["cg-taylor(threshold=0.0)"]["psnr"] == 99.0 and rows["cg-taylor(threshold=0.0)"]["forecast_fraction"] == 0
+    assert rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["forecast_fraction"] > 0.3
+    assert "unknown method" in rows["nonsense"]["error"]
+    paths = write_text_outputs(report, tmp_path / "out")
+    assert all(p.is_file() for p in paths.values()) and "nonsense" in paths["md"].read_text()

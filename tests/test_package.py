@@ -27,9 +27,10 @@ def test_wheel_layout(wheel):
     for sub in ("samplers", "adjoint", "invertible", "kernels", "cli", "caching", "zoo"):
         assert f"accel/{sub}/__init__.py" in names
     assert not any(n.startswith("tests/") for n in names)
-    # The shipped weights (fp32 safetensors) are most of it: dit-digits 4.5 MB, unet-natural 10.4 MB and three
-    # IDM models of 11.4 MB (each a fine-tuned copy of the U-Net); code and data files stay well under 2 MB.
-    assert wheel.stat().st_size < 48 * 2**20, "keep the wheel small"
+    # The shipped weights (fp32 safetensors) are most of it: dit-digits 4.5 MB, unet-natural 10.4 MB, three
+    # IDM models of 11.4 MB (each a fine-tuned copy of the U-Net) and flux-shapes 16.6 MB (transformer 13.9, VAE
+    # 2.5, text encoders 0.6); code and data files stay well under 2 MB.
+    assert wheel.stat().st_size < 64 * 2**20, "keep the wheel small"
     code = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if not i.filename.endswith(".safetensors"))
     assert code < 2 * 2**20, f"non-weight files take {code / 2**20:.1f} MB"
 

@@ -95,7 +95,7 @@ class TrainConfig:
             if step < n:
                 return warmup_cosine_lr(step, lr, 100, n)
             step -= n
-        return warmup_cosine_lr(0, self.restarts[-1][1] if self.restarts else self.lr, 1, 1) * 0.1
+        return 0.1 * (self.restarts[-1][1] if self.restarts else self.lr)  # past the end: the last cycle's floor
 
 
 def build_tokenizer(kind: str):

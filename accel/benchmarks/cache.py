@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..utils import AccelError
-from .common import ExecutionCounter, first_linear, markdown_table, median_time, write_json
+from .common import ExecutionCounter, first_linear, median_time, results_markdown, write_json
 
 DEFAULT_THRESHOLDS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 
@@ -250,10 +250,7 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
             ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".4f"), ("accuracy", "digit acc", ".3f"), ("seconds", "s/call", ".3f")]
     if any("factor_mib" in r for r in rows):
         cols.append(("factor_mib", "factors MiB", ".3f"))
-    md = markdown_table(rows, cols)
-    errs = [r for r in report["results"] if "error" in r]
-    if errs:
-        md += "\nNot run:\n" + "".join(f"- {r['label']}: {r['error']}\n" for r in errs)
+    md = results_markdown(report["results"], cols)
     paths["md"].write_text(md)
     pareto_plot(rows, paths["png"])
     return paths

@@ -236,7 +236,7 @@ def write_text_outputs(report: dict[str, Any], out_dir: Any) -> dict[str, Any]:
     """JSON, a Markdown table and the two-panel Pareto plot."""
     from pathlib import Path
 
-    from .common import markdown_table, write_json
+    from .common import results_markdown, write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,10 +246,7 @@ def write_text_outputs(report: dict[str, Any], out_dir: Any) -> dict[str, Any]:
     cols = [("label", "method", ""), ("speedup", "speedup", ".2f"), ("forecast_fraction", "forecast", ".2f"),
             ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".4f"), ("accuracy", "accuracy", ".3f"),
             ("accuracy_change", "change", "+.3f"), ("seconds", "s/timed pass", ".2f")]
-    md = markdown_table(rows, cols)
-    errs = [r for r in report["results"] if "error" in r]
-    if errs:
-        md += "\nNot run (the error each raised):\n" + "".join(f"- {r['label']}: {r['error']}\n" for r in errs)
+    md = results_markdown(report["results"], cols)
     paths["md"].write_text(md)
     pareto_plot_text(rows, paths["png"])
     return paths

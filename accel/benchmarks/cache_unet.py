@@ -26,7 +26,7 @@ import torch
 
 from ..utils import AccelError
 from .cache import Method, pareto_plot
-from .common import ExecutionCounter, markdown_table, write_json
+from .common import ExecutionCounter, results_markdown, write_json
 
 UNET_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3)
 SYNTHETIC_MODELS = ("tiny-sd15",)
@@ -331,10 +331,7 @@ def write_unet_outputs(report: dict[str, Any], out_dir: Any, stem: str = "bench_
           f"interleaved timing rounds, {c['torch_threads']} thread(s). deepcache = the DeepCache PyPI package "
           f"(DeepCacheSDHelper, cache_branch_id 0, uniform); deepcache-block = accel's re-implementation of the same "
           f"policy at block granularity.\n\n")
-    md += markdown_table(rows, cols)
-    errs = [r for r in report["results"] if "error" in r]
-    if errs:
-        md += "\nNot run:\n" + "".join(f"- {r['label']}: {r['error']}\n" for r in errs)
+    md += results_markdown(report["results"], cols)
     paths["md"].write_text(md)
     plot_rows = [dict(r, method=_family(r), params={k: v for k, v in r["params"].items() if k == "threshold"}) for r in rows]
     pareto_plot(plot_rows, paths["png"])

@@ -60,3 +60,12 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str
             cells.append("-" if v is None else (format(v, fmt) if fmt else str(v)))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def results_markdown(results: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> str:
+    """A benchmark's rows as a Markdown table, followed by the methods that did not run and their errors."""
+    md = markdown_table([r for r in results if "error" not in r], columns)
+    errs = [r for r in results if "error" in r]
+    if errs:
+        md += "\nNot run:\n" + "".join(f"- {r['label']}: {r['error']}\n" for r in errs)
+    return md

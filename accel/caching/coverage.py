@@ -74,6 +74,9 @@ def _text(d: int, mask: str | None = None, key: str = "encoder_hidden_states", *
 
 
 _FLUX_IDS = {"img_ids": _ids(16), "txt_ids": torch.zeros(6, 3)}
+# FLUX's layout at toy size (FluxTransformer2DModel and Bria, which keeps FLUX's signature)
+_FLUX_LAYOUT = dict(patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=8, num_attention_heads=2,
+                    joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=[2, 2, 4])
 
 TINY: dict[str, Tiny] = {
     "DiTTransformer2DModel": Tiny(
@@ -90,9 +93,8 @@ TINY: dict[str, Tiny] = {
              caption_projection_dim=16, joint_attention_dim=16, pooled_projection_dim=16, out_channels=4, pos_embed_max_size=16),
         lambda: _r(1, 4, 8, 8, seed=0), _text(16, pooled_projections=lambda b: _r(1, 16, seed=3 + b))),
     "FluxTransformer2DModel": Tiny(
-        dict(patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=8, num_attention_heads=2,
-             joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=[2, 2, 4]),
-        lambda: _r(1, 16, 4, seed=0), _text(16, pooled_projections=lambda b: _r(1, 16, seed=3 + b), **_FLUX_IDS), t_scale=1.0),
+        dict(_FLUX_LAYOUT), lambda: _r(1, 16, 4, seed=0),
+        _text(16, pooled_projections=lambda b: _r(1, 16, seed=3 + b), **_FLUX_IDS), t_scale=1.0),
     "ChromaTransformer2DModel": Tiny(
         dict(patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=8, num_attention_heads=2,
              joint_attention_dim=16, axes_dims_rope=(2, 2, 4), approximator_num_channels=8, approximator_hidden_dim=16,
@@ -191,9 +193,8 @@ TINY: dict[str, Tiny] = {
              sample_size=8, rope_max_seq_len=32),
         lambda: _r(1, 4, 2, 8, 8, seed=0), _text(16)),
     "BriaTransformer2DModel": Tiny(
-        dict(patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=8, num_attention_heads=2,
-             joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=[2, 2, 4]),
-        lambda: _r(1, 16, 4, seed=0), _text(16, pooled_projections=lambda b: _r(1, 16, seed=3 + b), **_FLUX_IDS), t_scale=1.0),
+        dict(_FLUX_LAYOUT), lambda: _r(1, 16, 4, seed=0),
+        _text(16, pooled_projections=lambda b: _r(1, 16, seed=3 + b), **_FLUX_IDS), t_scale=1.0),
     "LongCatImageTransformer2DModel": Tiny(
         dict(patch_size=1, in_channels=4, num_layers=2, num_single_layers=2, attention_head_dim=8, num_attention_heads=2,
              joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=[2, 2, 4]),

@@ -114,13 +114,22 @@ def build_tokenizer(kind: str):
                                    bos_token="<s>", model_max_length=CLIP_MAX_LENGTH if kind == "clip" else 512)
 
 
-def build_models(seed: int = 0) -> dict[str, torch.nn.Module]:
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+def build_vae(seed: int = 0) -> torch.nn.Module:
+    """The autoencoder alone, initialised exactly as :func:`build_models` initialises it (it is drawn first)."""
+    from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
+    return AutoencoderKL(**VAE_CONFIG)
+
+
+def build_models(seed: int = 0) -> dict[str, torch.nn.Module]:
+    """All four networks, freshly initialised from ``seed`` (the VAE first: the recipe's initial weights
+    depend on that order)."""
+    from diffusers import FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
     return {
-        "vae": AutoencoderKL(**VAE_CONFIG),
+        "vae": build_vae(seed),
         "transformer": FluxTransformer2DModel(**TRANSFORMER_CONFIG),
         "text_encoder": CLIPTextModel(CLIPTextConfig(**CLIP_CONFIG)),
         "text_encoder_2": T5EncoderModel(T5Config(**T5_CONFIG)),
@@ -164,8 +173,8 @@ def _train_vae(cfg: TrainConfig, work: Path, progress: Callable[[str, int, int, 
     done = work / "vae"
     if (done / "config.json").is_file():
         return AutoencoderKL.from_pretrained(done)
-    vae = build_models(cfg.seed)["vae"].train()
-    ema = build_models(cfg.seed)["vae"].eval().requires_grad_(False)
+    vae = build_vae(cfg.seed).train()
+    ema = build_vae(cfg.seed).eval().requires_grad_(False)
     ema.load_state_dict(vae.state_dict())
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)

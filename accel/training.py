@@ -60,15 +60,19 @@ def save_train_state(path: Path, step: int, config: dict[str, Any], model: torch
 
 
 def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
-                     opt: torch.optim.Optimizer, gen: torch.Generator, total: int | None = None) -> tuple[int, float]:
+                     opt: torch.optim.Optimizer, gen: torch.Generator, total: int | None = None,
+                     extendable: str | None = None) -> tuple[int, float]:
     """Restore :func:`save_train_state`'s checkpoint if it exists: (next step, running loss); (0, nan) if not.
 
     ``total`` (default: ``config["steps"]``) is the run's length, for the "resuming from step N of M" line.
+    ``extendable`` names a list-valued setting (a schedule of further cycles) that may have grown since the
+    checkpoint was written: the run continues if the checkpoint's list is a prefix of the new one and every
+    other setting is the same, so a finished run can be trained further.
     """
     if not path.exists():
         return 0, float("nan")
     tensors, meta = load_checkpoint(path)
-    if meta.get("train_config") != json.loads(json.dumps(config)):
+    if not _same_or_extended(meta.get("train_config"), json.loads(json.dumps(config)), extendable):
         raise AccelError(f"{path} was written with another config; delete it or pass the same settings")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -78,6 +82,14 @@ def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module,
         torch.set_rng_state(tensors["rng.torch"])  # e.g. diffusers' label embedding drops labels with it
     announce_resume(path, int(meta["step"]), total if total is not None else int(config.get("steps", meta["step"])))
     return int(meta["step"]), float(meta.get("loss_ema", float("nan")))
+
+
+def _same_or_extended(old: Any, new: dict[str, Any], extendable: str | None) -> bool:
+    if old == new or extendable is None or not isinstance(old, dict) or extendable not in old:
+        return old == new
+    before, after = old[extendable], new.get(extendable)
+    rest_same = {k: v for k, v in old.items() if k != extendable} == {k: v for k, v in new.items() if k != extendable}
+    return rest_same and isinstance(after, list) and after[: len(before)] == before
 
 
 def warmup_cosine_lr(step: int, lr: float, warmup: int, total: int, floor: float = 0.1) -> float:

@@ -133,3 +133,34 @@ def test_text_cache_bench_mechanics(tmp_path):
     assert "unknown method" in rows["nonsense"]["error"]
     paths = write_text_outputs(report, tmp_path / "out")
     assert all(p.is_file() for p in paths.values()) and "nonsense" in paths["md"].read_text()
+
+
+def test_train_config_schedule_and_mix():
+    from accel.zoo.flux_shapes import TrainConfig
+
+    cfg = TrainConfig(steps=10, restarts=((5, 1e-3), (5, 5e-4, (0.0, 0.0, 1.0))))
+    assert cfg.total_steps == 20
+    assert cfg.mix_at(0) == shapes.DEFAULT_MIX and cfg.mix_at(14) == shapes.DEFAULT_MIX
+    assert cfg.mix_at(15) == (0.0, 0.0, 1.0) and cfg.mix_at(19) == (0.0, 0.0, 1.0)
+    rng = np.random.default_rng(0)
+    assert all(shapes.random_scene(rng, mix=cfg.mix_at(15)).kind == "relation" for _ in range(20))
+    for bad in [((5, 1e-3, (0.5, 0.5, 0.5)),), ((0, 1e-3),), ((5,),)]:
+        with pytest.raises(AccelError, match="restart"):
+            TrainConfig(restarts=bad)
+
+
+def test_resume_accepts_an_extended_schedule_only(tmp_path):
+    """A finished run can be trained further by appending restarts; any other change is refused."""
+    from accel.training import load_train_state, save_train_state
+
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    gen = torch.Generator().manual_seed(0)
+    old = {"steps": 10, "restarts": [[5, 0.001]], "lr": 0.1}
+    save_train_state(tmp_path / "c.safetensors", 15, old, model, ema, opt, gen, 0.5)
+    longer = old | {"restarts": [[5, 0.001], [8, 0.0005, [0.2, 0.1, 0.7]]]}
+    assert load_train_state(tmp_path / "c.safetensors", longer, model, ema, opt, gen, extendable="restarts")[0] == 15
+    for other in [old | {"lr": 0.2}, old | {"restarts": [[6, 0.001]]}, longer]:
+        with pytest.raises(AccelError, match="another config"):
+            load_train_state(tmp_path / "c.safetensors", other, model, ema, opt, gen,
+                             extendable="restarts" if other is not longer else None)

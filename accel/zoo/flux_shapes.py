@@ -66,7 +66,8 @@ class TrainConfig:
     batch_size: int = 24
     lr: float = 6e-4
     warmup: int = 150
-    restarts: tuple[tuple[int, float], ...] = ((6000, 4e-4),)  # further cosine cycles: (steps, peak lr) each
+    # further cosine cycles, each (steps, peak lr) or (steps, peak lr, prompt mix (single, count, relation))
+    restarts: tuple[tuple, ...] = ((6000, 4e-4), (8000, 3e-4, (0.2, 0.1, 0.7)))
     ema_decay: float = 0.998
     prompt_dropout: float = 0.1
     seed: int = 0
@@ -76,26 +77,42 @@ class TrainConfig:
         for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
-        if any(n <= 0 or lr <= 0 for n, lr in self.restarts):
-            raise AccelError(f"restarts must be (steps, lr) pairs of positive numbers, got {self.restarts}")
+        for r in self.restarts:
+            ok = len(r) in (2, 3) and r[0] > 0 and r[1] > 0
+            if ok and len(r) == 3:
+                ok = len(r[2]) == 3 and min(r[2]) >= 0 and abs(sum(r[2]) - 1) < 1e-6
+            if not ok:
+                raise AccelError(f"each restart is (steps, lr) or (steps, lr, (single, count, relation) shares summing "
+                                 f"to 1), all positive; got {r}")
         if not 0 <= self.prompt_dropout < 1:
             raise AccelError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 
 
     @property
     def total_steps(self) -> int:
-        return self.steps + sum(n for n, _ in self.restarts)
+        return self.steps + sum(r[0] for r in self.restarts)
 
     def lr_at(self, step: int) -> float:
         """Warm-up then cosine over ``steps``; then each restart is another cosine cycle (100 warm-up steps)."""
         if step < self.steps:
             return warmup_cosine_lr(step, self.lr, self.warmup, self.steps)
         step -= self.steps
-        for n, lr in self.restarts:
+        for n, lr, *_ in self.restarts:
             if step < n:
                 return warmup_cosine_lr(step, lr, 100, n)
             step -= n
         return 0.1 * (self.restarts[-1][1] if self.restarts else self.lr)  # past the end: the last cycle's floor
+
+    def mix_at(self, step: int) -> tuple[float, float, float]:
+        """The prompt mix (single, count, relation) of the cycle ``step`` is in."""
+        step -= self.steps
+        for r in self.restarts:
+            if step < 0:
+                break
+            if step < r[0]:
+                return tuple(r[2]) if len(r) == 3 else shapes.DEFAULT_MIX
+            step -= r[0]
+        return shapes.DEFAULT_MIX
 
 
 def build_tokenizer(kind: str):
@@ -155,9 +172,9 @@ def build_pipeline(models: dict[str, torch.nn.Module]):
                         tokenizer_2=build_tokenizer("t5"), **models)
 
 
-def batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
-    """``n`` rendered scenes in [-1, 1], (n, 3, 32, 32), and their prompts."""
-    scenes = [shapes.random_scene(rng, IMAGE_SIZE) for _ in range(n)]
+def batch(rng: np.random.Generator, n: int, mix: tuple[float, float, float] = shapes.DEFAULT_MIX) -> tuple[torch.Tensor, list[str]]:
+    """``n`` rendered scenes in [-1, 1], (n, 3, 32, 32), and their prompts (kinds drawn by ``mix``)."""
+    scenes = [shapes.random_scene(rng, IMAGE_SIZE, mix=mix) for _ in range(n)]
     img = np.stack([shapes.render(s, IMAGE_SIZE) for s in scenes])
     return torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1, [s.prompt for s in scenes]
 
@@ -245,13 +262,14 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
-    start, loss_ema = load_train_state(work / "flux.safetensors", sub, model, ema, opt, gen, total=cfg.total_steps)
+    start, loss_ema = load_train_state(work / "flux.safetensors", sub, model, ema, opt, gen, total=cfg.total_steps,
+                                       extendable="restarts")
     tok, tok_2 = build_tokenizer("clip"), build_tokenizer("t5")
     h = IMAGE_SIZE // 2
     img_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, h // 2, "cpu", torch.float32)
     for step in range(start, cfg.total_steps):
         rng = _rng(gen)
-        x, prompts = batch(rng, cfg.batch_size)
+        x, prompts = batch(rng, cfg.batch_size, cfg.mix_at(step))
         prompts = ["" if rng.random() < cfg.prompt_dropout else p for p in prompts]
         length = int(rng.choice(T5_LENGTHS))
         with torch.no_grad():

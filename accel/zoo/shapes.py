@@ -83,9 +83,14 @@ def _relation_holds(relation: str, a: tuple[float, float], b: tuple[float, float
     return sign * dy > margin and abs(dy) > abs(dx)
 
 
-def random_scene(rng: np.random.Generator, size: int = 32, kind: str | None = None) -> Scene:
-    """Draw a scene: kind (40% single, 20% count, 40% relation), colours, shapes, sizes and positions."""
-    kind = kind or rng.choice(KINDS, p=[0.4, 0.2, 0.4])
+DEFAULT_MIX = (0.4, 0.2, 0.4)
+
+
+def random_scene(rng: np.random.Generator, size: int = 32, kind: str | None = None,
+                 mix: tuple[float, float, float] = DEFAULT_MIX) -> Scene:
+    """Draw a scene: kind (by default 40% single, 20% count, 40% relation: ``mix`` in ``KINDS`` order), colours,
+    shapes, sizes and positions."""
+    kind = kind or rng.choice(KINDS, p=list(mix))
     colours, shapes = list(COLOURS), list(SHAPES)
     lo, hi = 0.25 * size, 0.40 * size
     if kind == "single":

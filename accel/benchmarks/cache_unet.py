@@ -28,17 +28,22 @@ from ..utils import AccelError
 from .cache import Method, pareto_plot
 from .common import ExecutionCounter, results_markdown, write_json
 
-UNET_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3)
+UNET_THRESHOLDS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+# High-fidelity points of the same policy: the deep part refreshed at least every ``cap + 1`` steps (the gate can
+# add refreshes), one warm-up step, the last step not forced; its Taylor forecast replaces DeepCache's reuse.
+UNET_CAPS = (2, 3, 4)
 SYNTHETIC_MODELS = ("tiny-sd15",)
 
 
 def default_unet_methods(thresholds: tuple[float, ...] = UNET_THRESHOLDS, peers: bool = True) -> list[Method]:
     ms = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in thresholds]
+    ms += [Method("cg-taylor", {"threshold": 0.3, "max_consecutive": c, "warmup_steps": 1, "full_last_step": False})
+           for c in UNET_CAPS]
     if peers:
         ms += [Method("cg-taylor", {"threshold": 0.2, "unet_policy": "whole"})]
         if deepcache_available():
             ms += [Method("deepcache", {"cache_interval": n}) for n in range(2, 7)]
-        ms += [Method("deepcache-block", {"cache_interval": n}) for n in (2, 3, 5)]
+        ms += [Method("deepcache-block", {"cache_interval": n}) for n in range(2, 7)]
     return ms
 
 
@@ -308,11 +313,13 @@ def summarize_unet(results: list[dict[str, Any]], levels: tuple[float, ...] = (3
 
 
 def _family(r: dict[str, Any]) -> str:
-    """One curve per method and non-swept settings (the threshold and DeepCache's interval are swept)."""
+    """One curve per method and non-swept settings (the threshold, the refresh cap and its schedule settings, and
+    DeepCache's interval are swept)."""
     if r["method"] != "cg-taylor":
         return r["method"]
     p = r["params"]
-    extra = "".join(f", {k}={v}" for k, v in p.items() if k not in ("threshold", "unet_policy"))
+    swept = ("threshold", "unet_policy", "max_consecutive", "warmup_steps", "full_last_step")
+    extra = "".join(f", {k}={v}" for k, v in p.items() if k not in swept)
     return f"cg-taylor ({p.get('unet_policy', 'shallow')}{extra})"
 
 
@@ -333,6 +340,7 @@ def write_unet_outputs(report: dict[str, Any], out_dir: Any, stem: str = "bench_
           f"policy at block granularity.\n\n")
     md += results_markdown(report["results"], cols)
     paths["md"].write_text(md)
-    plot_rows = [dict(r, method=_family(r), params={k: v for k, v in r["params"].items() if k == "threshold"}) for r in rows]
+    plot_rows = [dict(r, method=_family(r), params={k: v for k, v in r["params"].items() if k == "threshold"})
+                 for r in rows]
     pareto_plot(plot_rows, paths["png"])
     return paths

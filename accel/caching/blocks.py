@@ -70,6 +70,7 @@ class BlockSpec:
     tuple_len: int | None = None
     known: bool = True
     params: list[str] = field(default_factory=list)
+    streams: dict[int, str] | None = None  # output index -> input argument it updates (learned for unknown blocks)
 
     def arg(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The value of a forward argument given by name, positionally or by keyword."""
@@ -101,10 +102,26 @@ class BlockSpec:
             if h.shape not in shapes:
                 raise AccelError(f"cannot tell which output of block {self.name} ({type(self.module).__name__}) is the hidden states")
             self.hidden_index = shapes.index(h.shape)
-            enc = [i for i, o in enumerate(output) if i != self.hidden_index and isinstance(o, torch.Tensor)]
+            self.streams = self._match_streams(args, kwargs, output)
+            enc = [i for i, n in self.streams.items() if n == "encoder_hidden_states"]
             self.encoder_index = enc[0] if enc else None
             self.tuple_len = len(output)
         self.known = True
+
+    def _match_streams(self, args: tuple[Any, ...], kwargs: dict[str, Any], output: tuple[Any, ...]) -> dict[int, str]:
+        """Which input argument each further tensor output updates (text states, LTX-2's audio stream...): the
+        first argument, in signature order, of the same shape; ``encoder_hidden_states`` when it matches."""
+        h = self.hidden_in(args, kwargs)
+        named = [(n, self.arg(n, args, kwargs)) for n in self.params]
+        named = [(n, v) for n, v in named if isinstance(v, torch.Tensor) and v is not h]
+        streams = {}
+        for i, o in enumerate(output):
+            if i == self.hidden_index or not isinstance(o, torch.Tensor):
+                continue
+            match = [n for n, v in named if v.shape == o.shape and n not in streams.values()]
+            if match:
+                streams[i] = "encoder_hidden_states" if "encoder_hidden_states" in match else match[0]
+        return streams
 
     def hidden_out(self, output: Any) -> torch.Tensor:
         if self.kind == "unet_down":
@@ -123,8 +140,10 @@ class BlockSpec:
             return h
         out: list[Any] = [None] * self.tuple_len
         out[self.hidden_index] = h
-        if self.encoder_index is not None:
-            out[self.encoder_index] = self.arg("encoder_hidden_states", args, kwargs)
+        streams = self.streams if self.streams is not None else (
+            {self.encoder_index: "encoder_hidden_states"} if self.encoder_index is not None else {})
+        for i, name in streams.items():
+            out[i] = self.arg(name, args, kwargs)
         return tuple(out)
 
 
@@ -150,10 +169,15 @@ def _is_attention(m: torch.nn.Module) -> bool:
 
 
 def _is_block_list(name: str, child: torch.nn.Module) -> bool:
-    """A ModuleList of transformer blocks: non-empty, every entry a composite module that contains attention."""
+    """A ModuleList of transformer blocks: non-empty, every entry a composite module that contains attention.
+
+    An entry that is itself an attention module (ConsisID's face cross-attention, whose output is added to the
+    stream as a residual) is a side branch, not a block of the chain."""
     if not isinstance(child, torch.nn.ModuleList) or len(child) == 0 or "refiner" in name:
         return False
-    return all(any(True for _ in b.children()) and any(_is_attention(m) for m in b.modules()) for b in child)
+    return all(
+        any(True for _ in b.children()) and not _is_attention(b) and any(_is_attention(m) for m in b.modules()) for b in child
+    )
 
 
 def _source_rank(model: torch.nn.Module, names: list[str]) -> dict[str, int]:

@@ -61,6 +61,8 @@ class Tiny:
     t_name: str = "timestep"
     t_scale: float = 1000.0
     extra: dict[str, Any] = field(default_factory=dict)
+    pack: Callable[[torch.Tensor], Any] | None = None  # latent -> what the forward takes (e.g. a list per sample)
+    t_pack: Callable[[torch.Tensor], Any] | None = None  # timestep of shape (1,) -> what the forward takes
 
 
 def _text(d: int, mask: str | None = None, key: str = "encoder_hidden_states", **more: Any) -> Callable[[int], dict[str, Any]]:
@@ -238,7 +240,7 @@ TINY: dict[str, Tiny] = {
     "AnyFlowTransformer3DModel": Tiny(
         dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=16,
              freq_dim=32, ffn_dim=16, num_layers=2, rope_max_seq_len=32),
-        lambda: _r(1, 2, 4, 8, 8, seed=0), _text(16, r_timestep=torch.tensor([0.0]))),
+        lambda: _r(1, 2, 4, 8, 8, seed=0), _text(16, r_timestep=torch.zeros(1, 2)), t_pack=lambda t: t.expand(1, 2)),
     "HunyuanImageTransformer2DModel": Tiny(
         dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2, num_single_layers=2,
              num_refiner_layers=1, patch_size=(1, 1), text_embed_dim=16, rope_axes_dim=(4, 4)),
@@ -284,7 +286,165 @@ TINY: dict[str, Tiny] = {
              down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"),
              cross_attention_dim=16, norm_num_groups=2, attention_head_dim=4),
         lambda: _r(1, 4, 2, 8, 8, seed=0), _text(16), x_name="sample"),
+    "AceStepTransformer1DModel": Tiny(
+        dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+             in_channels=24, audio_acoustic_hidden_dim=8, patch_size=2, sliding_window=16),
+        lambda: _r(1, 8, 8, seed=0),
+        _text(16, timestep_r=lambda b: torch.tensor([0.0]), context_latents=_r(1, 8, 16, seed=9))),
+    "ConsisIDTransformer3DModel": Tiny(
+        dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2, text_embed_dim=8,
+             num_layers=2, sample_width=8, sample_height=8, sample_frames=8, patch_size=2, temporal_compression_ratio=4,
+             max_text_seq_length=6, cross_attn_interval=1, is_kps=False, is_train_face=True, cross_attn_dim_head=1,
+             cross_attn_num_heads=1, LFE_id_dim=2, LFE_vit_dim=2, LFE_depth=1, LFE_dim_head=8, LFE_num_heads=2,
+             LFE_num_id_token=1, LFE_num_querie=1, LFE_output_dim=10, LFE_ff_mult=1, LFE_num_scale=1),
+        lambda: _r(1, 1, 4, 8, 8, seed=0), _text(8, id_vit_hidden=[torch.ones(1, 2, 2)], id_cond=torch.ones(1, 2))),
+    "EasyAnimateTransformer3DModel": Tiny(
+        dict(attention_head_dim=16, num_attention_heads=2, in_channels=4, mmdit_layers=2, num_layers=2, out_channels=4,
+             patch_size=2, sample_height=60, sample_width=90, text_embed_dim=16, time_embed_dim=8),
+        lambda: _r(1, 4, 2, 8, 8, seed=0), _text(16)),
+    "GlmImageTransformer2DModel": Tiny(
+        dict(patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
+             text_embed_dim=16, time_embed_dim=16, condition_dim=8, prior_vq_quantizer_codebook_size=64),
+        lambda: _r(1, 4, 8, 8, seed=0),
+        _text(16, prior_token_id=torch.tensor([3]), prior_token_drop=lambda b: torch.tensor([b == 1]),
+              target_size=torch.tensor([[8.0, 8.0]]), crop_coords=torch.tensor([[0.0, 0.0]]))),
+    "HeliosTransformer3DModel": Tiny(
+        dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, text_dim=16,
+             freq_dim=32, ffn_dim=16, num_layers=2, rope_dim=(4, 4, 4)),
+        lambda: _r(1, 4, 2, 8, 8, seed=0),
+        _text(16, indices_hidden_states=torch.ones(1, 2), indices_latents_history_short=torch.ones(1, 1),
+              indices_latents_history_mid=torch.ones(1, 1), indices_latents_history_long=torch.ones(1, 4),
+              latents_history_short=_r(1, 4, 1, 8, 8, seed=10), latents_history_mid=_r(1, 4, 1, 8, 8, seed=11),
+              latents_history_long=_r(1, 4, 4, 8, 8, seed=12))),
+    "HiDreamImageTransformer2DModel": Tiny(
+        dict(patch_size=2, in_channels=4, out_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
+             num_attention_heads=2, caption_channels=[8, 4], text_emb_dim=8, num_routed_experts=2, num_activated_experts=2,
+             axes_dims_rope=(4, 2, 2), max_resolution=(8, 8), llama_layers=(0, 1), force_inference_output=True),
+        lambda: _r(1, 4, 8, 8, seed=0),
+        _text(8, key="encoder_hidden_states_t5", encoder_hidden_states_llama3=lambda b: _r(2, 1, 6, 4, seed=5 + b),
+              pooled_embeds=lambda b: _r(1, 8, seed=3 + b)), t_name="timesteps"),
+    "HunyuanVideo15Transformer3DModel": Tiny(
+        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2, num_refiner_layers=1,
+             mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=8,
+             rope_axes_dim=(2, 2, 4), target_size=16, task_type="t2v"),
+        lambda: _r(1, 4, 1, 4, 4, seed=0),
+        _text(16, "encoder_attention_mask", encoder_hidden_states_2=lambda b: _r(1, 4, 8, seed=5 + b),
+              encoder_attention_mask_2=torch.ones(1, 4), image_embeds=torch.zeros(1, 3, 8))),
+    "HunyuanVideoFramepackTransformer3DModel": Tiny(
+        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1, num_single_layers=1,
+             num_refiner_layers=1, patch_size=2, patch_size_t=1, guidance_embeds=True, text_embed_dim=16,
+             pooled_projection_dim=8, rope_axes_dim=(2, 4, 4), has_image_proj=True, image_proj_dim=16,
+             has_clean_x_embedder=True),
+        lambda: _r(1, 4, 3, 4, 4, seed=0),
+        _text(16, "encoder_attention_mask", pooled_projections=lambda b: _r(1, 8, seed=3 + b), guidance=torch.tensor([6000.0]),
+              image_embeds=_r(1, 6, 16, seed=9), indices_latents=torch.ones(3), latents_clean=_r(1, 4, 2, 4, 4, seed=10),
+              indices_latents_clean=torch.ones(2), latents_history_2x=_r(1, 4, 2, 4, 4, seed=11),
+              indices_latents_history_2x=torch.ones(2), latents_history_4x=_r(1, 4, 8, 4, 4, seed=12),
+              indices_latents_history_4x=torch.ones(8))),
+    "Krea2Transformer2DModel": Tiny(
+        dict(in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=2, num_key_value_heads=1,
+             intermediate_size=16, timestep_embed_dim=8, text_hidden_dim=16, num_text_layers=2, text_num_attention_heads=2,
+             text_num_key_value_heads=1, text_intermediate_size=16, num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
+             axes_dims_rope=(4, 2, 2)),
+        lambda: _r(1, 4, 16, seed=0),
+        lambda b: {"encoder_hidden_states": _r(1, 4, 2, 16, seed=1 + b), "position_ids": _krea2_positions(4, 2),
+                   "encoder_attention_mask": torch.ones(1, 4, dtype=torch.bool)}, t_scale=1.0),
+    "LTX2VideoTransformer3DModel": Tiny(
+        dict(in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+             cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+             audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2, qk_norm="rms_norm_across_heads",
+             caption_channels=16, rope_double_precision=False),
+        lambda: _r(1, 32, 4, seed=0),
+        _text(16, "encoder_attention_mask", audio_hidden_states=_r(1, 9, 4, seed=9),
+              audio_encoder_hidden_states=lambda b: _r(1, 6, 16, seed=5 + b), num_frames=2, height=4, width=4,
+              audio_num_frames=9, fps=25.0)),
+    "ZImageTransformer2DModel": Tiny(
+        dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=16, n_layers=2, n_refiner_layers=1, n_heads=1,
+             n_kv_heads=2, cap_feat_dim=16, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32]),
+        lambda: _r(1, 16, 1, 8, 8, seed=0), lambda b: {"cap_feats": [_r(6, 16, seed=1 + b)]},
+        x_name="x", t_name="t", t_scale=1.0, pack=list),
+    "StableAudio3DiTModel": Tiny(
+        dict(io_channels=8, embed_dim=32, depth=2, num_heads=4, cond_token_dim=16, global_cond_dim=12, local_add_cond_dim=5,
+             timestep_features_dim=16, ff_mult=2, num_memory_tokens=3, use_differential_attention=False),
+        lambda: _r(1, 8, 16, seed=0), _text(16, global_hidden_states=lambda b: _r(1, 12, seed=3 + b)), t_scale=1.0),
+    "OmniGenTransformer2DModel": Tiny(
+        dict(hidden_size=16, num_attention_heads=4, num_key_value_heads=4, intermediate_size=32, num_layers=2, pad_token_id=0,
+             vocab_size=1000, in_channels=4, time_step_dim=4, rope_scaling={"long_factor": [1, 2], "short_factor": [1, 2]}),
+        lambda: _r(1, 4, 8, 8, seed=0),
+        lambda b: {"input_ids": torch.arange(24).reshape(1, 24) % (10 - b), "input_img_latents": [_r(1, 4, 8, 8, seed=9)],
+                   "input_image_sizes": {0: [[0, 16]]}, "attention_mask": torch.ones(1, 41, 41),
+                   "position_ids": torch.arange(41).reshape(1, 41)}, t_scale=1.0),
+    "BriaFiboTransformer2DModel": Tiny(
+        dict(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+             joint_attention_dim=32, text_encoder_dim=16, pooled_projection_dim=None, axes_dims_rope=[0, 4, 4]),
+        lambda: _r(1, 16, 16, seed=0),
+        lambda b: {"encoder_hidden_states": _r(1, 6, 32, seed=1 + b), "text_encoder_layers": [_r(1, 6, 16, seed=3 + b)] * 2,
+                   "img_ids": _ids(16), "txt_ids": torch.zeros(6, 3)}, t_scale=1.0),
+    "Ideogram4Transformer2DModel": Tiny(
+        dict(in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=2, intermediate_size=32, adaln_dim=16,
+             llm_features_dim=24, mrope_section=(2, 1, 1)),
+        lambda: torch.cat([torch.zeros(1, 4, 16), _r(1, 4, 16, seed=0)], 1), lambda b: _ideogram4_inputs(4, 4, 24, seed=1 + b),
+        t_scale=1.0),
+    "JoyImageEditPlusTransformer3DModel": Tiny(
+        dict(patch_size=[1, 2, 2], in_channels=16, hidden_size=16, num_attention_heads=2, text_dim=16, num_layers=2,
+             rope_dim_list=[2, 2, 4], theta=256),
+        lambda: _r(1, 2, 16, 1, 2, 2, seed=0), _text(16, shape_list=[[(1, 1, 1), (1, 1, 1)]]), t_scale=1.0),
+    "MiniMaxH3Transformer3DModel": Tiny(
+        dict(num_attention_heads=2, attention_head_dim=16, hidden_size=24, num_layers=2, num_refiner_layers=1, ffn_dim=32,
+             in_channels=4, audio_in_channels=6, patch_size=(1, 2, 2), text_dim=8, freq_dim=8, time_embed_hidden_dim=24,
+             time_embed_dim=16, rope_freq_dim=2),
+        lambda: _r(1, 8, 16, seed=0),
+        lambda b: {"encoder_hidden_states": _r(1, 4, 8, seed=1 + b), "audio_hidden_states": _r(1, 6, 6, seed=9),
+                   **_minimax_h3_layout(4, 6, 8)}, t_scale=1.0),
+    "WanAnimateTransformer3DModel": Tiny(
+        dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=12, latent_channels=4,
+             out_channels=4, text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2, image_dim=16, rope_max_seq_len=32,
+             motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16, motion_style_dim=8,
+             motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
+             inject_face_latents_blocks=2),
+        lambda: _r(1, 12, 21, 8, 8, seed=0),
+        _text(16, encoder_hidden_states_image=_r(1, 4, 16, seed=9), pose_hidden_states=_r(1, 4, 20, 8, 8, seed=10),
+              face_pixel_values=_r(1, 3, 77, 16, 16, seed=11))),
 }
+
+
+def _krea2_positions(n_text: int, side: int) -> torch.Tensor:
+    """Text tokens at the origin, then a side x side image grid in (0, row, column)."""
+    pos = torch.zeros(n_text + side * side, 3)
+    pos[n_text:, 1] = torch.arange(side).repeat_interleave(side)
+    pos[n_text:, 2] = torch.arange(side).repeat(side)
+    return pos
+
+
+def _ideogram4_inputs(n_text: int, n_img: int, d: int, seed: int) -> dict[str, torch.Tensor]:
+    """Ideogram4's packed sequence: text tokens (LLM features) then a 2x2 image grid (offset positions)."""
+    from diffusers.models.transformers import transformer_ideogram4 as m
+
+    n = n_text + n_img
+    enc = torch.zeros(1, n, d)
+    enc[:, :n_text] = _r(1, n_text, d, seed=seed)
+    pos = torch.zeros(1, n, 3, dtype=torch.long)
+    pos[:, :n_text] = torch.arange(n_text)[:, None]
+    pos[:, n_text:, 0] = m.IMAGE_POSITION_OFFSET
+    pos[:, n_text:, 1] = torch.tensor([0, 0, 1, 1]) + m.IMAGE_POSITION_OFFSET
+    pos[:, n_text:, 2] = torch.tensor([0, 1, 0, 1]) + m.IMAGE_POSITION_OFFSET
+    ind = torch.full((1, n), m.OUTPUT_IMAGE_INDICATOR, dtype=torch.long)
+    ind[:, :n_text] = m.LLM_TOKEN_INDICATOR
+    return {"encoder_hidden_states": enc, "position_ids": pos, "segment_ids": torch.ones(1, n, dtype=torch.long), "indicator": ind}
+
+
+def _minimax_h3_layout(n_text: int, n_audio: int, n_video: int) -> dict[str, torch.Tensor]:
+    """MiniMax-H3's packed sequence: text, audio, video rows, tagged (video 0, text 1, audio 2), one timestep."""
+    n = n_text + n_audio + n_video
+    text, audio, video = torch.arange(n_text), torch.arange(n_text, n_text + n_audio), torch.arange(n_text + n_audio, n)
+    tags = torch.zeros(n, dtype=torch.long)
+    tags[text], tags[audio] = 1, 2
+    pos = torch.zeros(n, 3)
+    pos[:, 0] = torch.arange(n)
+    pos[video, 1] = torch.arange(n_video).float() % 4
+    pos[video, 2] = torch.arange(n_video).float() % 2
+    return {"timestep_indices": torch.zeros(n, dtype=torch.long), "token_tags": tags, "position_ids": pos,
+            "video_indices": video, "audio_indices": audio, "text_indices": text}
 
 
 def _lumina_rope() -> torch.Tensor:
@@ -321,12 +481,17 @@ def _sample(model: torch.nn.Module, tiny: Tiny) -> list[torch.Tensor]:
             t = torch.tensor([tiny.t_scale * (1 - k / STEPS)])
             ys = []
             for b in range(CALLS):
-                out = model(**{tiny.x_name: x, tiny.t_name: t, **tiny.cond(b)}, return_dict=False)[0]
-                ys.append(out)
+                xin = tiny.pack(x) if tiny.pack else x
+                tin = tiny.t_pack(t) if tiny.t_pack else t
+                out = model(**{tiny.x_name: xin, tiny.t_name: tin, **tiny.cond(b)}, return_dict=False)[0]
+                ys.append(torch.stack(list(out)) if isinstance(out, (list, tuple)) else out)
             outs += ys
             y = ys[0] + 0.5 * (ys[0] - ys[1])
-            y = y[:, : x.shape[1]] if y.shape != x.shape and y.dim() == x.dim() else y
-            x = x - 0.1 * y.reshape(x.shape)
+            if y.shape != x.shape and y.dim() == x.dim():  # learned sigma, or conditioning channels in the input
+                c = min(x.shape[1], y.shape[1])
+                x = torch.cat([x[:, :c] - 0.1 * y[:, :c], x[:, c:]], 1)
+            else:
+                x = x - 0.1 * y.reshape(x.shape)
     return outs
 
 

@@ -70,6 +70,7 @@ class BlockSpec:
     tuple_len: int | None = None
     known: bool = True
     params: list[str] = field(default_factory=list)
+    n_res: int | None = None  # residuals a U-Net down block returns (learned from a real call)
     streams: dict[int, str] | None = None  # output index -> input argument it updates (learned for unknown blocks)
 
     def arg(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -91,6 +92,8 @@ class BlockSpec:
         if self.kind != "transformer" or self.known:
             if isinstance(output, tuple):
                 self.tuple_len = len(output)
+                if self.kind == "unet_down":
+                    self.n_res = len(output[1])  # UNet1D's blocks return one residual whatever their resnets
                 if self.encoder_index is not None and output[self.encoder_index] is None:
                     self.encoder_index = None  # e.g. SD3's last block (context_pre_only) returns (None, hidden)
             return
@@ -134,7 +137,9 @@ class BlockSpec:
         """What a skipped block returns: its inputs unchanged (``hidden`` replaces the hidden states if given)."""
         h = hidden if hidden is not None else self.hidden_in(args, kwargs)
         if self.kind == "unet_down":
-            n = len(self.module.resnets) + (1 if getattr(self.module, "downsamplers", None) else 0)
+            n = self.n_res
+            if n is None:  # not seen run yet: what a 2D/3D down block returns
+                n = len(self.module.resnets) + (1 if getattr(self.module, "downsamplers", None) else 0)
             return h, tuple(h for _ in range(n))
         if self.kind == "unet_plain" or self.hidden_index is None or self.tuple_len is None:
             return h
@@ -168,12 +173,17 @@ def _is_attention(m: torch.nn.Module) -> bool:
     return isinstance(m, (AttentionModuleMixin, torch.nn.MultiheadAttention)) or "Attention" in name or "Attn" in name
 
 
+# Lists of blocks that run on the text stream alone (token refiners, FLUX.3's text-mode blocks) are not part of
+# the cached chain: the gate must see the noisy stream.
+_TEXT_ONLY = ("refiner", "txt_", "text_", "context_", "caption_")
+
+
 def _is_block_list(name: str, child: torch.nn.Module) -> bool:
     """A ModuleList of transformer blocks: non-empty, every entry a composite module that contains attention.
 
     An entry that is itself an attention module (ConsisID's face cross-attention, whose output is added to the
     stream as a residual) is a side branch, not a block of the chain."""
-    if not isinstance(child, torch.nn.ModuleList) or len(child) == 0 or "refiner" in name:
+    if not isinstance(child, torch.nn.ModuleList) or len(child) == 0 or any(t in name for t in _TEXT_ONLY):
         return False
     return all(
         any(True for _ in b.children()) and not _is_attention(b) and any(_is_attention(m) for m in b.modules()) for b in child
@@ -192,8 +202,11 @@ def _source_rank(model: torch.nn.Module, names: list[str]) -> dict[str, int]:
 
 def block_lists(model: torch.nn.Module) -> list[str]:
     """Names of the denoiser's ModuleLists of transformer blocks, in the order its forward uses them."""
-    names = [n for n, c in model.named_children() if _is_block_list(n, c)]
-    rank = _source_rank(model, names)
+    children = [(n, c) for n, c in model.named_children()]
+    children += [(f"{n}.{k}", v) for n, c in model.named_children() if isinstance(c, torch.nn.ModuleDict) for k, v in c.items()]
+    names = [n for n, c in children if _is_block_list(n, c)]  # a ModuleDict's lists too (FLUX.3's per-mode blocks)
+    rank = _source_rank(model, [n.split(".")[0] for n in names])
+    rank = {n: rank[n.split(".")[0]] for n in names}
     return sorted(names, key=lambda n: rank[n])
 
 
@@ -207,7 +220,7 @@ def find_blocks(model: torch.nn.Module) -> list[BlockSpec]:
             specs.append(BlockSpec("mid_block", model.mid_block, "unet_plain", params=_params(model.mid_block)))
         specs += [BlockSpec(f"up_blocks.{i}", b, "unet_plain", params=_params(b)) for i, b in enumerate(model.up_blocks)]
     else:
-        specs = [_transformer_spec(f"{n}.{i}", b) for n in block_lists(model) for i, b in enumerate(getattr(model, n))]
+        specs = [_transformer_spec(f"{n}.{i}", b) for n in block_lists(model) for i, b in enumerate(model.get_submodule(n))]
     if len(specs) < 2:
         found = f"{len(specs)} block" if specs else "no ModuleList of transformer blocks (modules with attention)"
         raise AccelError(

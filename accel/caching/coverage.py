@@ -256,23 +256,36 @@ TINY: dict[str, Tiny] = {
     "QwenImage21Transformer2DModel": Tiny(
         dict(patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
              context_in_dim=16, axes_dims_rope=(2, 2, 4)),
-        lambda: _r(1, 16, 4, seed=0), _text(16, "encoder_hidden_states_mask", img_shapes=[[(1, 4, 4)]], img_mask=None), t_scale=1.0),
+        lambda: _r(1, 16, 4, seed=0),
+        _text(16, "encoder_hidden_states_mask", img_shapes=[[(1, 4, 4)]],
+              img_mask=torch.cat([torch.zeros(1, 6), torch.ones(1, 4)], 1).bool()), t_scale=1.0),
     "NucleusMoEImageTransformer2DModel": Tiny(
-        dict(patch_size=2, in_channels=16, num_layers=2, attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
-             axes_dims_rope=(2, 2, 4), moe_enabled=False),
-        lambda: _r(1, 16, 16, seed=0), _text(16, "encoder_hidden_states_mask", img_shapes=[[(1, 4, 4)]]), t_scale=1.0),
+        dict(patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=4,
+             joint_attention_dim=16, axes_dims_rope=(8, 4, 4), moe_enabled=False, capacity_factors=[8.0, 8.0]),
+        lambda: _r(1, 16, 16, seed=0), _text(16, "encoder_hidden_states_mask", img_shapes=[(1, 4, 4)]), t_scale=1.0),
     "CosmosTransformer3DModel": Tiny(
-        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2, text_embed_dim=16,
-             adaln_lora_dim=4, max_size=(4, 16, 16), encoder_hidden_states_channels=16, crossattn_proj_in_channels=16),
-        lambda: _r(1, 4, 2, 8, 8, seed=0), _text(16, padding_mask=torch.zeros(1, 1, 8, 8), fps=24)),
+        dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=12, num_layers=2, mlp_ratio=2,
+             text_embed_dim=16, adaln_lora_dim=4, max_size=(4, 32, 32), patch_size=(1, 2, 2), rope_scale=(2.0, 1.0, 1.0),
+             concat_padding_mask=False, extra_pos_embed_type="learnable"),  # the padding mask needs torchvision
+        lambda: _r(1, 4, 1, 8, 8, seed=0), _text(16, attention_mask=torch.ones(1, 6), fps=30)),
     "UNet1DModel": Tiny(
-        dict(sample_size=16, in_channels=2, out_channels=2, extra_in_channels=16, block_out_channels=(8, 8, 16), norm_num_groups=4),
-        lambda: _r(1, 2, 16, seed=0), lambda b: {}, x_name="sample"),
+        dict(block_out_channels=(8, 8, 16, 16), in_channels=4, out_channels=4, time_embedding_type="positional",
+             use_timestep_embedding=True, flip_sin_to_cos=False, freq_shift=1.0, out_block_type="OutConv1DBlock",
+             mid_block_type="MidResTemporalBlock1D", act_fn="swish",
+             down_block_types=("DownResnetBlock1D", "DownResnetBlock1D", "DownResnetBlock1D", "DownResnetBlock1D"),
+             up_block_types=("UpResnetBlock1D", "UpResnetBlock1D", "UpResnetBlock1D")),
+        lambda: _r(1, 4, 16, seed=0), lambda b: {}, x_name="sample"),
     "UNetMotionModel": Tiny(
-        dict(block_out_channels=(32, 64), layers_per_block=1, in_channels=4, out_channels=4,
+        dict(block_out_channels=(16, 32), norm_num_groups=16, layers_per_block=1, in_channels=4, out_channels=4,
              down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"), up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"),
-             cross_attention_dim=16, num_attention_heads=2, motion_num_attention_heads=2, motion_max_seq_length=8),
-        lambda: _r(1, 4, 2, 8, 8, seed=0), _text(16), x_name="sample"),
+             cross_attention_dim=16, num_attention_heads=2, sample_size=8),
+        lambda: _r(1, 4, 2, 8, 8, seed=0), lambda b: {"encoder_hidden_states": _r(2, 6, 16, seed=1 + b)}, x_name="sample"),
+    "UNetControlNetXSModel": Tiny(
+        dict(sample_size=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+             block_out_channels=(4, 8), cross_attention_dim=8, transformer_layers_per_block=1, num_attention_heads=2,
+             norm_num_groups=4, upcast_attention=False, ctrl_block_out_channels=[2, 4], ctrl_num_attention_heads=4,
+             ctrl_max_norm_num_groups=2, ctrl_conditioning_embedding_out_channels=(2, 2)),
+        lambda: _r(1, 4, 8, 8, seed=0), _text(8, controlnet_cond=_r(1, 3, 16, 16, seed=9), conditioning_scale=1.0), x_name="sample"),
     "UNetSpatioTemporalConditionModel": Tiny(
         dict(in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=16,
              down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
@@ -402,9 +415,14 @@ TINY: dict[str, Tiny] = {
              motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16, motion_style_dim=8,
              motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16, face_encoder_num_heads=2,
              inject_face_latents_blocks=2),
-        lambda: _r(1, 12, 21, 8, 8, seed=0),
-        _text(16, encoder_hidden_states_image=_r(1, 4, 16, seed=9), pose_hidden_states=_r(1, 4, 20, 8, 8, seed=10),
+        lambda: _r(1, 12, 21, 4, 4, seed=0),
+        _text(16, encoder_hidden_states_image=_r(1, 4, 16, seed=9), pose_hidden_states=_r(1, 4, 20, 4, 4, seed=10),
               face_pixel_values=_r(1, 3, 77, 16, 16, seed=11))),
+    "Flux3Transformer2DModel": Tiny(
+        dict(in_channels=4, cond_in_channels=4, num_layers=1, num_single_layers=2, attention_head_dim=8, num_attention_heads=2,
+             joint_attention_dim=16, timestep_channels=16, axes_dims_rope=(2, 2, 2, 2)),
+        lambda: _r(1, 16, 4, seed=0),
+        _text(16, img_ids=torch.cat([torch.zeros(16, 1), _ids(16)], -1), txt_ids=torch.zeros(6, 4)), t_scale=1.0),
 }
 
 

@@ -24,6 +24,7 @@ CALLS = 2  # cond and uncond, in that order, without a cache context
 NOT_DENOISERS = {
     "TransformerTemporalModel": "temporal sub-module of the video U-Nets",
     "Transformer2DModel": "attention sub-module of the U-Nets (its own blocks are cached with the U-Net)",
+    "DreamLiteTransformer2DModel": "attention sub-module of DreamLiteUNetModel",
     "HunyuanDiT2DControlNetModel": "control net: its outputs feed a denoiser, it is not one",
     "HunyuanDiT2DMultiControlNetModel": "control net: its outputs feed a denoiser, it is not one",
 }
@@ -423,6 +424,18 @@ TINY: dict[str, Tiny] = {
              joint_attention_dim=16, timestep_channels=16, axes_dims_rope=(2, 2, 2, 2)),
         lambda: _r(1, 16, 4, seed=0),
         _text(16, img_ids=torch.cat([torch.zeros(16, 1), _ids(16)], -1), txt_ids=torch.zeros(6, 4)), t_scale=1.0),
+    "Kandinsky5Transformer3DModel": Tiny(
+        dict(in_visual_dim=16, in_text_dim=16, in_text_dim2=8, time_dim=16, out_visual_dim=16, patch_size=(1, 2, 2),
+             model_dim=16, ff_dim=32, num_text_blocks=1, num_visual_blocks=2, axes_dims=(1, 1, 2), visual_cond=False,
+             attention_type="regular"),
+        lambda: _r(1, 1, 8, 8, 16, seed=0),
+        _text(16, pooled_projections=lambda b: _r(1, 8, seed=3 + b), text_rope_pos=torch.arange(6),
+              visual_rope_pos=[torch.arange(1), torch.arange(4), torch.arange(4)])),
+    "Kandinsky6Transformer3DModel": Tiny(
+        dict(in_visual_dim=16, out_visual_dim=16, in_text_dim=16, in_text_dim2=8, time_dim=16, patch_size=(1, 2, 2),
+             model_dim=16, ff_dim=32, num_text_blocks=1, num_visual_blocks=2, axes_dims=(1, 1, 2), visual_cond=False,
+             in_audio_dim=4, out_audio_dim=4, axes_dims_a=(4,)),
+        lambda: _r(1, 1, 8, 8, 16, seed=0), _text(16, pooled_projections=lambda b: _r(1, 8, seed=3 + b))),
 }
 
 
@@ -501,7 +514,8 @@ def _sample(model: torch.nn.Module, tiny: Tiny) -> list[torch.Tensor]:
             for b in range(CALLS):
                 xin = tiny.pack(x) if tiny.pack else x
                 tin = tiny.t_pack(t) if tiny.t_pack else t
-                out = model(**{tiny.x_name: xin, tiny.t_name: tin, **tiny.cond(b)}, return_dict=False)[0]
+                out = model(**{tiny.x_name: xin, tiny.t_name: tin, **tiny.cond(b)}, return_dict=False)
+                out = out[0] if isinstance(out, (tuple, list)) else out  # Kandinsky 5 returns the tensor itself
                 ys.append(torch.stack(list(out)) if isinstance(out, (list, tuple)) else out)
             outs += ys
             y = ys[0] + 0.5 * (ys[0] - ys[1])

@@ -1,13 +1,16 @@
 """Find the blocks of a diffusers denoiser and how to read and fake their outputs.
 
-Blocks are found by structure, not by name: every ModuleList child of the denoiser whose entries are
-transformer blocks (modules containing an attention module). Their order is first taken from the source
+Blocks are found by structure, not by name: every ModuleList child of the denoiser (or inside a ModuleDict
+child) whose entries are transformer blocks (modules containing an attention module, not attention modules
+themselves). Their order is first taken from the source
 of the model's ``forward`` (where each list is first used) and then fixed by the first real call, which
 records the order in which the blocks actually run (double- then single-stream, interleaved spatial and
-temporal blocks). Lists named ``*refiner*`` (token refiners before the main blocks) always run and are not
-part of the cached chain: the gate must see the noisy stream. A registry maps known block classes to
+temporal blocks). Lists named ``*refiner*`` (token refiners before the main blocks) or ``txt_*`` / ``text_*`` /
+``context_*`` / ``caption_*`` (blocks on the text stream alone) always run and are not part of the cached
+chain: the gate must see the noisy stream. A registry maps known block classes to
 which output is the hidden states and which the encoder (text) states; unknown classes are read at run
-time. U-Nets are handled as an ordered list ``down_blocks + [mid_block] + up_blocks``.
+time (the hidden output is shaped like the hidden input; each further output, text states or LTX-2's audio
+stream, is matched to the input argument of its shape, which a skipped block passes through). U-Nets are handled as an ordered list ``down_blocks + [mid_block] + up_blocks``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """Find the blocks of a diffusers denoiser and how to read and fake their outputs.
 
-Blocks are found by structure, not by name: every ModuleList child of the denoiser whose entries are
-transformer blocks (modules containing an attention module). Their order is first taken from the source
+Blocks are found by structure, not by name: every ModuleList child of the denoiser (or inside a ModuleDict
+child) whose entries are transformer blocks (modules containing an attention module, not attention modules
+themselves). Their order is first taken from the source
 of the model's ``forward`` (where each list is first used) and then fixed by the first real call, which
 records the order in which the blocks actually run (double- then single-stream, interleaved spatial and
-temporal blocks). Lists named ``*refiner*`` (token refiners before the main blocks) always run and are not
-part of the cached chain: the gate must see the noisy stream. A registry maps known block classes to
+temporal blocks). Lists named ``*refiner*`` (token refiners before the main blocks) or ``txt_*`` / ``text_*`` /
+``context_*`` / ``caption_*`` (blocks on the text stream alone) always run and are not part of the cached
+chain: the gate must see the noisy stream. A registry maps known block classes to
 which output is the hidden states and which the encoder (text) states; unknown classes are read at run
-time. U-Nets are handled as an ordered list ``down_blocks + [mid_block] + up_blocks``.
+time (the hidden output is shaped like the hidden input; each further output, text states or LTX-2's audio
+stream, is matched to the input argument of its shape, which a skipped block passes through). U-Nets are handled as an ordered list ``down_blocks + [mid_block] + up_blocks``.
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class BlockSpec:
     tuple_len: int | None = None
     known: bool = True
     params: list[str] = field(default_factory=list)
+    n_res: int | None = None  # residuals a U-Net down block returns (learned from a real call)
+    streams: dict[int, str] | None = None  # output index -> input argument it updates (learned for unknown blocks)
 
     def arg(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The value of a forward argument given by name, positionally or by keyword."""
@@ -90,6 +95,8 @@ class BlockSpec:
         if self.kind != "transformer" or self.known:
             if isinstance(output, tuple):
                 self.tuple_len = len(output)
+                if self.kind == "unet_down":
+                    self.n_res = len(output[1])  # UNet1D's blocks return one residual whatever their resnets
                 if self.encoder_index is not None and output[self.encoder_index] is None:
                     self.encoder_index = None  # e.g. SD3's last block (context_pre_only) returns (None, hidden)
             return
@@ -101,10 +108,26 @@ class BlockSpec:
             if h.shape not in shapes:
                 raise AccelError(f"cannot tell which output of block {self.name} ({type(self.module).__name__}) is the hidden states")
             self.hidden_index = shapes.index(h.shape)
-            enc = [i for i, o in enumerate(output) if i != self.hidden_index and isinstance(o, torch.Tensor)]
+            self.streams = self._match_streams(args, kwargs, output)
+            enc = [i for i, n in self.streams.items() if n == "encoder_hidden_states"]
             self.encoder_index = enc[0] if enc else None
             self.tuple_len = len(output)
         self.known = True
+
+    def _match_streams(self, args: tuple[Any, ...], kwargs: dict[str, Any], output: tuple[Any, ...]) -> dict[int, str]:
+        """Which input argument each further tensor output updates (text states, LTX-2's audio stream...): the
+        first argument, in signature order, of the same shape; ``encoder_hidden_states`` when it matches."""
+        h = self.hidden_in(args, kwargs)
+        named = [(n, self.arg(n, args, kwargs)) for n in self.params]
+        named = [(n, v) for n, v in named if isinstance(v, torch.Tensor) and v is not h]
+        streams = {}
+        for i, o in enumerate(output):
+            if i == self.hidden_index or not isinstance(o, torch.Tensor):
+                continue
+            match = [n for n, v in named if v.shape == o.shape and n not in streams.values()]
+            if match:
+                streams[i] = "encoder_hidden_states" if "encoder_hidden_states" in match else match[0]
+        return streams
 
     def hidden_out(self, output: Any) -> torch.Tensor:
         if self.kind == "unet_down":
@@ -117,14 +140,18 @@ class BlockSpec:
         """What a skipped block returns: its inputs unchanged (``hidden`` replaces the hidden states if given)."""
         h = hidden if hidden is not None else self.hidden_in(args, kwargs)
         if self.kind == "unet_down":
-            n = len(self.module.resnets) + (1 if getattr(self.module, "downsamplers", None) else 0)
+            n = self.n_res
+            if n is None:  # not seen run yet: what a 2D/3D down block returns
+                n = len(self.module.resnets) + (1 if getattr(self.module, "downsamplers", None) else 0)
             return h, tuple(h for _ in range(n))
         if self.kind == "unet_plain" or self.hidden_index is None or self.tuple_len is None:
             return h
         out: list[Any] = [None] * self.tuple_len
         out[self.hidden_index] = h
-        if self.encoder_index is not None:
-            out[self.encoder_index] = self.arg("encoder_hidden_states", args, kwargs)
+        streams = self.streams if self.streams is not None else (
+            {self.encoder_index: "encoder_hidden_states"} if self.encoder_index is not None else {})
+        for i, name in streams.items():
+            out[i] = self.arg(name, args, kwargs)
         return tuple(out)
 
 
@@ -149,11 +176,21 @@ def _is_attention(m: torch.nn.Module) -> bool:
     return isinstance(m, (AttentionModuleMixin, torch.nn.MultiheadAttention)) or "Attention" in name or "Attn" in name
 
 
+# Lists of blocks that run on the text stream alone (token refiners, FLUX.3's text-mode blocks) are not part of
+# the cached chain: the gate must see the noisy stream.
+_TEXT_ONLY = ("refiner", "txt_", "text_", "context_", "caption_")
+
+
 def _is_block_list(name: str, child: torch.nn.Module) -> bool:
-    """A ModuleList of transformer blocks: non-empty, every entry a composite module that contains attention."""
-    if not isinstance(child, torch.nn.ModuleList) or len(child) == 0 or "refiner" in name:
+    """A ModuleList of transformer blocks: non-empty, every entry a composite module that contains attention.
+
+    An entry that is itself an attention module (ConsisID's face cross-attention, whose output is added to the
+    stream as a residual) is a side branch, not a block of the chain."""
+    if not isinstance(child, torch.nn.ModuleList) or len(child) == 0 or any(t in name for t in _TEXT_ONLY):
         return False
-    return all(any(True for _ in b.children()) and any(_is_attention(m) for m in b.modules()) for b in child)
+    return all(
+        any(True for _ in b.children()) and not _is_attention(b) and any(_is_attention(m) for m in b.modules()) for b in child
+    )
 
 
 def _source_rank(model: torch.nn.Module, names: list[str]) -> dict[str, int]:
@@ -168,8 +205,11 @@ def _source_rank(model: torch.nn.Module, names: list[str]) -> dict[str, int]:
 
 def block_lists(model: torch.nn.Module) -> list[str]:
     """Names of the denoiser's ModuleLists of transformer blocks, in the order its forward uses them."""
-    names = [n for n, c in model.named_children() if _is_block_list(n, c)]
-    rank = _source_rank(model, names)
+    children = [(n, c) for n, c in model.named_children()]
+    children += [(f"{n}.{k}", v) for n, c in model.named_children() if isinstance(c, torch.nn.ModuleDict) for k, v in c.items()]
+    names = [n for n, c in children if _is_block_list(n, c)]  # a ModuleDict's lists too (FLUX.3's per-mode blocks)
+    rank = _source_rank(model, [n.split(".")[0] for n in names])
+    rank = {n: rank[n.split(".")[0]] for n in names}
     return sorted(names, key=lambda n: rank[n])
 
 
@@ -183,7 +223,7 @@ def find_blocks(model: torch.nn.Module) -> list[BlockSpec]:
             specs.append(BlockSpec("mid_block", model.mid_block, "unet_plain", params=_params(model.mid_block)))
         specs += [BlockSpec(f"up_blocks.{i}", b, "unet_plain", params=_params(b)) for i, b in enumerate(model.up_blocks)]
     else:
-        specs = [_transformer_spec(f"{n}.{i}", b) for n in block_lists(model) for i, b in enumerate(getattr(model, n))]
+        specs = [_transformer_spec(f"{n}.{i}", b) for n in block_lists(model) for i, b in enumerate(model.get_submodule(n))]
     if len(specs) < 2:
         found = f"{len(specs)} block" if specs else "no ModuleList of transformer blocks (modules with attention)"
         raise AccelError(

@@ -43,7 +43,8 @@ class CGTaylorConfig:
         unet_policy: how a U-Net is cached (transformers ignore it). ``"shallow"`` (default): the outer
             blocks (conv_in, ``unet_split`` down and up blocks, the head) run on every step; the gate is on the
             last live down block and the deep part's output (the input of the first live up block) is
-            forecast (``accel.caching.unet``). ``"whole"``: the gate is on down block 0 and the last up
+            forecast (``accel.caching.unet``); a U-Net whose down and up paths differ in length (UNet1D) has
+            no such split and is cached as under ``"whole"``. ``"whole"``: the gate is on down block 0 and the last up
             block's output is forecast, skipping everything in between (the transformer recipe; loses quality
             on natural-image U-Nets).
         unet_split: how many outer down blocks (and as many up blocks) stay live under ``"shallow"``

@@ -69,5 +69,7 @@ def unet_blocks(model: torch.nn.Module, config: CGTaylorConfig) -> list[BlockSpe
     ``find_blocks`` roles (block 0 gates, the last up block is forecast: ``unet_policy='whole'``)."""
     if config.unet_policy != "shallow" or not is_unet(model):
         return None
+    if len(model.down_blocks) != len(model.up_blocks):  # UNet1D: no up block mirrors each down block
+        return None
     return deep_split_blocks(model, config.unet_split)
 

@@ -65,6 +65,22 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
     attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)
 
 
+def weights_version(model: torch.nn.Module | None) -> tuple[Any, ...] | None:
+    """What the LoRA adapters do to the model now (None without peft layers): per peft layer its active and
+    merged adapters, whether adapters are disabled, and the scales. ``load_lora_weights``, ``set_adapters``,
+    ``fuse_lora``, ``unfuse_lora``, ``unload_lora_weights`` and ``enable/disable_lora`` all change it. Only walks
+    the modules of a model that has had adapters loaded."""
+    if model is None or not (getattr(model, "_hf_peft_config_loaded", False) or getattr(model, "peft_config", None)):
+        return None
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return tuple(
+        (name, tuple(m.active_adapters), bool(m.disable_adapters), tuple(m.merged_adapters),
+         tuple(sorted(getattr(m, "scaling", {}).items())))
+        for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)
+    )
+
+
 def _scalar_timestep(t: Any) -> float | None:
     if t is None:
         return None
@@ -93,6 +109,8 @@ class ControllerHook(ModelHook):
         self.pending = False  # True until the first call has recorded the order in which the blocks run
         self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
+        self._unique: tuple[Any, torch.Tensor | None] = (None, None)  # (scheduler timesteps, their unique values)
+        self.weights: tuple[Any, ...] | None = None  # weights_version(model) at the last call
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
@@ -148,10 +166,38 @@ class ControllerHook(ModelHook):
         ctx = self.states._context
         if ctx is not None and ctx.num_inference_steps is not None:
             return int(ctx.num_inference_steps)
-        ts = getattr(self.scheduler, "timesteps", None)
-        if ts is None or len(ts) == 0:
+        ts = self._schedule()
+        if ts is None:
             return None
-        return int(torch.unique(torch.as_tensor(ts)).numel())
+        begin = getattr(self.scheduler, "begin_index", None)  # img2img / inpainting start part-way (strength < 1)
+        return int(torch.unique(ts[begin:] if isinstance(begin, int) else ts).numel())
+
+    def _schedule(self) -> torch.Tensor | None:
+        ts = getattr(self.scheduler, "timesteps", None)
+        return ts if isinstance(ts, torch.Tensor) and ts.numel() else None
+
+    def _position(self, t: float | None) -> tuple[int, int] | None:
+        """(index of this call's step, number of steps) in the whole schedule, or None when unknown.
+
+        From the cache context when the pipeline gives it (``step_index``), else by finding the timestep in
+        the scheduler's timesteps (as given, or divided by 1000 as FLUX-style pipelines pass it). Unlike a
+        count of calls, this is right for trajectories that start part-way (img2img, inpainting) and for a
+        denoiser that takes over mid-trajectory (Wan 2.2's second transformer)."""
+        ctx = self.states._context
+        if ctx is not None and ctx.step_index is not None and ctx.num_inference_steps is not None:
+            return int(ctx.step_index), int(ctx.num_inference_steps)
+        ts = self._schedule()
+        if ts is None or t is None:
+            return None
+        if self._unique[0] is not ts:
+            self._unique = (ts, torch.unique_consecutive(ts.detach().to("cpu", torch.float64)))
+        u = self._unique[1]
+        for v in (t, t * 1000.0):
+            d = (u - v).abs()
+            i = int(d.argmin())
+            if d[i] <= 1e-2 * max(1.0, abs(v)):  # loose: the pipeline may cast the timestep to bfloat16
+                return i, len(u)
+        return None
 
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -159,16 +205,18 @@ class ControllerHook(ModelHook):
         x = x if isinstance(x, torch.Tensor) else next((a for a in args if isinstance(a, torch.Tensor)), None)
         sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None
         t = _scalar_timestep(self._arg(("timestep", "timesteps", "t"), args, kwargs))
-        n_steps = self._num_steps()
-        st = self.states.activate(self._branch(t, n_steps))
+        self._check_weights()
+        n_steps, pos = self._num_steps(), self._position(t)
+        st = self.states.activate(self._branch(t, n_steps, pos))
         if st.signature != sig:  # another shape, dtype or device: this branch starts afresh
             st.reset()
             st.signature = sig
         st.step, st.last_t = self.states.order(self.states.context_name()).step, t
         cfg = self.config
-        if st.step < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
+        last = pos[0] >= pos[1] - 1 if pos is not None else n_steps is not None and st.step >= n_steps - 1
+        if st.step - st.warm_from < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
             st.force = "warmup"
-        elif cfg.full_last_step and n_steps is not None and st.step >= n_steps - 1:
+        elif cfg.full_last_step and last:
             st.force = "last"
         elif cfg.max_consecutive is not None and st.consecutive >= cfg.max_consecutive:
             st.force = "cap"
@@ -176,25 +224,41 @@ class ControllerHook(ModelHook):
             st.force = None
         st.compute, st.forecast, st.refresh = True, None, True
 
-    def _branch(self, t: float | None, n_steps: int | None) -> str:
+    def _check_weights(self) -> None:
+        """Every branch restarts its factors when the denoiser's LoRA state changed since the last call."""
+        version = weights_version(self.model)
+        if version != self.weights:
+            for st in self.states.states().values():
+                st.restart()
+            self.weights = version
+
+    def _branch(self, t: float | None, n_steps: int | None, pos: tuple[int, int] | None) -> str:
         """The branch of this call: its context, and its position among the calls at the same timestep."""
         name = self.states.context_name()
         order = self.states.order(name)
         ctx = self.states._context
-        if t is not None and t == order.last_t:
+        sched = self._schedule()
+        # The scheduler's timesteps are a new tensor on every pipeline call (set_timesteps): a new trajectory,
+        # even when the last one was cut short (interrupted, or an exception in a callback).
+        rescheduled = sched is not None and order.schedule is not None and sched is not order.schedule
+        if t is not None and t == order.last_t and not rescheduled:
             order.position += 1  # another call of the same step (uncond, reference image, guidance...)
             return branch_key(name, order.position)
         if order.step >= 0 and (
             (t is not None and order.last_t is not None and (t - order.last_t) * order.direction < 0)
             or (ctx is not None and ctx.step_index == 0)
-            or (n_steps is not None and order.step + 1 >= n_steps)
+            or order.ended
+            or rescheduled
+            or (pos is None and n_steps is not None and order.step + 1 >= n_steps)
         ):
-            self.states.drop(name)  # timesteps went back, or past the last step: a new trajectory
+            self.states.drop(name)  # timesteps went back, past the last step, or rescheduled: a new trajectory
         if order.direction == 0 and t is not None and order.last_t is not None:
             order.direction = math.copysign(1.0, t - order.last_t)
         order.step += 1
         order.position = 0
         order.last_t = t
+        order.schedule = sched
+        order.ended = pos is not None and pos[0] >= pos[1] - 1
         return name
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:

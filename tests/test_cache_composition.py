@@ -88,8 +88,10 @@ def test_lora_changes_between_calls_stay_exact() -> None:
     for name, change in _lora_changes():  # uncached references, one per state of the adapters
         change(pipe)
         refs[name], _ = _run(pipe, kwargs)
-    assert torch.equal(refs["unload"], base) and not torch.equal(refs["load a"], base)
+    # fuse + unfuse adds and subtracts the LoRA delta: the weights come back up to rounding only.
+    assert torch.allclose(refs["unload"], base, atol=1e-5) and not torch.allclose(refs["load a"], base, atol=1e-3)
     assert not torch.equal(refs["only b"], refs["load b, mix"])
+    pipe, kwargs = _flux()  # the same seeded build: fuse + unfuse left the first one's weights rounded
     accel.enable(pipe, EXACT)
     try:  # the same changes with caching on all along
         for name, change in _lora_changes():

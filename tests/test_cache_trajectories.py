@@ -88,7 +88,7 @@ def _check_exact_and_forecasts(pipe: Any, kwargs: Callable[[], dict[str, Any]]) 
 
 
 def _starts_part_way(st: Any, steps: int, strength: float) -> None:
-    recs = st.steps["cond"]
+    (recs,) = st.steps.values()  # one branch ("default": the img2img pipelines name no cache context)
     # Only int(steps * strength) steps run; the first is warm-up and the schedule's last one runs in full,
     # although the call count never reaches num_inference_steps.
     assert len(recs) == int(steps * strength), st.to_dict()

@@ -206,8 +206,9 @@ class ControllerHook(ModelHook):
         sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None
         t = _scalar_timestep(self._arg(("timestep", "timesteps", "t"), args, kwargs))
         self._check_weights()
-        n_steps, pos = self._num_steps(), self._position(t)
-        st = self.states.activate(self._branch(t, n_steps, pos))
+        n_steps = self._num_steps()
+        key, pos = self._branch(t, n_steps, self._position(t))
+        st = self.states.activate(key)
         if st.signature != sig:  # another shape, dtype or device: this branch starts afresh
             st.reset()
             st.signature = sig
@@ -232,8 +233,9 @@ class ControllerHook(ModelHook):
                 st.restart()
             self.weights = version
 
-    def _branch(self, t: float | None, n_steps: int | None, pos: tuple[int, int] | None) -> str:
-        """The branch of this call: its context, and its position among the calls at the same timestep."""
+    def _branch(self, t: float | None, n_steps: int | None, found: tuple[int, int] | None) -> tuple[str, tuple[int, int] | None]:
+        """The branch of this call (its context, and its position among the calls at the same timestep), and
+        the step's place in the schedule (``found`` if it is consistent with the trajectory so far, else None)."""
         name = self.states.context_name()
         order = self.states.order(name)
         ctx = self.states._context
@@ -243,13 +245,13 @@ class ControllerHook(ModelHook):
         rescheduled = sched is not None and order.schedule is not None and sched is not order.schedule
         if t is not None and t == order.last_t and not rescheduled:
             order.position += 1  # another call of the same step (uncond, reference image, guidance...)
-            return branch_key(name, order.position)
+            return branch_key(name, order.position), order.pos
         if order.step >= 0 and (
             (t is not None and order.last_t is not None and (t - order.last_t) * order.direction < 0)
             or (ctx is not None and ctx.step_index == 0)
             or order.ended
             or rescheduled
-            or (pos is None and n_steps is not None and order.step + 1 >= n_steps)
+            or (order.pos is None and n_steps is not None and order.step + 1 >= n_steps)
         ):
             self.states.drop(name)  # timesteps went back, past the last step, or rescheduled: a new trajectory
         if order.direction == 0 and t is not None and order.last_t is not None:
@@ -258,8 +260,15 @@ class ControllerHook(ModelHook):
         order.position = 0
         order.last_t = t
         order.schedule = sched
-        order.ended = pos is not None and pos[0] >= pos[1] - 1
-        return name
+        # A timestep found in the schedule counts only if the steps go through it one entry at a time from
+        # where the trajectory started (a pipeline that feeds the model 1 - t/1000 must not look like the end).
+        by_context = ctx is not None and ctx.step_index is not None
+        if order.step == 0:
+            order.origin = found[0] if found is not None else None
+        ok = found is not None and (by_context or (order.origin is not None and found[0] == order.origin + order.step))
+        order.pos = found if ok else None
+        order.ended = order.pos is not None and order.pos[0] >= order.pos[1] - 1
+        return name, order.pos
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         finished = self._snapshot()

@@ -80,7 +80,9 @@ class CallOrder:
         self.position = 0
         self.direction = 0.0  # -1: timesteps decrease (most pipelines), +1: increase (Lumina), 0: not known yet
         self.schedule: object | None = None  # the scheduler's timesteps tensor seen by this trajectory
-        self.ended = False  # the last step was the schedule's final step
+        self.origin: int | None = None  # index in the schedule of the trajectory's first step
+        self.pos: tuple[int, int] | None = None  # (index, length) in the schedule of the current step, if known
+        self.ended = False  # the current step is the schedule's final step
 
 
 def branch_key(context: str, position: int) -> str:

@@ -176,28 +176,24 @@ class ControllerHook(ModelHook):
         ts = getattr(self.scheduler, "timesteps", None)
         return ts if isinstance(ts, torch.Tensor) and ts.numel() else None
 
-    def _position(self, t: float | None) -> tuple[int, int] | None:
-        """(index of this call's step, number of steps) in the whole schedule, or None when unknown.
-
-        From the cache context when the pipeline gives it (``step_index``), else by finding the timestep in
-        the scheduler's timesteps (as given, or divided by 1000 as FLUX-style pipelines pass it). Unlike a
-        count of calls, this is right for trajectories that start part-way (img2img, inpainting) and for a
-        denoiser that takes over mid-trajectory (Wan 2.2's second transformer)."""
-        ctx = self.states._context
-        if ctx is not None and ctx.step_index is not None and ctx.num_inference_steps is not None:
-            return int(ctx.step_index), int(ctx.num_inference_steps)
+    def _matches(self, t: float | None) -> list[tuple[int, int, int]]:
+        """Where the timestep is in the scheduler's timesteps: (scale, index, number of steps) for each reading
+        that finds it, scale 0 as given, 1 divided by 1000 (as FLUX-style pipelines pass it). Unlike a count of
+        calls, this is right for trajectories that start part-way (img2img, inpainting, strength < 1) and for
+        a denoiser that takes over mid-trajectory (Wan 2.2's second transformer)."""
         ts = self._schedule()
         if ts is None or t is None:
-            return None
+            return []
         if self._unique[0] is not ts:
             self._unique = (ts, torch.unique_consecutive(ts.detach().to("cpu", torch.float64)))
         u = self._unique[1]
-        for v in (t, t * 1000.0):
+        found = []
+        for scale, v in enumerate((t, t * 1000.0)):
             d = (u - v).abs()
             i = int(d.argmin())
             if d[i] <= 1e-2 * max(1.0, abs(v)):  # loose: the pipeline may cast the timestep to bfloat16
-                return i, len(u)
-        return None
+                found.append((scale, i, len(u)))
+        return found
 
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -207,7 +203,7 @@ class ControllerHook(ModelHook):
         t = _scalar_timestep(self._arg(("timestep", "timesteps", "t"), args, kwargs))
         self._check_weights()
         n_steps = self._num_steps()
-        key, pos = self._branch(t, n_steps, self._position(t))
+        key, pos = self._branch(t, n_steps, self._matches(t))
         st = self.states.activate(key)
         if st.signature != sig:  # another shape, dtype or device: this branch starts afresh
             st.reset()
@@ -233,9 +229,10 @@ class ControllerHook(ModelHook):
                 st.restart()
             self.weights = version
 
-    def _branch(self, t: float | None, n_steps: int | None, found: tuple[int, int] | None) -> tuple[str, tuple[int, int] | None]:
+    def _branch(self, t: float | None, n_steps: int | None, found: list[tuple[int, int, int]]) -> tuple[str, tuple[int, int] | None]:
         """The branch of this call (its context, and its position among the calls at the same timestep), and
-        the step's place in the schedule (``found`` if it is consistent with the trajectory so far, else None)."""
+        the step's place in the schedule: the cache context's ``step_index``, else a reading of the timestep
+        in ``found`` that is consistent with the trajectory so far (None when there is none or two disagree)."""
         name = self.states.context_name()
         order = self.states.order(name)
         ctx = self.states._context
@@ -260,13 +257,17 @@ class ControllerHook(ModelHook):
         order.position = 0
         order.last_t = t
         order.schedule = sched
-        # A timestep found in the schedule counts only if the steps go through it one entry at a time from
-        # where the trajectory started (a pipeline that feeds the model 1 - t/1000 must not look like the end).
-        by_context = ctx is not None and ctx.step_index is not None
-        if order.step == 0:
-            order.origin = found[0] if found is not None else None
-        ok = found is not None and (by_context or (order.origin is not None and found[0] == order.origin + order.step))
-        order.pos = found if ok else None
+        # A reading of the timestep counts only if the steps go through the schedule one entry at a time from
+        # where the trajectory started: AuraFlow's first timestep 1.0 as given is also the schedule's last
+        # value, and Lumina feeds the model 1 - t/1000.
+        if ctx is not None and ctx.step_index is not None and ctx.num_inference_steps is not None:
+            order.pos = (int(ctx.step_index), int(ctx.num_inference_steps))
+        else:
+            if order.step == 0:
+                order.origins = {k: i for k, i, _ in found}
+            ok = {k: (i, n) for k, i, n in found if order.origins.get(k) == i - order.step}
+            order.origins = {k: o for k, o in order.origins.items() if k in ok}
+            order.pos = next(iter(ok.values())) if len(set(ok.values())) == 1 else None
         order.ended = order.pos is not None and order.pos[0] >= order.pos[1] - 1
         return name, order.pos
 

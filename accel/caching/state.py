@@ -80,7 +80,7 @@ class CallOrder:
         self.position = 0
         self.direction = 0.0  # -1: timesteps decrease (most pipelines), +1: increase (Lumina), 0: not known yet
         self.schedule: object | None = None  # the scheduler's timesteps tensor seen by this trajectory
-        self.origin: int | None = None  # index in the schedule of the trajectory's first step
+        self.origins: dict[int, int] = {}  # per reading of the timestep: schedule index of the first step
         self.pos: tuple[int, int] | None = None  # (index, length) in the schedule of the current step, if known
         self.ended = False  # the current step is the schedule's final step
 

@@ -8,9 +8,9 @@ from typing import Any, Iterator
 
 import torch
 from ..utils import AccelError
-from .blocks import find_blocks, find_denoiser
+from .blocks import find_blocks, find_denoiser, find_denoisers
 from .config import CGTaylorConfig
-from .hooks import BLOCK_HOOKS, CONTROLLER_HOOK, ControllerHook, attach, detach, install
+from .hooks import BLOCK_HOOKS, CONTROLLER_HOOK, ControllerHook, attach, detach, install, weights_version
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
 
@@ -24,7 +24,8 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = N
     """Enable CG-Taylor caching on a diffusers pipeline, transformer or U-Net (in place, exactly undoable).
 
     Args:
-        obj: a pipeline (its ``transformer`` / ``unet`` is hooked) or the denoiser module itself.
+        obj: a pipeline (its ``transformer`` / ``unet`` is hooked, and ``transformer_2`` too where a second
+            denoiser takes over mid-trajectory, as in Wan 2.2; each keeps its own state) or the denoiser itself.
         config: the caching settings; ``CGTaylorConfig()`` if omitted.
         scheduler: the scheduler driving the denoiser, to know the last step (taken from a pipeline).
     Returns:
@@ -33,30 +34,36 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = N
     config = config if config is not None else CGTaylorConfig()
     if not isinstance(config, CGTaylorConfig):
         raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
-    model = find_denoiser(obj)
-    existing = _controller(model)
-    if existing is not None:
-        if existing.config == config:
-            return config
-        raise AccelError("CG-Taylor is already enabled on this model with another config; call accel.disable(...) first")
-    if getattr(model, "is_cache_enabled", False):
-        raise AccelError(f"another diffusers cache is enabled on {type(model).__name__}; call its disable_cache() first")
+    models = find_denoisers(obj)
+    for model in models:
+        existing = _controller(model)
+        if existing is not None and existing.config != config:
+            raise AccelError("CG-Taylor is already enabled on this model with another config; call accel.disable(...) first")
+        if existing is None and getattr(model, "is_cache_enabled", False):
+            raise AccelError(f"another diffusers cache is enabled on {type(model).__name__}; call its disable_cache() first")
+    scheduler = scheduler if scheduler is not None else getattr(obj, "scheduler", None)
+    for model in models:
+        if _controller(model) is None:
+            _enable_one(model, config, scheduler)
+    return config
+
+
+def _enable_one(model: torch.nn.Module, config: CGTaylorConfig, scheduler: Any) -> None:
     # [gate, *skipped, forecast]: a U-Net's shallow-path roles, else block 0 / blocks 1..L-2 / block L-1.
     blocks = unet_blocks(model, config) or find_blocks(model)
-    scheduler = scheduler if scheduler is not None else getattr(obj, "scheduler", None)
     states = ContextStates()
     try:
         params = list(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
         params = []
     controller = ControllerHook(states, config, blocks, params, scheduler)
+    controller.model, controller.weights = model, weights_version(model)
     attach(model, controller, CONTROLLER_HOOK)
     if all(b.kind == "transformer" for b in blocks):
         controller.trace_hooks(model)  # the first call records the order in which the blocks run
     else:
         install(controller, blocks)  # U-Net: down, mid, up
     model._diffusers_hook.invalidate_child_registries_cache()
-    return config
 
 
 def disable(obj: Any) -> bool:
@@ -64,15 +71,17 @@ def disable(obj: Any) -> bool:
 
     Returns True if caching was enabled, False if there was nothing to remove.
     """
-    model = find_denoiser(obj)
-    controller = _controller(model)
-    if controller is None:
-        return False
-    for spec in controller.candidates:
-        detach(spec.module, BLOCK_HOOKS)
-    model._diffusers_hook.invalidate_child_registries_cache()
-    detach(model, (CONTROLLER_HOOK,))
-    return True
+    removed = False
+    for model in find_denoisers(obj):
+        controller = _controller(model)
+        if controller is None:
+            continue
+        for spec in controller.candidates:
+            detach(spec.module, BLOCK_HOOKS)
+        model._diffusers_hook.invalidate_child_registries_cache()
+        detach(model, (CONTROLLER_HOOK,))
+        removed = True
+    return removed
 
 
 def is_enabled(obj: Any) -> bool:
@@ -80,7 +89,8 @@ def is_enabled(obj: Any) -> bool:
 
 
 def stats(obj: Any) -> CacheStats:
-    """Per-step decisions and gate errors of the last sampling run, per context."""
+    """Per-step decisions and gate errors of the last sampling run, per context, of the pipeline's main
+    denoiser (pass ``pipe.transformer_2`` for a second one)."""
     controller = _controller(find_denoiser(obj))
     if controller is None:
         raise AccelError("CG-Taylor is not enabled on this model; call accel.enable(pipe) first")
@@ -89,9 +99,10 @@ def stats(obj: Any) -> CacheStats:
 
 def reset(obj: Any) -> None:
     """Forget all cached factors (the next call starts a new trajectory)."""
-    controller = _controller(find_denoiser(obj))
-    if controller is not None:
-        controller.reset_state(find_denoiser(obj))
+    for model in find_denoisers(obj):
+        controller = _controller(model)
+        if controller is not None:
+            controller.reset_state(model)
 
 
 @contextlib.contextmanager

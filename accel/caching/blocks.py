@@ -247,6 +247,16 @@ def unwrap(model: Any) -> Any:
     return model
 
 
+def find_denoisers(obj: Any) -> list[torch.nn.Module]:
+    """Every denoiser of a pipeline: the main one and a second one that takes over mid-trajectory
+    (``transformer_2``: Wan 2.2's low-noise expert), or the module itself."""
+    first = find_denoiser(obj)
+    if isinstance(obj, torch.nn.Module):
+        return [first]
+    second = getattr(obj, "transformer_2", None)
+    return [first, unwrap(second)] if isinstance(second, torch.nn.Module) and unwrap(second) is not first else [first]
+
+
 def find_denoiser(obj: Any) -> torch.nn.Module:
     """The denoiser of a pipeline (``transformer``, ``unet`` or ``prior``), or the module itself."""
     if isinstance(obj, torch.nn.Module):

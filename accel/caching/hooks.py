@@ -65,6 +65,22 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
     attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)
 
 
+def weights_version(model: torch.nn.Module | None) -> tuple[Any, ...] | None:
+    """What the LoRA adapters do to the model now (None without peft layers): per peft layer its active and
+    merged adapters, whether adapters are disabled, and the scales. ``load_lora_weights``, ``set_adapters``,
+    ``fuse_lora``, ``unfuse_lora``, ``unload_lora_weights`` and ``enable/disable_lora`` all change it. Only walks
+    the modules of a model that has had adapters loaded."""
+    if model is None or not (getattr(model, "_hf_peft_config_loaded", False) or getattr(model, "peft_config", None)):
+        return None
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return tuple(
+        (name, tuple(m.active_adapters), bool(m.disable_adapters), tuple(m.merged_adapters),
+         tuple(sorted(getattr(m, "scaling", {}).items())))
+        for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)
+    )
+
+
 def _scalar_timestep(t: Any) -> float | None:
     if t is None:
         return None
@@ -93,6 +109,8 @@ class ControllerHook(ModelHook):
         self.pending = False  # True until the first call has recorded the order in which the blocks run
         self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
+        self._unique: tuple[Any, torch.Tensor | None] = (None, None)  # (scheduler timesteps, their unique values)
+        self.weights: tuple[Any, ...] | None = None  # weights_version(model) at the last call
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
@@ -148,10 +166,34 @@ class ControllerHook(ModelHook):
         ctx = self.states._context
         if ctx is not None and ctx.num_inference_steps is not None:
             return int(ctx.num_inference_steps)
-        ts = getattr(self.scheduler, "timesteps", None)
-        if ts is None or len(ts) == 0:
+        ts = self._schedule()
+        if ts is None:
             return None
-        return int(torch.unique(torch.as_tensor(ts)).numel())
+        begin = getattr(self.scheduler, "begin_index", None)  # img2img / inpainting start part-way (strength < 1)
+        return int(torch.unique(ts[begin:] if isinstance(begin, int) else ts).numel())
+
+    def _schedule(self) -> torch.Tensor | None:
+        ts = getattr(self.scheduler, "timesteps", None)
+        return ts if isinstance(ts, torch.Tensor) and ts.numel() else None
+
+    def _matches(self, t: float | None) -> list[tuple[int, int, int]]:
+        """Where the timestep is in the scheduler's timesteps: (scale, index, number of steps) for each reading
+        that finds it, scale 0 as given, 1 divided by 1000 (as FLUX-style pipelines pass it). Unlike a count of
+        calls, this is right for trajectories that start part-way (img2img, inpainting, strength < 1) and for
+        a denoiser that takes over mid-trajectory (Wan 2.2's second transformer)."""
+        ts = self._schedule()
+        if ts is None or t is None:
+            return []
+        if self._unique[0] is not ts:
+            self._unique = (ts, torch.unique_consecutive(ts.detach().to("cpu", torch.float64)))
+        u = self._unique[1]
+        found = []
+        for scale, v in enumerate((t, t * 1000.0)):
+            d = (u - v).abs()
+            i = int(d.argmin())
+            if d[i] <= 1e-2 * max(1.0, abs(v)):  # loose: the pipeline may cast the timestep to bfloat16
+                found.append((scale, i, len(u)))
+        return found
 
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -159,16 +201,19 @@ class ControllerHook(ModelHook):
         x = x if isinstance(x, torch.Tensor) else next((a for a in args if isinstance(a, torch.Tensor)), None)
         sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None
         t = _scalar_timestep(self._arg(("timestep", "timesteps", "t"), args, kwargs))
+        self._check_weights()
         n_steps = self._num_steps()
-        st = self.states.activate(self._branch(t, n_steps))
+        key, pos = self._branch(t, n_steps, self._matches(t))
+        st = self.states.activate(key)
         if st.signature != sig:  # another shape, dtype or device: this branch starts afresh
             st.reset()
             st.signature = sig
         st.step, st.last_t = self.states.order(self.states.context_name()).step, t
         cfg = self.config
-        if st.step < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
+        last = pos[0] >= pos[1] - 1 if pos is not None else n_steps is not None and st.step >= n_steps - 1
+        if st.step - st.warm_from < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
             st.force = "warmup"
-        elif cfg.full_last_step and n_steps is not None and st.step >= n_steps - 1:
+        elif cfg.full_last_step and last:
             st.force = "last"
         elif cfg.max_consecutive is not None and st.consecutive >= cfg.max_consecutive:
             st.force = "cap"
@@ -176,26 +221,55 @@ class ControllerHook(ModelHook):
             st.force = None
         st.compute, st.forecast, st.refresh = True, None, True
 
-    def _branch(self, t: float | None, n_steps: int | None) -> str:
-        """The branch of this call: its context, and its position among the calls at the same timestep."""
+    def _check_weights(self) -> None:
+        """Every branch restarts its factors when the denoiser's LoRA state changed since the last call."""
+        version = weights_version(self.model)
+        if version != self.weights:
+            for st in self.states.states().values():
+                st.restart()
+            self.weights = version
+
+    def _branch(self, t: float | None, n_steps: int | None, found: list[tuple[int, int, int]]) -> tuple[str, tuple[int, int] | None]:
+        """The branch of this call (its context, and its position among the calls at the same timestep), and
+        the step's place in the schedule: the cache context's ``step_index``, else a reading of the timestep
+        in ``found`` that is consistent with the trajectory so far (None when there is none or two disagree)."""
         name = self.states.context_name()
         order = self.states.order(name)
         ctx = self.states._context
-        if t is not None and t == order.last_t:
+        sched = self._schedule()
+        # The scheduler's timesteps are a new tensor on every pipeline call (set_timesteps): a new trajectory,
+        # even when the last one was cut short (interrupted, or an exception in a callback).
+        rescheduled = sched is not None and order.schedule is not None and sched is not order.schedule
+        if t is not None and t == order.last_t and not rescheduled:
             order.position += 1  # another call of the same step (uncond, reference image, guidance...)
-            return branch_key(name, order.position)
+            return branch_key(name, order.position), order.pos
         if order.step >= 0 and (
             (t is not None and order.last_t is not None and (t - order.last_t) * order.direction < 0)
             or (ctx is not None and ctx.step_index == 0)
-            or (n_steps is not None and order.step + 1 >= n_steps)
+            or order.ended
+            or rescheduled
+            or (order.pos is None and n_steps is not None and order.step + 1 >= n_steps)
         ):
-            self.states.drop(name)  # timesteps went back, or past the last step: a new trajectory
+            self.states.drop(name)  # timesteps went back, past the last step, or rescheduled: a new trajectory
         if order.direction == 0 and t is not None and order.last_t is not None:
             order.direction = math.copysign(1.0, t - order.last_t)
         order.step += 1
         order.position = 0
         order.last_t = t
-        return name
+        order.schedule = sched
+        # A reading of the timestep counts only if the steps go through the schedule one entry at a time from
+        # where the trajectory started: AuraFlow's first timestep 1.0 as given is also the schedule's last
+        # value, and Lumina feeds the model 1 - t/1000.
+        if ctx is not None and ctx.step_index is not None and ctx.num_inference_steps is not None:
+            order.pos = (int(ctx.step_index), int(ctx.num_inference_steps))
+        else:
+            if order.step == 0:
+                order.origins = {k: i for k, i, _ in found}
+            ok = {k: (i, n) for k, i, n in found if order.origins.get(k) == i - order.step}
+            order.origins = {k: o for k, o in order.origins.items() if k in ok}
+            order.pos = next(iter(ok.values())) if len(set(ok.values())) == 1 else None
+        order.ended = order.pos is not None and order.pos[0] >= order.pos[1] - 1
+        return name, order.pos
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         finished = self._snapshot()

@@ -47,12 +47,20 @@ class CGTaylorState(BaseState):
         self.step = -1
         self.last_full: int | None = None
         self.consecutive = 0
+        self.warm_from = 0  # warm-up counts from this step (moved on when the weights change mid-trajectory)
         # Decision for the call in flight.
         self.force: str | None = None  # reason to compute in full without gating, or None
         self.compute = True
         self.forecast: torch.Tensor | None = None
         self.refresh = True  # refresh the factor stacks after this call (False on probed forecast steps)
         self.records: list[StepRecord] = []
+
+    def restart(self) -> None:
+        """Forget the factors but keep the step count and records: the denoiser's weights changed (a LoRA
+        adapter was loaded, switched, re-weighted, fused or unloaded), so the next steps warm up afresh."""
+        self.f0, self.n0, self.fl, self.nl = None, 0, None, 0
+        self.last_full, self.consecutive, self.forecast = None, 0, None
+        self.warm_from = self.step + 1
 
     @property
     def factor_bytes(self) -> int:
@@ -71,6 +79,10 @@ class CallOrder:
         self.last_t: float | None = None
         self.position = 0
         self.direction = 0.0  # -1: timesteps decrease (most pipelines), +1: increase (Lumina), 0: not known yet
+        self.schedule: object | None = None  # the scheduler's timesteps tensor seen by this trajectory
+        self.origins: dict[int, int] = {}  # per reading of the timestep: schedule index of the first step
+        self.pos: tuple[int, int] | None = None  # (index, length) in the schedule of the current step, if known
+        self.ended = False  # the current step is the schedule's final step
 
 
 def branch_key(context: str, position: int) -> str:

@@ -50,6 +50,7 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = N
     except (TypeError, ValueError):
         params = []
     controller = ControllerHook(states, config, blocks, params, scheduler)
+    controller.model = model
     attach(model, controller, CONTROLLER_HOOK)
     if all(b.kind == "transformer" for b in blocks):
         controller.trace_hooks(model)  # the first call records the order in which the blocks run

@@ -103,7 +103,7 @@ class ControllerHook(ModelHook):
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        self._begin(module, args, kwargs)
+        self._begin(args, kwargs)
         if not self.pending:
             return self.fn_ref.original_forward(*args, **kwargs)
         out = self.fn_ref.original_forward(*args, **kwargs)  # every block runs, TraceHooks record the order
@@ -162,8 +162,8 @@ class ControllerHook(ModelHook):
         return int(torch.unique(torch.as_tensor(ts)).numel())
 
     @torch.compiler.disable
-    def _begin(self, module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.group = shard_group(module)
+    def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.group = shard_group(self.model) if self.model is not None else None
         x = self._arg(("hidden_states", "sample", "x"), args, kwargs)
         x = x if isinstance(x, torch.Tensor) else next((a for a in args if isinstance(a, torch.Tensor)), None)
         sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None

@@ -24,6 +24,7 @@ from ..utils import AccelError
 from .. import kernels
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
+from .parallel import all_reduce_sum, shard_group
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord, branch_key
 
 CONTROLLER_HOOK = "accel_cg_taylor"
@@ -62,7 +63,13 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
     attach(blocks[0].module, GateHook(states, config, blocks[0], controller), GATE_HOOK)
     for spec in blocks[1:-1]:
         attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
-    attach(blocks[-1].module, LastHook(states, config, blocks[-1]), LAST_HOOK)
+    attach(blocks[-1].module, LastHook(states, config, blocks[-1], controller), LAST_HOOK)
+
+
+def _all_finite(x: torch.Tensor, group: Any) -> bool:
+    """Whether ``x`` is finite on every rank of ``group`` (on this one when there is no group)."""
+    bad = (~torch.isfinite(x.sum())).float().reshape(1)
+    return not all_reduce_sum(bad, group).item()
 
 
 def weights_version(model: torch.nn.Module | None) -> tuple[Any, ...] | None:
@@ -105,6 +112,7 @@ class ControllerHook(ModelHook):
         self.params = params
         self.scheduler = scheduler
         self.model: torch.nn.Module | None = None
+        self.group: Any = None  # the process group sharding the sequence (context parallelism), else None
         self.candidates: list[BlockSpec] = list(blocks)  # every block that may carry one of our hooks
         self.pending = False  # True until the first call has recorded the order in which the blocks run
         self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
@@ -197,6 +205,7 @@ class ControllerHook(ModelHook):
 
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.group = shard_group(self.model) if self.model is not None else None
         x = self._arg(("hidden_states", "sample", "x"), args, kwargs)
         x = x if isinstance(x, torch.Tensor) else next((a for a in args if isinstance(a, torch.Tensor)), None)
         sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None
@@ -326,6 +335,8 @@ class GateHook(ModelHook):
 
     def _error(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> float:
         err, ref = kernels.forecast_error(st.f0, offset, st.n0, h)
+        if self.controller.group is not None:  # context parallelism: h is this rank's token shard
+            err, ref = all_reduce_sum(torch.stack([err, ref]), self.controller.group)
         if self.config.batch_policy == "mean":
             return float((err.sum() / ref.sum().clamp_min(1e-30)).item())
         return float((err / ref.clamp_min(1e-30)).max().item())  # "any": the worst sample decides
@@ -345,7 +356,7 @@ class GateHook(ModelHook):
                 reason = "nonfinite"
             elif error < cfg.threshold:
                 fc = kernels.taylor_forecast(st.fl, offset, st.nl)
-                if torch.isfinite(fc.sum()).item():
+                if _all_finite(fc, self.controller.group):
                     st.compute, st.forecast, reason = False, fc, "forecast"
                 else:
                     reason = "nonfinite"
@@ -386,9 +397,9 @@ class SkipHook(ModelHook):
 class LastHook(ModelHook):
     """On block L-1: forecast its output on skipped steps; refresh its factors on full steps."""
 
-    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec) -> None:
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook) -> None:
         super().__init__()
-        self.states, self.config, self.spec = states, config, spec
+        self.states, self.config, self.spec, self.controller = states, config, spec, controller
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         st = self.states.get_state()
@@ -405,6 +416,7 @@ class LastHook(ModelHook):
     def _refresh(self, st: CGTaylorState, h: torch.Tensor) -> None:
         if st.forecast is not None:  # probe mode: how good was the forecast we would have used?
             err, ref = kernels.forecast_error(st.forecast[None], 0.0, 1, h)
+            err, ref = all_reduce_sum(torch.stack([err, ref]), self.controller.group)
             if st.records:
                 st.records[-1].last_error = float((err.sum() / ref.sum().clamp_min(1e-30)).item())
             st.forecast = None

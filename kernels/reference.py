@@ -38,7 +38,14 @@ def _forecast_acc(factors: torch.Tensor, offset: float, n_valid: int, dtype: tor
 
 def taylor_forecast(factors: torch.Tensor, offset: float, n_valid: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Taylor forecast ``F^ = sum_{i<n_valid} D_i offset^i / i!``: (K+1, *S) -> S, in ``out.dtype`` or ``factors.dtype``."""
-    acc = _forecast_acc(factors, offset, n_valid, _acc_dtype(factors))
+    dtype = _acc_dtype(factors)
+    if out is not None and out.dtype == dtype:  # accumulate in place: no temporary
+        coefs = taylor_coefficients(offset, n_valid)
+        out.copy_(factors[0])
+        for i in range(1, n_valid):
+            out.add_(factors[i], alpha=coefs[i])
+        return out
+    acc = _forecast_acc(factors, offset, n_valid, dtype)
     if out is None:
         return acc.to(factors.dtype)
     return out.copy_(acc)

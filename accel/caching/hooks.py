@@ -60,7 +60,9 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
     """Give the blocks, in execution order, their roles: gate (block 0), skip (1..L-2), last (L-1)."""
     states, config = controller.states, controller.config
     controller.blocks = blocks
-    attach(blocks[0].module, GateHook(states, config, blocks[0], controller), GATE_HOOK)
+    gate = GateHook(states, config, blocks[0], controller)
+    gate.reuse_buffer = blocks[-1].kind == "unet_plain"  # a U-Net up block or the mid block: consumers never keep it
+    attach(blocks[0].module, gate, GATE_HOOK)
     for spec in blocks[1:-1]:
         attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
     attach(blocks[-1].module, LastHook(states, config, blocks[-1], controller), LAST_HOOK)
@@ -325,6 +327,7 @@ class GateHook(ModelHook):
     def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook) -> None:
         super().__init__()
         self.states, self.config, self.spec, self.controller = states, config, spec, controller
+        self.reuse_buffer = False  # set by install(): the forecast replaces a U-Net block's output
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         out = self.fn_ref.original_forward(*args, **kwargs)
@@ -341,6 +344,17 @@ class GateHook(ModelHook):
             return float((err.sum() / ref.sum().clamp_min(1e-30)).item())
         return float((err / ref.clamp_min(1e-30)).max().item())  # "any": the worst sample decides
 
+    def _buffer(self, st: CGTaylorState) -> torch.Tensor | None:
+        """Where the forecast may be written in place of a fresh tensor: on U-Nets the forecast feeds an up block,
+        which concatenates it with a skip connection and never keeps it, so one buffer serves every step (a
+        fresh multi-megabyte tensor per step costs page faults that showed as a few percent of a shallow step)."""
+        if not self.reuse_buffer:
+            return None
+        fl = st.fl
+        if st.buffer is None or st.buffer.shape != fl.shape[1:] or st.buffer.dtype != fl.dtype or st.buffer.device != fl.device:
+            st.buffer = torch.empty(fl.shape[1:], dtype=fl.dtype, device=fl.device)
+        return st.buffer
+
     @torch.compiler.disable
     def _gate(self, h: torch.Tensor) -> None:
         st = self.states.get_state()
@@ -355,7 +369,7 @@ class GateHook(ModelHook):
             if not math.isfinite(error):
                 reason = "nonfinite"
             elif error < cfg.threshold:
-                fc = kernels.taylor_forecast(st.fl, offset, st.nl)
+                fc = kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
                 if _all_finite(fc, self.controller.group):
                     st.compute, st.forecast, reason = False, fc, "forecast"
                 else:

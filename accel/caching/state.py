@@ -52,6 +52,7 @@ class CGTaylorState(BaseState):
         self.force: str | None = None  # reason to compute in full without gating, or None
         self.compute = True
         self.forecast: torch.Tensor | None = None
+        self.buffer: torch.Tensor | None = None  # reused forecast memory where the consumer never keeps it (U-Nets)
         self.refresh = True  # refresh the factor stacks after this call (False on probed forecast steps)
         self.records: list[StepRecord] = []
 
@@ -64,8 +65,8 @@ class CGTaylorState(BaseState):
 
     @property
     def factor_bytes(self) -> int:
-        """Memory held by the two factor stacks."""
-        return sum(f.numel() * f.element_size() for f in (self.f0, self.fl) if f is not None)
+        """Memory held by the two factor stacks (and the reused forecast buffer, where there is one)."""
+        return sum(f.numel() * f.element_size() for f in (self.f0, self.fl, self.buffer) if f is not None)
 
 
 class CallOrder:

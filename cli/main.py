@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 import sys
 from typing import Any, Callable
@@ -81,6 +82,9 @@ def _quiet_diffusers(callback: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+_IMPORT_NOISE = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI. Known errors (AccelError, bad files) print one line on stderr and exit 1; usage errors (unknown
     option or command, missing or malformed value) print the usage hint and one error line and exit 2.
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     """
     from accel.errors import AccelError
 
+    # torchao, where installed, logs on import that its CUDA-only kernels do not load (and torch and diffusers
+    # add notes about it): nothing about the command run, and it would break the one-line error contract.
+    for name in _IMPORT_NOISE:
+        logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     show_notes()  # "resuming from step ..." and other notes of the library, on stderr
     debug = os.environ.get("ACCEL_DEBUG") == "1"

@@ -251,7 +251,9 @@ def test_sequential_cfg_keeps_a_state_per_context() -> None:
 
 
 def test_quality_floor_on_unet_natural_at_shipped_threshold() -> None:
-    """The shipped recommendation for unet-natural keeps PSNR vs uncached high while skipping the deep part."""
+    """The shipped recommendation for unet-natural, under the conditions it was calibrated for (4 images, 50 DDIM
+    steps, seeds 0-3), meets the calibration's criterion (PSNR >= 35 dB; 37.9 dB measured) while skipping the
+    deep part on most steps (84%)."""
     from diffusers import DDIMPipeline, DDIMScheduler
 
     from accel.metrics import psnr
@@ -264,17 +266,17 @@ def test_quality_floor_on_unet_natural_at_shipped_threshold() -> None:
     pipe.set_progress_bar_config(disable=True)
 
     def run() -> np.ndarray:
-        gens = [torch.Generator().manual_seed(i) for i in range(2)]
+        gens = [torch.Generator().manual_seed(i) for i in range(4)]
         with torch.no_grad():
-            im = pipe(batch_size=2, generator=gens, num_inference_steps=25, output_type="np").images
+            im = pipe(batch_size=4, generator=gens, num_inference_steps=50, output_type="np").images
         return (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
 
     ref = run()
     with accel.cached(pipe, accel.CGTaylorConfig(threshold=tau)):
         out = run()
         st = accel.stats(pipe)
-    assert st.forecast_fraction >= 0.3, st.to_dict()
-    assert psnr(out, ref) >= 32.0
+    assert st.forecast_fraction >= 0.7, st.to_dict()
+    assert psnr(out, ref) >= 35.0
 
 
 def test_unet_bench_and_calibrate_on_tiny_sd15(tmp_path: Any) -> None:

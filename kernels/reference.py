@@ -27,10 +27,12 @@ def _acc_dtype(*tensors: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
-def _forecast_acc(factors: torch.Tensor, offset: float, n_valid: int, dtype: torch.dtype) -> torch.Tensor:
-    """``sum_{i<n_valid} D_i * offset**i / i!`` as a new ``dtype`` tensor of shape ``factors.shape[1:]``."""
+def _forecast_acc(factors: torch.Tensor, offset: float, n_valid: int, dtype: torch.dtype,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_{i<n_valid} D_i * offset**i / i!`` of shape ``factors.shape[1:]``: a new ``dtype`` tensor, or
+    accumulated in place in ``out`` (which must have that dtype)."""
     coefs = taylor_coefficients(offset, n_valid)
-    acc = factors[0].to(dtype, copy=True)
+    acc = factors[0].to(dtype, copy=True) if out is None else out.copy_(factors[0])
     for i in range(1, n_valid):
         acc.add_(factors[i], alpha=coefs[i])  # mixed-dtype in-place add accumulates in float32
     return acc
@@ -39,12 +41,8 @@ def _forecast_acc(factors: torch.Tensor, offset: float, n_valid: int, dtype: tor
 def taylor_forecast(factors: torch.Tensor, offset: float, n_valid: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Taylor forecast ``F^ = sum_{i<n_valid} D_i offset^i / i!``: (K+1, *S) -> S, in ``out.dtype`` or ``factors.dtype``."""
     dtype = _acc_dtype(factors)
-    if out is not None and out.dtype == dtype:  # accumulate in place: no temporary
-        coefs = taylor_coefficients(offset, n_valid)
-        out.copy_(factors[0])
-        for i in range(1, n_valid):
-            out.add_(factors[i], alpha=coefs[i])
-        return out
+    if out is not None and out.dtype == dtype:
+        return _forecast_acc(factors, offset, n_valid, dtype, out=out)  # in place: no temporary
     acc = _forecast_acc(factors, offset, n_valid, dtype)
     if out is None:
         return acc.to(factors.dtype)

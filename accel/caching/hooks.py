@@ -60,8 +60,8 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
     """Give the blocks, in execution order, their roles: gate (block 0), skip (1..L-2), last (L-1)."""
     states, config = controller.states, controller.config
     controller.blocks = blocks
-    gate = GateHook(states, config, blocks[0], controller)
-    gate.reuse_buffer = blocks[-1].kind == "unet_plain"  # a U-Net up block or the mid block: consumers never keep it
+    # On a U-Net the last role is an up block or the mid block, whose consumers never keep the forecast.
+    gate = GateHook(states, config, blocks[0], controller, reuse_buffer=blocks[-1].kind == "unet_plain")
     attach(blocks[0].module, gate, GATE_HOOK)
     for spec in blocks[1:-1]:
         attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
@@ -324,10 +324,11 @@ class TraceHook(ModelHook):
 class GateHook(ModelHook):
     """On block 0: run it, then gate on the relative L1 error of its Taylor forecast."""
 
-    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook) -> None:
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook,
+                 reuse_buffer: bool = False) -> None:
         super().__init__()
         self.states, self.config, self.spec, self.controller = states, config, spec, controller
-        self.reuse_buffer = False  # set by install(): the forecast replaces a U-Net block's output
+        self.reuse_buffer = reuse_buffer  # write forecasts into one buffer (see _buffer)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         out = self.fn_ref.original_forward(*args, **kwargs)

@@ -92,27 +92,28 @@ class TrainConfig:
     def total_steps(self) -> int:
         return self.steps + sum(r[0] for r in self.restarts)
 
+    def _restart_at(self, step: int) -> tuple[int, tuple | None]:
+        """``(step within its restart, the restart)``; the restart is None in the first cycle and past the end."""
+        step -= self.steps
+        for r in self.restarts:
+            if 0 <= step < r[0]:
+                return step, r
+            step -= r[0]
+        return step, None
+
     def lr_at(self, step: int) -> float:
         """Warm-up then cosine over ``steps``; then each restart is another cosine cycle (100 warm-up steps)."""
         if step < self.steps:
             return warmup_cosine_lr(step, self.lr, self.warmup, self.steps)
-        step -= self.steps
-        for n, lr, *_ in self.restarts:
-            if step < n:
-                return warmup_cosine_lr(step, lr, 100, n)
-            step -= n
-        return 0.1 * (self.restarts[-1][1] if self.restarts else self.lr)  # past the end: the last cycle's floor
+        within, r = self._restart_at(step)
+        if r is None:  # past the end: the last cycle's floor
+            return 0.1 * (self.restarts[-1][1] if self.restarts else self.lr)
+        return warmup_cosine_lr(within, r[1], 100, r[0])
 
     def mix_at(self, step: int) -> tuple[float, float, float]:
         """The prompt mix (single, count, relation) of the cycle ``step`` is in."""
-        step -= self.steps
-        for r in self.restarts:
-            if step < 0:
-                break
-            if step < r[0]:
-                return tuple(r[2]) if len(r) == 3 else shapes.DEFAULT_MIX
-            step -= r[0]
-        return shapes.DEFAULT_MIX
+        r = self._restart_at(step)[1]
+        return tuple(r[2]) if r is not None and len(r) == 3 else shapes.DEFAULT_MIX
 
 
 def build_tokenizer(kind: str):

@@ -144,9 +144,38 @@ def test_train_config_schedule_and_mix():
     assert cfg.mix_at(15) == (0.0, 0.0, 1.0) and cfg.mix_at(19) == (0.0, 0.0, 1.0)
     rng = np.random.default_rng(0)
     assert all(shapes.random_scene(rng, mix=cfg.mix_at(15)).kind == "relation" for _ in range(20))
-    for bad in [((5, 1e-3, (0.5, 0.5, 0.5)),), ((0, 1e-3),), ((5,),)]:
+    cfg = TrainConfig(steps=10, restarts=((5, 1e-3), (5, 5e-4, (0.0, 0.0, 1.0), {"t5_causal_heads": 1})))
+    assert [cfg.changes_at(s) for s in (0, 10, 14, 15, 16)] == [{}, {}, {}, {"t5_causal_heads": 1}, {}]
+    assert cfg.mix_at(15) == (0.0, 0.0, 1.0)
+    for bad in [((5, 1e-3, (0.5, 0.5, 0.5)),), ((0, 1e-3),), ((5,),), ((5, 1e-3, (0, 0, 1), {"t5_causal_heads": 3}),),
+                ((5, 1e-3, (0, 0, 1), {"causal": 1}),)]:
         with pytest.raises(AccelError, match="restart"):
             TrainConfig(restarts=bad)
+
+
+def test_causal_t5_heads_see_only_earlier_tokens():
+    from transformers import T5Config, T5EncoderModel
+
+    from accel.zoo.flux_shapes import T5_CONFIG, make_t5_heads_causal
+
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(**T5_CONFIG)).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 1]])
+    changed = ids.clone()
+    changed[0, 5] = 20
+    with torch.no_grad():
+        before = (t5(ids)[0] - t5(changed)[0]).abs().amax(-1)[0]
+        make_t5_heads_causal(t5, T5_CONFIG["num_heads"])  # every head causal: no token sees a later one
+        after = (t5(ids)[0] - t5(changed)[0]).abs().amax(-1)[0]
+    assert before[:5].min() > 1e-3  # bidirectional: a later token changes every earlier one
+    assert after[:5].max() == 0 and after[5:].min() > 1e-3
+
+
+def test_shipped_text_encoder_has_a_causal_head(pipe):
+    """The fourth training cycle made T5's first head causal; training kept it so (the bias is ~-30)."""
+    bias = pipe.text_encoder_2.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    half = bias.shape[0] // 2
+    assert bias[half:, 0].max() < -25 and bias[:half, 0].max() > -5 and bias[:, 1].min() > -10
 
 
 def test_resume_accepts_an_extended_schedule_only(tmp_path):

@@ -26,7 +26,8 @@ def flux_methods(peers: bool = True) -> list[Method]:
     ms = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)]
     # the paper's one error for the whole batch (a batch of 16 different prompts fails "any" more often)
     ms += [Method("cg-taylor", {"threshold": t, "batch_policy": "mean"}) for t in (0.05, 0.1, 0.2, 0.3)]
-    ms += [Method("cg-taylor", {"threshold": t, "batch_policy": "mean", "warmup_steps": 2}) for t in (0.1, 0.2)]
+    ms += [Method("cg-taylor", {"threshold": t, "batch_policy": "mean", "warmup_steps": 2}) for t in (0.1, 0.15, 0.2)]
+    ms += [Method("cg-taylor", {"threshold": 0.15, "batch_policy": "mean"})]
     if not peers:
         return ms
     ms += [Method("fbcache", {"threshold": t}) for t in (0.1, 0.2, 0.4)]

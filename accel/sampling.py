@@ -12,13 +12,29 @@ from .utils import AccelError, make_grid
 CACHE_CHOICES = ("none", "cg-taylor")
 
 
+def recommended_settings(pipe: Any) -> dict[str, Any]:
+    """The CG-Taylor settings shipped beside a model (``accel_cache.json``): its ``threshold`` and any other
+    :class:`CGTaylorConfig` fields under ``"config"``; empty if the model ships none."""
+    folder = getattr(pipe, "_accel_source", None)
+    f = Path(folder) / "accel_cache.json" if folder is not None else None
+    if f is None or not f.is_file():
+        return {}
+    import dataclasses
+
+    from .caching import CGTaylorConfig
+
+    rec = json.loads(f.read_text())
+    fields = {x.name for x in dataclasses.fields(CGTaylorConfig)}
+    unknown = sorted(set(rec.get("config", {})) - fields)
+    if "threshold" not in rec or unknown:
+        raise AccelError(f"{f}: needs a 'threshold' and only CGTaylorConfig fields under 'config' "
+                         f"(unknown: {', '.join(unknown) or 'none'}); fix or delete the file")
+    return {"threshold": float(rec["threshold"]), **rec.get("config", {})}
+
+
 def recommended_threshold(pipe: Any) -> float | None:
     """The calibrated CG-Taylor threshold shipped beside a model (``accel_cache.json``), if any."""
-    folder = getattr(pipe, "_accel_source", None)
-    if folder is None:
-        return None
-    f = Path(folder) / "accel_cache.json"
-    return float(json.loads(f.read_text())["threshold"]) if f.is_file() else None
+    return recommended_settings(pipe).get("threshold")
 
 
 def load_pipeline(model: str) -> Any:
@@ -91,8 +107,8 @@ def sample_to_file(
         if cache == "cg-taylor":
             from . import CGTaylorConfig, disable, enable, stats
 
-            tau = threshold if threshold is not None else recommended_threshold(pipe)
-            cfg = CGTaylorConfig(threshold=tau) if tau is not None else CGTaylorConfig()
+            settings = recommended_settings(pipe) | ({"threshold": threshold} if threshold is not None else {})
+            cfg = CGTaylorConfig(**settings)
             enable(pipe, cfg)
             try:
                 result = _run(pipe, idx, kw, step_cb)

@@ -193,3 +193,23 @@ def test_resume_accepts_an_extended_schedule_only(tmp_path):
         with pytest.raises(AccelError, match="another config"):
             load_train_state(tmp_path / "c.safetensors", other, model, ema, opt, gen,
                              extendable="restarts" if other is not longer else None)
+
+
+def test_shipped_cache_settings_apply():
+    """flux-shapes ships its benchmarked CG-Taylor setting (threshold and config fields) in accel_cache.json."""
+    from accel import CGTaylorConfig
+    from accel.sampling import load_pipeline, recommended_settings, recommended_threshold
+
+    pipe = load_pipeline("flux-shapes")
+    settings = recommended_settings(pipe)
+    assert settings == {"threshold": 0.3, "full_last_step": False} and recommended_threshold(pipe) == 0.3
+    assert CGTaylorConfig(**settings).full_last_step is False
+
+
+def test_bad_shipped_cache_settings_are_refused(tmp_path):
+    from accel.sampling import recommended_settings
+
+    pipe = type("P", (), {"_accel_source": str(tmp_path)})()
+    (tmp_path / "accel_cache.json").write_text('{"threshold": 0.1, "config": {"full_last_stepp": false}}')
+    with pytest.raises(AccelError, match="full_last_stepp"):
+        recommended_settings(pipe)

@@ -125,12 +125,14 @@ def test_text_cache_bench_mechanics(tmp_path):
     flux_shapes.build_pipeline(models).save_pretrained(tmp_path / "pipe")
     flux_shapes.write_call_defaults(tmp_path / "pipe")
     methods = [Method("none"), Method("cg-taylor", {"threshold": 0.0}), Method("cg-taylor", {"threshold": 1e3, "warmup_steps": 1}),
-               Method("nonsense")]
-    report = run_text_cache_bench(str(tmp_path / "pipe"), steps=5, num_prompts=3, batch_size=2, repeats=1, methods=methods)
+               Method("seacache", {"threshold": 1e3, "max_consecutive_cached": 0, "retention_steps": 1}), Method("nonsense")]
+    report = run_text_cache_bench(str(tmp_path / "pipe"), steps=6, num_prompts=3, batch_size=2, repeats=1, methods=methods)
     rows = {r["label"]: r for r in report["results"]}
     assert rows["cg-taylor(threshold=0.0)"]["psnr"] == 99.0 and rows["cg-taylor(threshold=0.0)"]["forecast_fraction"] == 0
     assert rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["forecast_fraction"] > 0.3
     assert "unknown method" in rows["nonsense"]["error"]
+    # SeaCache skips on FLUX once it is given the scheduler position and the vision adapter (else it runs full)
+    assert rows["seacache(threshold=1000.0, max_consecutive_cached=0, retention_steps=1)"]["forecast_fraction"] > 0.3
     paths = write_text_outputs(report, tmp_path / "out")
     assert all(p.is_file() for p in paths.values()) and "nonsense" in paths["md"].read_text()
 

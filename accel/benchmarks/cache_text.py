@@ -23,7 +23,7 @@ from .common import ExecutionCounter, first_linear
 
 def flux_methods(peers: bool = True) -> list[Method]:
     """The sweep of the flux-shapes benchmark: CG-Taylor, diffusers' caches and cache-dit's DBCache."""
-    ms = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)]
+    ms = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)]
     # the paper's one error for the whole batch (a batch of 16 different prompts fails "any" more often)
     ms += [Method("cg-taylor", {"threshold": t, "batch_policy": "mean"}) for t in (0.05, 0.1, 0.2, 0.3)]
     ms += [Method("cg-taylor", {"threshold": t, "batch_policy": "mean", "warmup_steps": 2}) for t in (0.1, 0.15, 0.2)]
@@ -38,7 +38,10 @@ def flux_methods(peers: bool = True) -> list[Method]:
     ms += [Method("taylorseer", {"cache_interval": n, "max_order": o}) for n, o in ((2, 1), (4, 1), (4, 2))]
     ms += [Method("magcache", {"threshold": t}) for t in (0.06, 0.16, 0.3)]
     ms += [Method("pab", {"spatial_attention_block_skip_range": 2}), Method("fastercache", {"spatial_attention_block_skip_range": 2}),
-           Method("seacache", {"threshold": 0.25})]
+           ]
+    # SeaCache with the scheduler position and a FLUX vision adapter (it needs both to skip anything), swept
+    ms += [Method("seacache", {"threshold": t}) for t in (0.1, 0.25, 0.5)]
+    ms += [Method("seacache", {"threshold": t, "max_consecutive_cached": 4}) for t in (0.25, 0.5, 1.0)]
     # cache-dit's DBCache: F1B0 (its fastest recommended setting; a model of 8 blocks has no room for F8B0), swept
     ms += [Method("cache-dit", {"Fn": 1, "Bn": 0, "residual_diff_threshold": t, "taylorseer": False}) for t in (0.1, 0.2, 0.3, 0.4)]
     ms += [Method("cache-dit", {"Fn": 1, "Bn": 0, "residual_diff_threshold": t, "taylorseer": True}) for t in (0.2, 0.3, 0.4)]
@@ -73,7 +76,8 @@ def apply_flux_method(pipe: Any, m: Method, steps: int, mag_ratios: list[float] 
     elif m.family == "seacache":
         from diffusers.hooks import SeaCacheConfig, apply_sea_cache
 
-        apply_sea_cache(model, SeaCacheConfig(**m.params))
+        _pass_scheduler_position(pipe)
+        apply_sea_cache(model, SeaCacheConfig(**m.params, raw_vision_callback=_flux_raw_vision(pipe)))
     elif m.family == "cache-dit":
         import cache_dit
         from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig
@@ -86,6 +90,36 @@ def apply_flux_method(pipe: Any, m: Method, steps: int, mag_ratios: list[float] 
                                calibrator_config=cal)
     else:
         raise AccelError(f"unknown method {m.family!r}")
+
+
+def _pass_scheduler_position(pipe: Any) -> None:
+    """Give SeaCache the step index, sigma and step count it needs in each ``cache_context``.
+
+    FluxPipeline opens ``transformer.cache_context("cond")`` with the name only, and SeaCache then runs
+    fail-open (never skips); a pipeline written for it passes where the denoising loop is. This adds those
+    fields from the scheduler and the pipeline's current timestep, for this pipeline object only.
+    """
+    model, original = pipe.transformer, pipe.transformer.cache_context
+
+    def cache_context(name: str, **kwargs: Any) -> Any:
+        sched, t = pipe.scheduler, pipe.current_timestep
+        if t is not None and not kwargs:
+            i = int((sched.timesteps == t).nonzero()[0])  # FLUX's timesteps are distinct
+            kwargs = {"step_index": i, "sigma": float(sched.sigmas[i]), "num_inference_steps": len(sched.timesteps)}
+        return original(name, **kwargs)
+
+    model.cache_context = cache_context
+
+
+def _flux_raw_vision(pipe: Any) -> Callable[..., list[torch.Tensor]]:
+    """SeaCache's vision adapter for FLUX: the packed latents unpacked to one (C, 1, H, W) tensor per sample."""
+    def raw_vision(module: Any, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        x = kwargs["hidden_states"]
+        side = int(round(x.shape[1] ** 0.5)) * 2  # latent side: FLUX packs 2x2 patches into tokens
+        z = type(pipe)._unpack_latents(x, side * pipe.vae_scale_factor, side * pipe.vae_scale_factor, pipe.vae_scale_factor)
+        return [s.unsqueeze(1) for s in z]
+
+    return raw_vision
 
 
 def _score(images: np.ndarray, prompts: list[str]) -> dict[str, float]:

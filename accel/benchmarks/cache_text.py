@@ -37,8 +37,7 @@ def flux_methods(peers: bool = True) -> list[Method]:
     ms += [Method("fbcache", {"threshold": t}) for t in (0.1, 0.15, 0.2, 0.25, 0.4)]
     ms += [Method("taylorseer", {"cache_interval": n, "max_order": o}) for n, o in ((2, 1), (4, 1), (4, 2))]
     ms += [Method("magcache", {"threshold": t}) for t in (0.06, 0.16, 0.3)]
-    ms += [Method("pab", {"spatial_attention_block_skip_range": 2}), Method("fastercache", {"spatial_attention_block_skip_range": 2}),
-           ]
+    ms += [Method("pab", {"spatial_attention_block_skip_range": 2}), Method("fastercache", {"spatial_attention_block_skip_range": 2})]
     # SeaCache with the scheduler position and a FLUX vision adapter (it needs both to skip anything), swept
     ms += [Method("seacache", {"threshold": t}) for t in (0.1, 0.25, 0.5)]
     ms += [Method("seacache", {"threshold": t, "max_consecutive_cached": 4}) for t in (0.25, 0.5, 1.0)]

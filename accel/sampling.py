@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from pathlib import Path
@@ -19,8 +20,6 @@ def recommended_settings(pipe: Any) -> dict[str, Any]:
     f = Path(folder) / "accel_cache.json" if folder is not None else None
     if f is None or not f.is_file():
         return {}
-    import dataclasses
-
     from .caching import CGTaylorConfig
 
     rec = json.loads(f.read_text())

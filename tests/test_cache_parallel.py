@@ -116,7 +116,7 @@ def _spawn(tmp_path: Path) -> list[dict[str, Any]]:
             for p in ctx.processes:
                 p.kill()
             pytest.fail(f"context-parallel ranks did not finish within {TIMEOUT_S} s (a collective hung?)")
-    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 def test_context_parallel_ranks_take_the_unsharded_decisions(tmp_path: Path) -> None:

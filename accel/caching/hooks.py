@@ -24,7 +24,7 @@ from ..utils import AccelError
 from .. import kernels
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
-from .parallel import all_reduce_sum, shard_group
+from .parallel import all_reduce_sum, shard_group, sum_over_shards
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord, branch_key
 
 CONTROLLER_HOOK = "accel_cg_taylor"
@@ -120,6 +120,7 @@ class ControllerHook(ModelHook):
         self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
         self._unique: tuple[Any, torch.Tensor | None] = (None, None)  # (scheduler timesteps, their unique values)
+        self._count: tuple[Any, Any, int] = (None, None, 0)  # (scheduler timesteps, begin index, number of steps)
         self.weights: tuple[Any, ...] | None = None  # weights_version(model) at the last call
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -180,7 +181,9 @@ class ControllerHook(ModelHook):
         if ts is None:
             return None
         begin = getattr(self.scheduler, "begin_index", None)  # img2img / inpainting start part-way (strength < 1)
-        return int(torch.unique(ts[begin:] if isinstance(begin, int) else ts).numel())
+        if self._count[0] is not ts or self._count[1] != begin:  # counted once per schedule, not every call
+            self._count = (ts, begin, int(torch.unique(ts[begin:] if isinstance(begin, int) else ts).numel()))
+        return self._count[2]
 
     def _schedule(self) -> torch.Tensor | None:
         ts = getattr(self.scheduler, "timesteps", None)
@@ -339,8 +342,7 @@ class GateHook(ModelHook):
 
     def _error(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> float:
         err, ref = kernels.forecast_error(st.f0, offset, st.n0, h)
-        if self.controller.group is not None:  # context parallelism: h is this rank's token shard
-            err, ref = all_reduce_sum(torch.stack([err, ref]), self.controller.group)
+        err, ref = sum_over_shards(err, ref, self.controller.group)  # context parallelism: h is this rank's shard
         if self.config.batch_policy == "mean":
             return float((err.sum() / ref.sum().clamp_min(1e-30)).item())
         return float((err / ref.clamp_min(1e-30)).max().item())  # "any": the worst sample decides
@@ -431,7 +433,7 @@ class LastHook(ModelHook):
     def _refresh(self, st: CGTaylorState, h: torch.Tensor) -> None:
         if st.forecast is not None:  # probe mode: how good was the forecast we would have used?
             err, ref = kernels.forecast_error(st.forecast[None], 0.0, 1, h)
-            err, ref = all_reduce_sum(torch.stack([err, ref]), self.controller.group)
+            err, ref = sum_over_shards(err, ref, self.controller.group)
             if st.records:
                 st.records[-1].last_error = float((err.sum() / ref.sum().clamp_min(1e-30)).item())
             st.forecast = None

@@ -35,3 +35,11 @@ def all_reduce_sum(x: torch.Tensor, group: Any) -> torch.Tensor:
     x = x.contiguous().clone()
     torch.distributed.all_reduce(x, op=torch.distributed.ReduceOp.SUM, group=group)
     return x
+
+
+def sum_over_shards(err: torch.Tensor, ref: torch.Tensor, group: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A gate's error and reference sums over the ranks of ``group``, in one collective (unchanged without one)."""
+    if group is None:
+        return err, ref
+    both = all_reduce_sum(torch.stack([err, ref]), group)
+    return both[0], both[1]

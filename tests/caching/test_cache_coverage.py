@@ -8,7 +8,7 @@ import torch
 
 from accel.caching.coverage import NOT_DENOISERS, TINY, denoiser_classes, markdown, run_coverage
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "coverage.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "coverage.md"
 
 
 def test_coverage_doc_is_current() -> None:

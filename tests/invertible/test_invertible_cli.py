@@ -333,7 +333,7 @@ def test_bench_uses_figures_seeded_from_an_earlier_report(tmp_path):
     old = {"settings": {"tv_iters": 3, "ddnm_steps": 2, "device": "cpu", "prior": "unet-natural"},
            "reconstruction": [{"method": "atb", "ratio": 0.3, "psnr": 12.5, "ssim": 0.25, "seconds": 7.0, "per_image": per}]}
     (tmp_path / "old.json").write_text(json.dumps(old))
-    tool = Path(__file__).resolve().parents[1] / "tools" / "seed_idm_cache.py"
+    tool = Path(__file__).resolve().parents[2] / "tools" / "seed_idm_cache.py"
     r = subprocess.run([sys.executable, str(tool), str(tmp_path / "old.json"), str(tmp_path / "cache"), *map(str, imgs), "--methods", "atb"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "skip grey_P.tif" in r.stdout and "wrote 1 entries" in r.stdout, r.stdout + r.stderr

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_samplers import tiny_dit
+from conftest import tiny_dit
 
 from accel.adjoint import sample_with_grad
 from accel.samplers import class_embeddings
@@ -185,7 +185,7 @@ def test_pipeline_input_labels_and_errors():
 def test_flux_discrete_adjoint_equals_autograd():
     """FLUX (packed tokens, positional ids, dynamic shift, embedded guidance): the adjoint's gradients to the
     noise, the prompt embeddings and the weights equal backprop through the sampler."""
-    from test_samplers import flux_scheduler, tiny_flux
+    from conftest import flux_scheduler, tiny_flux
 
     m = tiny_flux(guidance_embeds=True, dtype=torch.float64)
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_samplers import tiny_dit
+from conftest import tiny_dit
 
 from accel.utils import AccelError, load_checkpoint
 

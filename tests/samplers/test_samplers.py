@@ -20,20 +20,7 @@ from accel.samplers import (
 )
 
 from accel.utils import AccelError
-
-
-def tiny_dit(dtype: torch.dtype = torch.float32, layers: int = 2):
-    from diffusers import DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    m = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=1, num_layers=layers,
-        sample_size=8, patch_size=2, num_embeds_ada_norm=10, norm_type="ada_norm_zero",
-    ).eval()
-    with torch.no_grad():  # random (not zero-initialised) weights so every block matters
-        for p in m.parameters():
-            p.normal_(0, 0.1)
-    return m.to(dtype)
+from conftest import flux_scheduler, tiny_dit, tiny_flux
 
 
 class ToyNet(torch.nn.Module):
@@ -215,24 +202,6 @@ def test_callback_keys_and_errors():
         Denoiser(net, den.schedule, "epsilon", guidance_scale=2.0)(torch.randn(1, 2, 4, 4), torch.tensor(10.0), torch.zeros(1))
     with pytest.raises(AccelError, match="scheduler="):
         prepare(net, 4)
-
-
-def tiny_flux(guidance_embeds: bool = False, dtype: torch.dtype = torch.float32):
-    from diffusers import FluxTransformer2DModel
-
-    torch.manual_seed(0)
-    return FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
-        joint_attention_dim=16, pooled_projection_dim=8, axes_dims_rope=[2, 2, 4], guidance_embeds=guidance_embeds,
-    ).to(dtype).eval()
-
-
-def flux_scheduler():
-    """FLUX.1's scheduler config: resolution-dependent (dynamic) shift."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                           base_image_seq_len=256, max_image_seq_len=4096)
 
 
 @pytest.mark.parametrize("guidance_embeds", [False, True])

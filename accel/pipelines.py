@@ -28,6 +28,12 @@ class ClassConditionalPipeline(DiffusionPipeline):
         self.register_modules(transformer=transformer, scheduler=scheduler)
 
     @property
+    def current_timestep(self) -> Any:
+        """The timestep being denoised (None outside a call), as diffusers' pipelines expose it for the
+        timestep-range callbacks of their cache hooks (PAB, FasterCache)."""
+        return getattr(self, "_current_timestep", None)
+
+    @property
     def num_classes(self) -> int:
         return int(self.transformer.config.num_embeds_ada_norm)
 
@@ -97,6 +103,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
+            self._current_timestep = t
             x_in = torch.cat([latents, latents]) if do_cfg else latents
             x_in = self.scheduler.scale_model_input(x_in, t)
             t_in = t.expand(x_in.shape[0]) if torch.is_tensor(t) else torch.full((x_in.shape[0],), t, device=self.device)
@@ -110,6 +117,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
                 out = callback_on_step_end(self, i, t, {"latents": latents})
                 latents = out.get("latents", latents) if out else latents
 
+        self._current_timestep = None
         self.maybe_free_model_hooks()
         if output_type == "pt":
             images: Any = latents

@@ -21,73 +21,45 @@ app.command("idm", help="IDM: training memory per mode and T, and Set11 reconstr
 Model = Annotated[str, typer.Option("--model", "-m", help="Shipped model name or local pipeline folder.")]
 
 
-def _floats(text: Optional[str]) -> Optional[tuple[float, ...]]:
-    from accel.utils import AccelError
-
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise AccelError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 @app.command("cache")
 def cache(
     model: Model = "dit-digits",
-    steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: 28 for flux-shapes, FluxPipeline's own; 50 otherwise).")] = None,
-    num_images: Annotated[int, typer.Option(help="Images per pipeline call (same seeds for every method).")] = 20,
-    repeats: Annotated[int, typer.Option(help="Timed calls per method (median reported).")] = 5,
-    thresholds: Annotated[Optional[str], typer.Option(help="CG-Taylor thresholds, comma-separated.")] = None,
-    peers: Annotated[bool, typer.Option(help="Also run diffusers' FirstBlockCache, TaylorSeer, MagCache (and cache-dit if installed).")] = True,
-    num_prompts: Annotated[int, typer.Option(help="Text-to-image models: prompts (the same for every method).")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Text-to-image models: prompts per pipeline call.")] = 16,
-    timing_prompts: Annotated[Optional[int], typer.Option(help="Text-to-image models: prompts per timed repeat (default: all).")] = None,
-    compile: Annotated[bool, typer.Option("--compile", help="Also torch.compile (inductor): rows for compile alone and cache + compile.")] = False,
+    methods: Annotated[Optional[str], typer.Option(help="Methods, comma-separated (default: every method that applies to the model).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Two settings per method, a few items, one timing round: checks the harness end to end.")] = False,
+    selection: Annotated[Optional[int], typer.Option(help="Items in the selection split (default: the target's).")] = None,
+    test: Annotated[Optional[int], typer.Option(help="Items in the test split (default: the target's).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Timing rounds (default: the target's).")] = None,
+    ship: Annotated[Optional[str], typer.Option(help="Write CG-Taylor's choice at this PSNR level (40, 35 or 30) into the model folder's accel_cache.json.")] = None,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
-    """CG-Taylor vs no cache and the peers: speedup, steps forecast, PSNR/SSIM vs uncached, accuracy (digit
-    classifier on dit-digits, the shape scorer on flux-shapes).
+    """Every caching method on one model, chosen on a selection split by one rule, measured on a test split.
 
-    U-Nets (``unet-natural``, ``tiny-sd15``): CG-Taylor's shallow-path policy vs its whole-U-Net forecast and
-    DeepCache, timed in interleaved rounds (``--num-images 4 --repeats 3`` is a good start on a CPU)."""
-    from accel.benchmarks.cache import DEFAULT_THRESHOLDS, default_methods, run_cache_bench, write_outputs
-    from accel.benchmarks.cache_unet import UNET_THRESHOLDS, default_unet_methods, is_unet_model, run_unet_cache_bench, write_unet_outputs
-    from accel.zoo import MODELS
+    Each method's grid (the same number of settings for all, accel/benchmarks/grids.json) is swept on the
+    selection split; per quality level (per-image PSNR median >= 40 / 35 / 30 dB, at most 5% of items
+    flipped) the rule picks the setting skipping the most compute; only those run on the test split and in
+    interleaved timing rounds. Models: dit-digits, flux-shapes, unet-natural, tiny-sd15, or a local folder."""
+    import sys
+    import time
 
-    steps = steps or (MODELS[model].default_steps if model == "flux-shapes" else 50)
-    if is_unet_model(model):
-        methods = default_unet_methods(_floats(thresholds) or UNET_THRESHOLDS, peers=peers)
-        with progress_bar("bench cache (U-Net)", len(methods) * (1 + repeats)) as bar:
-            report = run_unet_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,
-                                          progress=lambda i, n, label: bar(i, n, info=label))
-        stem = "bench_cache_unet" if model == "unet-natural" else f"bench_cache_{model.replace('-', '_')}"
-        paths = write_unet_outputs(report, out_dir, stem)
-        typer.echo(paths["md"].read_text())
-        typer.echo(f"summary: {report['summary']}")
-        typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
-        return
-    if model == "flux-shapes":
-        from accel.benchmarks.cache_text import flux_methods, run_text_cache_bench, write_text_outputs
+    from accel.benchmarks import harness, report
 
-        fm = flux_methods(peers=peers)
-        if thresholds is not None:
-            fm = [m for m in fm if m.family != "cg-taylor"] + [m for m in default_methods(_floats(thresholds), peers=False) if m.family == "cg-taylor"]
-        with progress_bar("bench cache", 1) as bar:
-            report = run_text_cache_bench(model, steps=steps, num_prompts=num_prompts, batch_size=batch_size,
-                                          repeats=repeats, methods=fm, timing_prompts=timing_prompts, progress=lambda i, n, label: bar(i, n, info=label))
-        paths = write_text_outputs(report, out_dir)
-        typer.echo(paths["md"].read_text())
-        typer.echo(f"summary: {report['summary']}")
-        typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
-        return
-    methods = default_methods(_floats(thresholds) or DEFAULT_THRESHOLDS, peers=peers, compile=compile)
-    with progress_bar("bench cache", len(methods)) as bar:
-        report = run_cache_bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods,
-                                 progress=lambda i, n, label: bar(i, n, info=label))
-    paths = write_outputs(report, out_dir)
-    typer.echo(paths["md"].read_text())
-    typer.echo(f"summary: {report['summary']}")
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
+    names = [m.strip() for m in methods.split(",")] if methods else None
+    rep = harness.run(model, methods=names, quick=quick, sizes=sizes or None, progress=say)
+    paths = report.write(rep, out_dir)
+    typer.echo(report.verdict_markdown(rep))
+    if ship is not None:
+        from accel.benchmarks.calibrate import ship as write_choice
+        from accel.zoo import resolve
+
+        folder = resolve(model)
+        rec = write_choice(rep, folder, ship, "accel bench cache " + " ".join(sys.argv[3:]))
+        typer.echo(f"shipped CG-Taylor {rec['threshold']:g} {rec['config']} at {ship} dB to {rec['saved_to']}")
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 

@@ -1,4 +1,4 @@
-"""``accel calibrate``: pick a CG-Taylor threshold for a model from a measured sweep."""
+"""``accel calibrate``: CG-Taylor's settings for a model, chosen by the benchmark's rule."""
 
 from __future__ import annotations
 
@@ -8,32 +8,39 @@ from typing import Annotated, Optional
 import typer
 
 from ._outputs import OutDir
-from ._progress import progress_bar
 
 
 def calibrate(
     model: Annotated[str, typer.Option("--model", "-m", help="Shipped model name or local pipeline folder.")] = "dit-digits",
-    min_psnr: Annotated[Optional[float], typer.Option(help="Largest threshold keeping PSNR vs uncached >= this (dB).")] = None,
-    target_speedup: Annotated[Optional[float], typer.Option(help="Smallest threshold reaching this speedup instead.")] = None,
-    steps: Annotated[int, typer.Option(help="Denoising steps.")] = 50,
-    num_images: Annotated[int, typer.Option(help="Images (seeds) per call.")] = 10,
-    repeats: Annotated[int, typer.Option(help="Timed calls per threshold.")] = 3,
+    level: Annotated[str, typer.Option(help="Quality level of the default setting: per-image PSNR median >= 40, 35 or 30 dB.")] = "35",
+    selection: Annotated[Optional[int], typer.Option(help="Items in the selection split (default: the target's).")] = None,
+    test: Annotated[Optional[int], typer.Option(help="Items in the test split (default: the target's).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Timing rounds (default: the target's).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Two settings, a few items: a fast check.")] = False,
+    save: Annotated[bool, typer.Option(help="Write the choice into the model folder (accel_cache.json).")] = False,
     out_dir: OutDir = Path("calibration"),
-    save: Annotated[bool, typer.Option(help="Write the recommendation into the model folder (accel_cache.json).")] = False,
-    thresholds: Annotated[Optional[str], typer.Option(help="Thresholds to sweep, comma-separated (default: a 13-point grid).")] = None,
 ) -> None:
-    """Sweep thresholds on a few seeds, recommend one, write the Pareto plot."""
-    from accel.benchmarks.calibrate import CALIBRATION_THRESHOLDS, calibrate as run
+    """Sweep CG-Taylor's grid on the selection split, pick a setting per level by the benchmark's rule, report
+    it on the test split; with --save, the choice at --level (and a preset per level) goes to accel_cache.json."""
+    import sys
+    import time
 
-    if min_psnr is None and target_speedup is None:
-        min_psnr = 30.0
-    from .bench import _floats
+    from accel.benchmarks import harness, report
+    from accel.benchmarks.calibrate import cg_taylor_choices, ship
+    from accel.errors import AccelError
 
-    grid = _floats(thresholds) or CALIBRATION_THRESHOLDS
-    with progress_bar("calibrating", len(grid) + 1) as bar:
-        rec = run(model, min_psnr=min_psnr, target_speedup=target_speedup, steps=steps, num_images=num_images,
-                  repeats=repeats, thresholds=grid, out_dir=out_dir, save=save, progress=lambda i, n, label: bar(i, n, info=label))
-    typer.echo(f"recommended threshold {rec['threshold']:g}: speedup {rec['speedup']:.2f}x, PSNR {rec['psnr']:.1f} dB, "
-               f"{100 * rec['forecast_fraction']:.0f}% of steps forecast"
-               + (f", digit accuracy {rec['accuracy']:.3f}" if rec.get("accuracy") is not None else "")
-               + (f"; saved to {rec['saved_to']}" if "saved_to" in rec else ""))
+    if level not in {f"{lv:g}" for lv in harness.LEVELS}:
+        raise AccelError(f"--level must be one of {', '.join(f'{lv:g}' for lv in harness.LEVELS)}, got {level!r}")
+    t0 = time.perf_counter()
+    sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
+    rep = harness.run(model, methods=["cg-taylor"], quick=quick, sizes=sizes or None,
+                      progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr, flush=True))
+    report.write(rep, out_dir)
+    for lv, c in cg_taylor_choices(rep).items():
+        typer.echo(f">= {lv} dB: {c['params']} (selection {c['selection_psnr_median']:.1f} dB, test {c['test_psnr_median']:.1f} dB, "
+                   f"{c['compute_skipped']:.0%} compute skipped, {c['speedup']:.2f}x)")
+    if save:
+        from accel.zoo import resolve
+
+        rec = ship(rep, resolve(model), level, "accel calibrate " + " ".join(sys.argv[2:]))
+        typer.echo(f"saved to {rec['saved_to']}")

@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 app.command("sample", help="Generate images with a shipped model or a local diffusers pipeline folder.")(sample)
 app.add_typer(zoo_app, name="zoo", help="Shipped models: list them, train them.")
-app.command("calibrate", help="Recommend a CG-Taylor threshold for a model from a measured sweep.")(calibrate)
+app.command("calibrate", help="CG-Taylor settings for a model, chosen by the benchmark rule on a selection split (--save writes accel_cache.json).")(calibrate)
 app.command("coverage", help="Which diffusers denoisers CG-Taylor supports (tiny random models; writes docs/coverage.md).")(coverage)
 
 

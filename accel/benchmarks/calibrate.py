@@ -1,55 +1,48 @@
-"""``accel calibrate``: sweep CG-Taylor thresholds on a few seeds and recommend one."""
+"""``accel calibrate`` and ``accel bench cache --ship``: the benchmark rule's CG-Taylor choice, written beside
+a model as ``accel_cache.json`` (``threshold`` and ``config`` as ``accel sample --cache cg-taylor`` reads them,
+and one preset per quality level)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..utils import AccelError, atomic_write_bytes
-from .cache import Method, run_cache_bench, write_outputs
+from ..errors import AccelError
+from ..utils import atomic_write_bytes
 
-CALIBRATION_THRESHOLDS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3)
+PRESETS = {"quality": "40", "balanced": "35", "fast": "30"}  # preset name -> PSNR level (dB) of the rule's choice
 
 
-def calibrate(model: str, min_psnr: float | None = 30.0, target_speedup: float | None = None, steps: int = 50,
-              num_images: int = 10, repeats: int = 3, thresholds: tuple[float, ...] = CALIBRATION_THRESHOLDS,
-              out_dir: Path = Path("calibration"), save: bool = False,
-              progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """Recommend the largest threshold whose PSNR vs uncached is >= ``min_psnr`` (or the smallest reaching
-    ``target_speedup``); writes the sweep (JSON, Markdown, Pareto PNG) and, with ``save``, the model's
-    ``accel_cache.json`` so that ``accel sample --cache cg-taylor`` uses it by default."""
-    if (min_psnr is None) == (target_speedup is None):
-        raise AccelError("give exactly one of --min-psnr or --target-speedup")
-    from .cache_unet import is_unet_model, run_unet_cache_bench, write_unet_outputs
+def cg_taylor_choices(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per level: CG-Taylor's chosen settings with their selection and test figures (levels with no choice left out)."""
+    out = {}
+    for lv, v in report["verdict"].items():
+        e = next((e for e in v["entries"] if e["method"] == "cg-taylor" and e.get("setting")), None)
+        if e is None:
+            continue
+        row = next(r for r in report["sweep"] if r["label"] == e["setting"])
+        batch = next(iter(e["speed"]), None)
+        out[lv] = {"params": row["params"], "selection_psnr_median": e["selection"]["psnr_median"],
+                   "test_psnr_median": e["test"]["psnr_median"], "holds_on_test": e["holds_on_test"],
+                   "compute_skipped": e["test"]["compute_skipped"],
+                   "speedup": e["speed"][batch]["speedup"] if batch else None}
+    return out
 
-    methods = [Method("none")] + [Method("cg-taylor", {"threshold": t}) for t in thresholds]
-    unet = is_unet_model(model)  # U-Nets: the default shallow-path policy, sampled with DDIM, interleaved timing
-    bench = run_unet_cache_bench if unet else run_cache_bench
-    report = bench(model, steps=steps, num_images=num_images, repeats=repeats, methods=methods, progress=progress)
-    rows = [r for r in report["results"] if r["method"] == "cg-taylor"]
-    if min_psnr is not None:
-        ok = [r for r in rows if r["psnr"] >= min_psnr]
-        pick = max(ok, key=lambda r: r["params"]["threshold"]) if ok else None
-    else:
-        ok = [r for r in rows if r["speedup"] >= target_speedup]
-        pick = min(ok, key=lambda r: r["params"]["threshold"]) if ok else None
-    if pick is None:
-        raise AccelError("no threshold in the sweep meets the target; relax it or pass other --thresholds")
-    rec = {"threshold": pick["params"]["threshold"], "psnr": pick["psnr"], "speedup": pick["speedup"],
-           "forecast_fraction": pick["forecast_fraction"], "accuracy": pick.get("accuracy"), "steps": steps,
-           "criterion": {"min_psnr": min_psnr} if min_psnr is not None else {"target_speedup": target_speedup}}
-    report["recommended"] = rec
-    if unet:
-        rec["unet_policy"], rec["sampler"] = "shallow", report["config"]["sampler"]
-    paths = write_unet_outputs(report, Path(out_dir), "calibration") if unet else write_outputs(report, Path(out_dir))
-    rec["outputs"] = {k: str(v) for k, v in paths.items()}
-    if save:
-        from ..sampling import load_pipeline
 
-        src = getattr(load_pipeline(model), "_accel_source", None)
-        if src is None:
-            raise AccelError("--save needs a local model folder")
-        atomic_write_bytes(Path(src) / "accel_cache.json", json.dumps({k: v for k, v in rec.items() if k != "outputs"}, indent=2).encode())
-        rec["saved_to"] = str(Path(src) / "accel_cache.json")
+def ship(report: dict[str, Any], folder: str | Path, level: str, command: str) -> dict[str, Any]:
+    """Write ``folder/accel_cache.json``: the rule's choice at ``level`` as the default, the others as presets."""
+    choices = cg_taylor_choices(report)
+    if level not in choices:
+        raise AccelError(f"no CG-Taylor setting meets {level} dB on the selection split; ship another level "
+                         f"(available: {', '.join(choices) or 'none'})")
+    pick = dict(choices[level]["params"])
+    rec = {"threshold": pick.pop("threshold"), "config": pick, "level_db": float(level),
+           "presets": {name: choices[lv]["params"] for name, lv in PRESETS.items() if lv in choices},
+           "figures": choices, "criterion": report["config"]["rule"], "source": command}
+    path = Path(folder) / "accel_cache.json"
+    if not path.parent.is_dir():
+        raise AccelError(f"{path.parent} is not a folder; --ship needs a local model folder")
+    atomic_write_bytes(path, (json.dumps(rec, indent=2) + "\n").encode())
+    rec["saved_to"] = str(path)
     return rec

@@ -279,21 +279,21 @@ def test_quality_floor_on_unet_natural_at_shipped_threshold() -> None:
     assert psnr(out, ref) >= 35.0
 
 
-def test_unet_bench_and_calibrate_on_tiny_sd15(tmp_path: Any) -> None:
-    """The U-Net benchmark's mechanics: exact at threshold 0, DeepCache's policies run, calibrate recommends."""
-    from accel.benchmarks.cache import Method
-    from accel.benchmarks.cache_unet import run_unet_cache_bench, write_unet_outputs
-    from accel.benchmarks.calibrate import calibrate
+def test_unet_bench_on_tiny_sd15(tmp_path: Any) -> None:
+    """The benchmark's U-Net mechanics: exact at threshold 0, DeepCache's policies run and skip compute."""
+    import json
 
-    ms = [Method("none"), Method("cg-taylor", {"threshold": 0.0}), Method("cg-taylor", {"threshold": 1e3, "warmup_steps": 1}),
-          Method("deepcache-block", {"cache_interval": 2})]
-    rep = run_unet_cache_bench("tiny-sd15", steps=4, num_images=1, repeats=1, methods=ms)
-    rows = {r["label"]: r for r in rep["results"]}
+    from accel.benchmarks import harness
+
+    grids = {"cg-taylor": {"unet": [{"threshold": 0.0}, {"threshold": 1e3, "warmup_steps": 1}]},
+             "deepcache-block": {"unet": [{"cache_interval": 2}, {"cache_interval": 3}]},
+             "deepcache": {"unet": [{"cache_interval": 2, "cache_branch_id": 0}, {"cache_interval": 3, "cache_branch_id": 0}]}}
+    (tmp_path / "grids.json").write_text(json.dumps({"budget": 2, "quick": [0], "grids": grids}))
+    rep = harness.run("tiny-sd15", methods=["cg-taylor", "deepcache-block", "deepcache"], steps=4, grids=tmp_path / "grids.json",
+                      sizes={"selection": 1, "test": 1, "batch": 1, "timing": ((1, 1),), "rounds": 1}, levels=(-1e9,))
+    rows = {r["label"]: r for r in rep["sweep"]}
     assert all("error" not in r for r in rows.values()), rows
-    assert rows["cg-taylor(threshold=0.0)"]["exact"] and rows["cg-taylor(threshold=0.0)"]["forecast_fraction"] == 0
-    assert 0 < rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["forecast_fraction"] < 1
-    assert rows["deepcache-block(cache_interval=2)"]["forecast_fraction"] == 0.5
-    paths = write_unet_outputs(rep, tmp_path, "t")
-    assert all(p.is_file() for p in paths.values())
-    rec = calibrate("tiny-sd15", min_psnr=-1e9, steps=4, num_images=1, repeats=1, thresholds=(0.0, 1e3), out_dir=tmp_path / "cal")
-    assert rec["threshold"] == 1e3 and rec["unet_policy"] == "shallow" and rec["accuracy"] is None
+    assert rows["cg-taylor(threshold=0.0)"]["selection"]["psnr_median"] == 99.0
+    assert rows["cg-taylor(threshold=0.0)"]["selection"]["compute_skipped"] == 0
+    assert 0 < rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["selection"]["compute_skipped"] < 1
+    assert rows["deepcache-block(cache_interval=2)"]["selection"]["compute_skipped"] > 0.1

@@ -114,27 +114,30 @@ def test_cli_sample_from_a_prompt(tmp_path):
 
 
 def test_text_cache_bench_mechanics(tmp_path):
-    """The flux-shapes benchmark on a random-weight copy of the architecture: threshold 0 is exact, a permissive
-    threshold forecasts, a failing peer is reported, and the JSON / Markdown / plot are written."""
-    from accel.benchmarks.cache import Method
-    from accel.benchmarks.cache_text import run_text_cache_bench, write_text_outputs
+    """The caching benchmark on a random-weight copy of the flux-shapes architecture: threshold 0 is exact,
+    a permissive threshold skips compute, SeaCache skips once given the scheduler position and a vision adapter
+    (else it runs in full), and the outputs are written."""
+    import json
+
+    from accel.benchmarks import harness, report
     from accel.zoo import flux_shapes
 
     models = flux_shapes.build_models(seed=0)
     models["vae"].register_to_config(shift_factor=0.0, scaling_factor=1.0)
     flux_shapes.build_pipeline(models).save_pretrained(tmp_path / "pipe")
     flux_shapes.write_call_defaults(tmp_path / "pipe")
-    methods = [Method("none"), Method("cg-taylor", {"threshold": 0.0}), Method("cg-taylor", {"threshold": 1e3, "warmup_steps": 1}),
-               Method("seacache", {"threshold": 1e3, "max_consecutive_cached": 0, "retention_steps": 1}), Method("nonsense")]
-    report = run_text_cache_bench(str(tmp_path / "pipe"), steps=6, num_prompts=3, batch_size=2, repeats=1, methods=methods)
-    rows = {r["label"]: r for r in report["results"]}
-    assert rows["cg-taylor(threshold=0.0)"]["psnr"] == 99.0 and rows["cg-taylor(threshold=0.0)"]["forecast_fraction"] == 0
-    assert rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["forecast_fraction"] > 0.3
-    assert "unknown method" in rows["nonsense"]["error"]
-    # SeaCache skips on FLUX once it is given the scheduler position and the vision adapter (else it runs full)
-    assert rows["seacache(threshold=1000.0, max_consecutive_cached=0, retention_steps=1)"]["forecast_fraction"] > 0.3
-    paths = write_text_outputs(report, tmp_path / "out")
-    assert all(p.is_file() for p in paths.values()) and "nonsense" in paths["md"].read_text()
+    grids = {"cg-taylor": {"flux": [{"threshold": 0.0}, {"threshold": 1e3, "warmup_steps": 1}]},
+             "seacache": {"flux": [{"threshold": 1e3, "max_consecutive_cached": 0, "retention_steps": 1}] * 2}}
+    (tmp_path / "grids.json").write_text(json.dumps({"budget": 2, "quick": [0], "grids": grids}))
+    rep = harness.run(str(tmp_path / "pipe"), methods=["cg-taylor", "seacache"], steps=6, grids=tmp_path / "grids.json",
+                      sizes={"selection": 2, "test": 2, "batch": 2, "timing": ((2, 2),), "rounds": 1}, levels=(-1e9,))
+    rows = {r["label"]: r["selection"] for r in rep["sweep"]}
+    assert rows["cg-taylor(threshold=0.0)"]["psnr_median"] == 99.0 and rows["cg-taylor(threshold=0.0)"]["compute_skipped"] == 0
+    assert rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["compute_skipped"] > 0.3
+    assert rows["seacache(threshold=1000.0, max_consecutive_cached=0, retention_steps=1)"]["compute_skipped"] > 0.3
+    assert rep["config"]["flip_reader"].startswith("objects changed")
+    paths = report.write(rep, tmp_path / "out")
+    assert all(p.is_file() for p in paths.values())
 
 
 def test_train_config_schedule_and_mix():

@@ -1,0 +1,308 @@
+"""The caching methods the benchmark compares: one entry each in :data:`METHODS`.
+
+An entry says which denoiser kinds it applies to (``dit``: a class-conditional DiT; ``flux``: a FLUX
+transformer; ``unet``: a U-Net) and how to apply one setting of it to a freshly loaded pipeline. Its sweep
+grid is data, in ``grids.json`` beside this file (the same number of settings for every method). Adding a
+peer is one function here, one line in :data:`METHODS` and its grid in ``grids.json``.
+
+Each ``apply`` returns a function that resets the method's state between pipeline calls.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import AccelError
+
+GRIDS = Path(__file__).with_name("grids.json")
+Reset = Callable[[], None]
+
+
+@dataclass
+class Context:
+    """What a method may need beyond its settings: the step count, and MagCache's calibrated ratios."""
+
+    steps: int
+    mag_ratios: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    kinds: tuple[str, ...]
+    apply: Callable[[Any, dict[str, Any], Context], Reset]
+    source: str  # where the implementation comes from (a package and its class, or this project)
+
+
+def _denoiser(pipe: Any) -> torch.nn.Module:
+    return pipe.transformer if hasattr(pipe, "transformer") and pipe.transformer is not None else pipe.unet
+
+
+def _reset_diffusers_hooks(model: torch.nn.Module) -> Reset:
+    from ..caching.blocks import unwrap
+
+    def reset() -> None:
+        reg = unwrap(model).__dict__.get("_diffusers_hook")
+        if reg is not None:
+            reg.reset_stateful_hooks()
+
+    return reset
+
+
+def _with_registry(pipe: Any) -> torch.nn.Module:
+    """diffusers' block-level hooks need a cache context per call; the pipeline names its calls when the
+    denoiser carries a hook registry."""
+    from diffusers.hooks.hooks import HookRegistry
+
+    model = _denoiser(pipe)
+    HookRegistry.check_if_exists_or_initialize(model)
+    return model
+
+
+# --------------------------------------------------------------------------------------------- ours
+
+
+def _none(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    return lambda: None
+
+
+def _cg_taylor(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from .. import CGTaylorConfig, enable, reset
+
+    enable(pipe, CGTaylorConfig(**params))
+    return lambda: reset(pipe)
+
+
+# --------------------------------------------------------------------------------------------- diffusers
+
+
+def _fbcache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
+
+    model = _with_registry(pipe)
+    apply_first_block_cache(model, FirstBlockCacheConfig(**params))
+    return _reset_diffusers_hooks(model)
+
+
+def _taylorseer(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
+
+    model = _with_registry(pipe)
+    p = dict(params)
+    lite = bool(p.pop("use_lite_mode", False))
+    ids = None
+    if not lite and type(model).__name__ == "DiTTransformer2DModel":
+        # diffusers' default patterns ("^transformer_blocks.*attn") do not fullmatch DiT's "attn1" / "ff":
+        # name DiT's attention and MLP modules, as TaylorSeer forecasts them (Liu et al. 2025).
+        ids = [r"^transformer_blocks\.\d+\.attn1$", r"^transformer_blocks\.\d+\.ff$"]
+    apply_taylorseer_cache(model, TaylorSeerCacheConfig(**p, disable_cache_before_step=3, taylor_factors_dtype=torch.float32,
+                                                        use_lite_mode=lite, cache_identifiers=ids))
+    return _reset_diffusers_hooks(model)
+
+
+def calibrate_magcache(pipe: Any, call: Callable[[Any], Any], steps: int) -> list[float]:
+    """Run diffusers' MagCache calibration on ``pipe`` (which it leaves hooked) and return its ratios."""
+    from diffusers.hooks import MagCacheConfig, apply_mag_cache
+
+    apply_mag_cache(_with_registry(pipe), MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        call(pipe)
+    lists = [ln for ln in buf.getvalue().splitlines() if ln.strip().startswith("[")]
+    if not lists:
+        raise AccelError("MagCache calibration printed no ratios")
+    return [float(v) for v in ast.literal_eval(lists[-1].strip())]
+
+
+def _magcache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from diffusers.hooks import MagCacheConfig, apply_mag_cache
+
+    if ctx.mag_ratios is None:
+        raise AccelError("MagCache needs its ratios calibrated first (the harness does it on the selection split)")
+    model = _with_registry(pipe)
+    apply_mag_cache(model, MagCacheConfig(**params, num_inference_steps=ctx.steps, mag_ratios=ctx.mag_ratios))
+    return _reset_diffusers_hooks(model)
+
+
+def _now(pipe: Any) -> Callable[[], Any]:
+    if not hasattr(type(pipe), "current_timestep"):
+        raise AccelError(f"{type(pipe).__name__} does not expose current_timestep, which this method's callbacks read")
+    return lambda: pipe.current_timestep
+
+
+def _pab(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+
+    model = _with_registry(pipe)
+    p = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    apply_pyramid_attention_broadcast(model, PyramidAttentionBroadcastConfig(**p, current_timestep_callback=_now(pipe)))
+    return _reset_diffusers_hooks(model)
+
+
+def _fastercache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from diffusers.hooks import FasterCacheConfig, apply_faster_cache
+
+    model = _with_registry(pipe)
+    p = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    apply_faster_cache(model, FasterCacheConfig(**p, current_timestep_callback=_now(pipe), is_guidance_distilled=True,
+                                                tensor_format="BCHW"))
+    return _reset_diffusers_hooks(model)
+
+
+def _seacache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from diffusers.hooks import SeaCacheConfig, apply_sea_cache
+
+    model = _with_registry(pipe)
+    _pass_scheduler_position(pipe)
+    apply_sea_cache(model, SeaCacheConfig(**params, raw_vision_callback=_flux_raw_vision(pipe)))
+    return _reset_diffusers_hooks(model)
+
+
+def _pass_scheduler_position(pipe: Any) -> None:
+    """Give SeaCache the step index, sigma and step count it needs in each ``cache_context``.
+
+    FluxPipeline opens ``transformer.cache_context("cond")`` with the name only, and SeaCache then runs
+    fail-open (never skips); a pipeline written for it passes where the denoising loop is. This adds those
+    fields from the scheduler and the pipeline's current timestep, for this pipeline object only.
+    """
+    model, original = pipe.transformer, pipe.transformer.cache_context
+
+    def cache_context(name: str, **kwargs: Any) -> Any:
+        sched, t = pipe.scheduler, pipe.current_timestep
+        if t is not None and not kwargs:
+            i = int((sched.timesteps == t).nonzero()[0])  # FLUX's timesteps are distinct
+            kwargs = {"step_index": i, "sigma": float(sched.sigmas[i]), "num_inference_steps": len(sched.timesteps)}
+        return original(name, **kwargs)
+
+    model.cache_context = cache_context
+
+
+def _flux_raw_vision(pipe: Any) -> Callable[..., list[torch.Tensor]]:
+    """SeaCache's vision adapter for FLUX: the packed latents unpacked to one (C, 1, H, W) tensor per sample."""
+    def raw_vision(module: Any, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        x = kwargs["hidden_states"]
+        side = int(round(x.shape[1] ** 0.5)) * 2  # latent side: FLUX packs 2x2 patches into tokens
+        z = type(pipe)._unpack_latents(x, side * pipe.vae_scale_factor, side * pipe.vae_scale_factor, pipe.vae_scale_factor)
+        return [s.unsqueeze(1) for s in z]
+
+    return raw_vision
+
+
+# --------------------------------------------------------------------------------------------- cache-dit
+
+
+def _cache_dit(calibrator: str | None) -> Callable[[Any, dict[str, Any], Context], Reset]:
+    """cache-dit's DBCache (Fn front blocks always computed, Bn back blocks too, the middle cached while the
+    Fn residual changes less than the threshold), with one of its calibrators on the cached residual."""
+
+    def apply(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+        import cache_dit
+        from cache_dit import DBCacheConfig
+
+        p = dict(params)
+        mask = p.pop("steps_mask_policy", None)
+        order = p.pop("order", 1)
+        cfg = DBCacheConfig(Fn_compute_blocks=p.pop("Fn"), Bn_compute_blocks=p.pop("Bn"), num_inference_steps=ctx.steps,
+                            steps_computation_mask=cache_dit.steps_mask(total_steps=ctx.steps, mask_policy=mask) if mask else None,
+                            **p)
+        cal = None
+        if calibrator == "taylorseer":
+            cal = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=order)
+        elif calibrator == "foca":
+            cal = cache_dit.FoCaCalibratorConfig()
+        elif calibrator == "dmd":
+            cal = cache_dit.DMDCalibratorConfig()
+        target: Any = pipe
+        model = _denoiser(pipe)
+        if type(model).__name__ == "DiTTransformer2DModel":  # not in cache-dit's registry: name its blocks
+            from cache_dit import BlockAdapter, ForwardPattern
+
+            target = BlockAdapter(pipe=pipe, transformer=model, blocks=model.transformer_blocks,
+                                  forward_pattern=ForwardPattern.Pattern_3)
+            # DiT's forward reads transformer_blocks[0].norm1 for its final modulation, and cache-dit swaps the
+            # block list for one CachedBlocks module during the call: forward that read to the real first block.
+            from cache_dit.caching.cache_blocks.pattern_base import CachedBlocks_Pattern_Base
+
+            if not hasattr(CachedBlocks_Pattern_Base, "norm1"):
+                CachedBlocks_Pattern_Base.norm1 = property(lambda self: self.transformer_blocks[0].norm1)
+        cache_dit.enable_cache(target, cache_config=cfg, calibrator_config=cal)
+        return lambda: None  # cache-dit starts a new context on every pipeline call
+
+    return apply
+
+
+# --------------------------------------------------------------------------------------------- DeepCache
+
+
+def _deepcache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from DeepCache import DeepCacheSDHelper
+
+    helper = DeepCacheSDHelper(pipe=pipe)
+    helper.set_params(**params)
+    helper.enable()
+    # Its state is the first timestep seen and the cached outputs (overwritten by the next full step):
+    # a new call starts a new schedule once the first timestep is forgotten.
+    return lambda: setattr(helper, "start_timestep", None)
+
+
+def _deepcache_block(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from .deepcache_block import DeepCacheBlock
+
+    return DeepCacheBlock(pipe.unet, params["cache_interval"]).reset
+
+
+METHODS: dict[str, MethodSpec] = {m.name: m for m in (
+    MethodSpec("none", ("dit", "flux", "unet"), _none, "no cache (the reference)"),
+    MethodSpec("cg-taylor", ("dit", "flux", "unet"), _cg_taylor, "accel (this project)"),
+    MethodSpec("fbcache", ("dit", "flux"), _fbcache, "diffusers FirstBlockCacheConfig"),
+    MethodSpec("taylorseer", ("dit", "flux"), _taylorseer, "diffusers TaylorSeerCacheConfig"),
+    MethodSpec("magcache", ("dit", "flux"), _magcache, "diffusers MagCacheConfig (ratios calibrated on the selection split)"),
+    MethodSpec("pab", ("dit", "flux"), _pab, "diffusers PyramidAttentionBroadcastConfig"),
+    MethodSpec("fastercache", ("dit", "flux"), _fastercache, "diffusers FasterCacheConfig"),
+    MethodSpec("seacache", ("flux",), _seacache, "diffusers SeaCacheConfig (with the scheduler position and a FLUX vision adapter)"),
+    MethodSpec("dbcache", ("dit", "flux"), _cache_dit(None), "cache-dit DBCacheConfig"),
+    MethodSpec("dbcache-taylorseer", ("dit", "flux"), _cache_dit("taylorseer"), "cache-dit DBCache + TaylorSeerCalibratorConfig"),
+    MethodSpec("dbcache-foca", ("dit", "flux"), _cache_dit("foca"), "cache-dit DBCache + FoCaCalibratorConfig"),
+    MethodSpec("dbcache-dmd", ("dit", "flux"), _cache_dit("dmd"), "cache-dit DBCache + DMDCalibratorConfig"),
+    MethodSpec("deepcache", ("unet",), _deepcache, "DeepCache package DeepCacheSDHelper"),
+    MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy at block granularity (re-implemented here)"),
+)}
+
+
+def load_grids(path: Path = GRIDS) -> dict[str, Any]:
+    """``{"budget": n, "quick": [indices], "grids": {method: {kind: [settings]}}}``, validated: every method
+    has exactly ``budget`` settings for every kind it applies to (the same budget for ours and the peers')."""
+    data = json.loads(Path(path).read_text())
+    budget = data["budget"]
+    for name, by_kind in data["grids"].items():
+        if name not in METHODS:
+            raise AccelError(f"{path}: grid for unknown method {name!r}; known: {', '.join(METHODS)}")
+        for kind, settings in by_kind.items():
+            if kind not in METHODS[name].kinds:
+                raise AccelError(f"{path}: {name} does not apply to {kind!r} denoisers")
+            if len(settings) != budget:
+                raise AccelError(f"{path}: {name} on {kind} has {len(settings)} settings; every grid has {budget}")
+    return data
+
+
+def grid(method: str, kind: str, quick: bool = False, path: Path = GRIDS) -> list[dict[str, Any]]:
+    """The sweep of one method on one kind of denoiser (``quick``: the few settings named by ``"quick"``)."""
+    if method == "none":
+        return [{}]
+    data = load_grids(path)
+    settings = data["grids"].get(method, {}).get(kind)
+    if settings is None:
+        raise AccelError(f"no grid for {method!r} on {kind!r} denoisers in {path}")
+    return [settings[i] for i in data["quick"]] if quick else settings
+
+
+def label(method: str, params: dict[str, Any]) -> str:
+    return method + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")

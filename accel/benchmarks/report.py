@@ -1,0 +1,131 @@
+"""The caching benchmark's outputs: JSON (everything), Markdown (verdict tables, the sweep) and a Pareto PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OURS = "cg-taylor"
+
+
+def _ci(v: float, ci: list[float] | None, fmt: str) -> str:
+    return format(v, fmt) + (f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]" if ci else "")
+
+
+def verdict_markdown(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    batches = list(report["timing"])
+    lines = [f"## {cfg['model']}: verdict on the test split", "",
+             f"{cfg['steps']} steps; selection {cfg['sizes']['selection']} items, test {cfg['sizes']['test']} items "
+             f"({cfg['split_note']}). Timing: {cfg['sizes']['rounds']} rounds, order rotated each round, "
+             + ", ".join(f"batch {b} on {n} items" for b, n in cfg["sizes"]["timing"])
+             + f"; {cfg['torch_threads']} torch thread(s). Rule: {cfg['rule']} Flip budget {cfg['flip_budget']:.0%} "
+             f"({cfg['flip_reader']}). Intervals: bootstrap 95% (items for quality, rounds for speed).", ""]
+    ref = report["reference"]
+    if ref.get("test_accuracy") is not None:
+        lines += [f"Uncached accuracy on the test split: {ref['test_accuracy']:.3f}.", ""]
+    for lv, v in report["verdict"].items():
+        lines += [f"### per-image PSNR median >= {lv} dB", ""]
+        head = ["method", "chosen on selection"] + [f"speedup {b}" for b in batches] + ["PSNR median", "PSNR p10", "SSIM", "flips", "compute skipped", "holds"]
+        if ref.get("test_accuracy") is not None:
+            head.insert(-1, "accuracy (lost/gained)")
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for e in sorted(v["entries"], key=lambda e: -(e.get("speed", {}).get(batches[0], {}).get("speedup", 0) if e.get("setting") else -1)):
+            if not e.get("setting"):
+                lines.append(f"| {e['method']} | no setting qualifies | " + " | ".join("-" for _ in head[2:]) + " |")
+                continue
+            t, ci = e["test"], e["test"].get("ci", {})
+            cells = [f"**{e['method']}**" if e["method"] == OURS else e["method"], e["setting"]]
+            cells += [_ci(e["speed"][b]["speedup"], e["speed"][b]["ci"], ".2f") for b in batches]
+            cells += [_ci(t["psnr_median"], ci.get("psnr_median"), ".1f"), _ci(t["psnr_p10"], ci.get("psnr_p10"), ".1f"),
+                      _ci(t["ssim"], ci.get("ssim"), ".4f") if "ssim" in t else "-",
+                      f"{t['flipped']}/{t['n']} ({t['flip_rate']:.1%})" if "flipped" in t else "-", f"{t['compute_skipped']:.0%}"]
+            if ref.get("test_accuracy") is not None:
+                cells.append(f"{t['accuracy']:.3f} ({t.get('lost', 0)}/{t.get('gained', 0)})")
+            cells.append("yes" if e["holds_on_test"] else "**no**")
+            lines.append("| " + " | ".join(cells) + " |")
+        for b, lead in v["leader"].items():
+            if lead is None:
+                lines.append(f"\nLeader at {b}: none holds the level on the test split.")
+            else:
+                sure = "outside the intervals" if lead["clear"] else "within the intervals (not a clear lead)"
+                ru = f" ahead of {lead['runner_up']} ({lead['runner_up_speedup']:.2f}x), {sure}" if lead["runner_up"] else ""
+                lines.append(f"\nLeader at {b}: **{lead['method']}** {lead['speedup']:.2f}x{ru}.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sweep_markdown(report: dict[str, Any]) -> str:
+    rows = report["sweep"]
+    acc = report["reference"].get("selection_accuracy") is not None
+    head = ["setting", "PSNR median", "PSNR p10", "flips", "compute skipped"] + (["accuracy"] if acc else [])
+    lines = ["## Selection sweep (every setting of every grid)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "error" in r:
+            continue
+        s = r["selection"]
+        cells = [r["label"], f"{s['psnr_median']:.1f}", f"{s['psnr_p10']:.1f}", f"{s.get('flipped', '-')}", f"{s['compute_skipped']:.0%}"]
+        if acc:
+            cells.append(f"{s['accuracy']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    errs = [r for r in rows if "error" in r]
+    if errs:
+        lines += ["", "Settings that failed (listed with their error):"] + [f"- {r['label']}: {r['error']}" for r in errs]
+    versions = ", ".join(f"{k} {v}" for k, v in report["config"]["versions"].items() if v)
+    lines += ["", f"Versions: {versions}. Total time {report['config']['seconds_total'] / 60:.1f} min.", ""]
+    return "\n".join(lines)
+
+
+def pareto_plot(report: dict[str, Any], path: Path) -> None:
+    """Left: test speedup (first timing batch) against test PSNR median, chosen settings, with interval bars.
+    Right: the compute-equal view: selection PSNR median against the share of compute skipped, every setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5), dpi=110)
+    batch = next(iter(report["timing"]))
+    methods = sorted({r["method"] for r in report["sweep"]})
+    colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(methods)}
+    seen = set()
+    for r in report["sweep"]:
+        if "test" not in r:
+            continue
+        t, s = r["test"], r["speed"][batch]
+        y, x = s["speedup"], min(t["psnr_median"], 60)
+        ci = t.get("ci", {}).get("psnr_median", [x, x])
+        a1.errorbar(x, y, xerr=[[max(0, x - min(ci[0], 60))], [max(0, min(ci[1], 60) - x)]], yerr=[[y - s["ci"][0]], [s["ci"][1] - y]],
+                    fmt="o" if r["method"] == OURS else "s", color=colours[r["method"]], ms=8 if r["method"] == OURS else 5,
+                    label=r["method"] if r["method"] not in seen else None, capsize=2)
+        seen.add(r["method"])
+    for lv in report["config"]["levels"]:
+        a1.axvline(lv, color="gray", lw=0.7, ls=":")
+    a1.axhline(1, color="gray", lw=0.7, ls=":")
+    a1.set_xlabel("test: per-image PSNR median vs uncached (dB, capped at 60)")
+    a1.set_ylabel(f"test: wall-clock speedup ({batch})")
+    a1.legend(fontsize=7)
+    for m in methods:
+        pts = sorted((r["selection"]["compute_skipped"], min(r["selection"]["psnr_median"], 60)) for r in report["sweep"]
+                     if r["method"] == m and "selection" in r)
+        if pts:
+            a2.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if m == OURS else "o--", color=colours[m], label=m,
+                    lw=2 if m == OURS else 1, alpha=0.85)
+    a2.set_xlabel("selection: share of denoiser compute not executed")
+    a2.set_ylabel("selection: per-image PSNR median (dB, capped at 60)")
+    a2.legend(fontsize=7)
+    fig.suptitle(f"{report['config']['model']}: caching methods, chosen on the selection split, measured on the test split")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "bench_cache.json", "md": out_dir / "bench_cache.md", "png": out_dir / "bench_cache_pareto.png"}
+    paths["json"].write_text(json.dumps(report, indent=1, default=float))
+    paths["md"].write_text(verdict_markdown(report) + "\n" + sweep_markdown(report))
+    pareto_plot(report, paths["png"])
+    return paths

@@ -1,0 +1,263 @@
+"""The models the caching benchmark runs on: one entry each in :data:`TARGETS`.
+
+A target says how to load a fresh pipeline, its kind of denoiser (which methods apply), its two disjoint
+splits (the items a setting is chosen on and the items it is reported on), how to generate a batch of
+items, and its readers: what counts as an item "flipped" by a cache (the object content changed) and any
+accuracy against the conditioning. A local pipeline folder gets a target of its kind without readers.
+
+Adding a model is one function returning a :class:`Target` and one line in :data:`TARGETS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import AccelError
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Items per split, timing subsets (batch sizes and how many items each), rounds."""
+
+    selection: int
+    test: int
+    batch: int  # items per pipeline call in the quality passes
+    timing: tuple[tuple[int, int], ...]  # (batch size, items) timed per round
+    rounds: int
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str  # "dit" | "flux" | "unet"
+    steps: int
+    load: Callable[[], Any]
+    items: Callable[[str, int], list[Any]]  # (split, n) -> items; splits "selection" and "test" are disjoint
+    generate: Callable[[Any, list[Any]], np.ndarray]  # (pipe, items) -> uint8 (N, H, W, C), or float latents
+    full: Sizes
+    quick: Sizes
+    quick_steps: int | None = None
+    latents: bool = False  # outputs are latents (no image readers; PSNR against the reference's peak)
+    flips: Callable[[np.ndarray, np.ndarray, list[Any]], np.ndarray] | None = None  # (ref, out, items) -> bool (N,)
+    scores: Callable[[np.ndarray, list[Any]], np.ndarray] | None = None  # (images, items) -> bool (N,) correct
+    flip_reader: str = "none"
+    split_note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _quiet(pipe: Any) -> Any:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- dit-digits
+
+
+def _class_conditional(name: str, digits: bool) -> Target:
+    from ..zoo import load
+
+    seeds = {"selection": 1_000, "test": 100_000}
+
+    def items(split: str, n: int) -> list[tuple[int, int]]:
+        return [(i % 10, seeds[split] + i) for i in range(n)]
+
+    def generate(pipe: Any, its: list[tuple[int, int]]) -> np.ndarray:
+        from ..utils import to_uint8
+
+        gens = [torch.Generator().manual_seed(s) for _, s in its]
+        with torch.no_grad():
+            out = pipe(class_labels=[c for c, _ in its], num_inference_steps=target.steps, generator=gens, output_type="pt").images
+        return to_uint8(out)
+
+    flips = scores = None
+    if digits:
+        from ..zoo.digits import DigitClassifier
+
+        clf = DigitClassifier()
+
+        def read(images: np.ndarray) -> np.ndarray:
+            return clf.predict(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+
+        def flips(ref: np.ndarray, out: np.ndarray, its: list[Any]) -> np.ndarray:  # noqa: F811
+            return read(ref) != read(out)
+
+        def scores(images: np.ndarray, its: list[Any]) -> np.ndarray:  # noqa: F811
+            return read(images) == np.array([c for c, _ in its])
+
+    target = Target(name, "dit", 50, lambda: _quiet(load(name)), items, generate,
+                    full=Sizes(selection=10, test=60, batch=10, timing=((10, 10), (1, 2)), rounds=3),
+                    quick=Sizes(selection=2, test=4, batch=4, timing=((2, 2),), rounds=1), quick_steps=12,
+                    flips=flips, scores=scores, flip_reader="the digit classifier's reading changed" if digits else "none",
+                    split_note="labels 0-9 in turn in both splits; noise seeds 1000+ (selection) and 100000+ (test)")
+    return target
+
+
+# --------------------------------------------------------------------------------------------- flux-shapes
+
+
+def _same_objects(a: list[Any], b: list[Any], tol: float) -> bool:
+    """Same objects (colour and shape, as many of each) at centroids within ``tol`` pixels, matched greedily."""
+    if sorted((d.colour, d.shape) for d in a) != sorted((d.colour, d.shape) for d in b):
+        return False
+    left = list(b)
+    for d in a:
+        near = [e for e in left if (e.colour, e.shape) == (d.colour, d.shape)]
+        best = min(near, key=lambda e: (e.x - d.x) ** 2 + (e.y - d.y) ** 2)
+        if ((best.x - d.x) ** 2 + (best.y - d.y) ** 2) ** 0.5 > tol:
+            return False
+        left.remove(best)
+    return True
+
+
+def _flux_shapes(name: str = "flux-shapes") -> Target:
+    from ..zoo import load, shapes
+
+    def items(split: str, n: int) -> list[tuple[str, int]]:
+        # Two prompt sets drawn from different generator seeds; test prompts that also occur in the
+        # selection set are dropped. Test items: each prompt with two noise seeds.
+        sel = shapes.prompt_set(64, seed=2_001)
+        if split == "selection":
+            return [(p, 10_000 + i) for i, p in enumerate(shapes.prompt_set(n, seed=2_001))]
+        pool, seen = [], set(sel)
+        k = 0
+        while len(pool) < (n + 1) // 2:
+            k += 1
+            pool = [p for p in shapes.prompt_set(((n + 1) // 2) * k + 64, seed=3_001) if p not in seen][: (n + 1) // 2]
+        return [(p, 20_000 + 2 * i + j) for i, p in enumerate(pool) for j in range(2)][:n]
+
+    def generate(pipe: Any, its: list[tuple[str, int]]) -> np.ndarray:
+        kw = getattr(pipe, "accel_call_defaults", {})
+        gens = [torch.Generator().manual_seed(s) for _, s in its]
+        with torch.no_grad():
+            out = pipe([p for p, _ in its], num_inference_steps=target.steps, generator=gens, output_type="np", **kw).images
+        return _to_uint8(out)
+
+    def flips(ref: np.ndarray, out: np.ndarray, its: list[Any]) -> np.ndarray:
+        tol = 0.1 * ref.shape[1]  # 3.2 px on 32 px images
+        return np.array([not _same_objects(shapes.detect(a), shapes.detect(b), tol) for a, b in zip(ref, out)])
+
+    def scores(images: np.ndarray, its: list[Any]) -> np.ndarray:
+        return np.array([shapes.score(img, p).correct for img, (p, _) in zip(images, its)])
+
+    target = Target(name, "flux", 28, lambda: _quiet(load(name)), items, generate,
+                    full=Sizes(selection=16, test=256, batch=16, timing=((16, 16), (1, 2)), rounds=3),
+                    quick=Sizes(selection=2, test=4, batch=4, timing=((4, 4),), rounds=1), quick_steps=12,
+                    flips=flips, scores=scores,
+                    flip_reader="objects changed: a different set of (colour, shape) objects, or a centroid moved by more than 10% of the side",
+                    split_note="selection: 16 prompts (prompt_set seed 2001), noise seeds 10000+; test: 128 other prompts (seed 3001, "
+                               "the first 64 selection-seed prompts removed) x 2 noise seeds (20000+)")
+    return target
+
+
+# --------------------------------------------------------------------------------------------- U-Nets
+
+
+def _unet_natural() -> Target:
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    from ..zoo import load
+
+    def load_ddim() -> Any:
+        src = load("unet-natural")
+        return _quiet(DDIMPipeline(unet=src.unet.eval(), scheduler=DDIMScheduler.from_config(src.scheduler.config)))
+
+    def items(split: str, n: int) -> list[int]:
+        return [{"selection": 1_000, "test": 100_000}[split] + i for i in range(n)]
+
+    def generate(pipe: Any, its: list[int]) -> np.ndarray:
+        gens = [torch.Generator().manual_seed(s) for s in its]
+        with torch.no_grad():
+            return _to_uint8(pipe(batch_size=len(its), generator=gens, num_inference_steps=target.steps, output_type="np").images)
+
+    target = Target("unet-natural", "unet", 50, load_ddim, items, generate,
+                  full=Sizes(selection=8, test=16, batch=8, timing=((4, 4), (1, 2)), rounds=3),
+                  quick=Sizes(selection=1, test=2, batch=2, timing=((1, 1),), rounds=1), quick_steps=10,
+                  split_note="unconditional: noise seeds 1000+ (selection) and 100000+ (test); sampled with DDIM (eta 0)")
+    return target
+
+
+def tiny_sd15_pipeline(seed: int = 0) -> Any:
+    """A random SD-1.5-layout pipeline: the tiny UNet2DConditionModel of diffusers' StableDiffusionPipeline
+    tests (32/64 channels, cross-attention dim 32), DDIM, no VAE or text encoder (latents out)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, norm_num_groups=32, time_cond_proj_dim=None,
+    ).eval()
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                          set_alpha_to_one=False, steps_offset=1)
+    return _quiet(StableDiffusionPipeline(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=sched,
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False))
+
+
+def _tiny_sd15() -> Target:
+    def items(split: str, n: int) -> list[int]:
+        return [{"selection": 1_000, "test": 100_000}[split] + i for i in range(n)]
+
+    def generate(pipe: Any, its: list[int]) -> np.ndarray:
+        emb = torch.cat([torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(s + 10_000_000)) for s in its])
+        neg = torch.cat([torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(s + 20_000_000)) for s in its])
+        gens = [torch.Generator().manual_seed(s) for s in its]
+        with torch.no_grad():
+            out = pipe(prompt_embeds=emb, negative_prompt_embeds=neg, height=64, width=64, guidance_scale=7.5,
+                       num_inference_steps=target.steps, generator=gens, output_type="latent").images
+        return out.float().numpy()
+
+    target = Target("tiny-sd15", "unet", 50, tiny_sd15_pipeline, items, generate,
+                    full=Sizes(selection=4, test=16, batch=8, timing=((4, 4), (1, 2)), rounds=3),
+                    quick=Sizes(selection=1, test=2, batch=2, timing=((1, 1),), rounds=1), quick_steps=10, latents=True,
+                    split_note="random prompt embeddings and noise from seeds 1000+ (selection) and 100000+ (test); "
+                               "a random network: mechanics and speed, not image quality (PSNR on latents)")
+    return target
+
+
+TARGETS: dict[str, Callable[[], Target]] = {
+    "dit-digits": lambda: _class_conditional("dit-digits", digits=True),
+    "flux-shapes": _flux_shapes,
+    "unet-natural": _unet_natural,
+    "tiny-sd15": _tiny_sd15,
+}
+
+
+def get_target(name: str) -> Target:
+    """A registered target, or one built from a local pipeline folder (a class-conditional DiT without
+    readers, a FLUX pipeline with flux-shapes' prompts and readers, or a UNet2DModel pipeline)."""
+    if name in TARGETS:
+        return TARGETS[name]()
+    where = Path(name).expanduser()
+    index_path = where / "model_index.json"
+    if not index_path.is_file():
+        raise AccelError(f"unknown benchmark target {name!r}; known: {', '.join(TARGETS)} (or a local pipeline folder)")
+    index = json.loads(index_path.read_text())
+    cls = index.get("_class_name", "")
+    if cls == "ClassConditionalPipeline":
+        return _class_conditional(str(where), digits=False)
+    if cls == "FluxPipeline":  # prompts of the flux-shapes grammar, read by its scorer
+        return _flux_shapes(str(where))
+    if "unet" in index and "transformer" not in index:
+        t = _unet_natural()
+        from diffusers import DDIMPipeline, DDIMScheduler
+
+        from ..zoo import load
+
+        def load_ddim() -> Any:
+            src = load(str(where))
+            return _quiet(DDIMPipeline(unet=src.unet.eval(), scheduler=DDIMScheduler.from_config(src.scheduler.config)))
+
+        t.name, t.load = str(where), load_ddim
+        return t
+    raise AccelError(f"{name!r} is a {cls or 'pipeline'} folder; the benchmark takes class-conditional DiT, FLUX or "
+                     f"UNet2DModel folders, or one of: {', '.join(TARGETS)}")

@@ -288,7 +288,10 @@ def make_verdict(rows: list[dict[str, Any]], choices: dict[str, dict[str, str | 
                  flip_budget: float, batches: list[str]) -> dict[str, Any]:
     """Per level: each method's chosen setting with its test figures; who leads at each timing batch size
     among the settings that also hold the level on the test split, and whether the lead is outside the intervals."""
-    by_label = {r["label"]: r for r in rows}
+    by_label: dict[str, dict[str, Any]] = {}
+    for r in rows:  # a label listed twice in a grid: the row that ran on the test split
+        if "test" in r or r["label"] not in by_label:
+            by_label[r["label"]] = r
     out: dict[str, Any] = {}
     for lv in levels:
         key = f"{lv:g}"

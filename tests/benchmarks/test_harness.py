@@ -131,3 +131,26 @@ def test_calibrate_saves_the_rules_choice(tiny_dit_folder, tmp_path):
     assert saved["threshold"] > 0 and saved["level_db"] == 30 and "fast" in saved["presets"]
     r = runner.invoke(app, ["calibrate", "--model", str(tiny_dit_folder), "--level", "33"])
     assert isinstance(r.exception, AccelError) and "--level must be one of" in str(r.exception)
+
+
+def test_digit_reader_reads_the_pipelines_uint8_images():
+    """The dit-digits reader gets uint8 images as the harness stores them and reads real digits right."""
+    import torch
+
+    from accel.zoo.digits import digits_dataset
+
+    x, y = digits_dataset(16)
+    u8 = ((x.permute(0, 2, 3, 1).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    t = targets.get_target("dit-digits")
+    assert t.scores(u8, [(int(c), 0) for c in y]).mean() >= 0.95
+
+
+def test_flux_flip_reader_ignores_specks_and_catches_moves():
+    from accel.zoo.shapes import Detection
+
+    a = [Detection("red", "circle", 10, 10, 60, 0.8), Detection("blue", "square", 3, 3, 14, 1.0)]
+    assert targets._same_objects(a, a[:1], tol=3.2, min_area=12)  # a speck at the size floor comes and goes
+    moved = [Detection("red", "circle", 16, 10, 60, 0.8)]
+    assert not targets._same_objects(a, moved, tol=3.2, min_area=12)
+    other = [Detection("red", "square", 10, 10, 60, 0.9)]
+    assert not targets._same_objects(a, other, tol=3.2, min_area=12)

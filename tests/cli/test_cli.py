@@ -22,7 +22,7 @@ def test_help_lists_commands():
     assert r.exit_code == 0
     for cmd in ("sample", "calibrate", "zoo", "bench", "finetune", "coverage"):
         assert cmd in r.output
-    assert "--compile" in runner.invoke(app, ["bench", "cache", "--help"]).output
+    assert "--quick" in runner.invoke(app, ["bench", "cache", "--help"]).output
     for sub in (["sample", "--help"], ["bench", "--help"], ["zoo", "--help"], ["bench", "cache", "--help"]):
         assert runner.invoke(app, sub).exit_code == 0
 

@@ -26,7 +26,7 @@ def test_wheel_layout(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
     assert tops == {"accel"}, f"unexpected top-level entries: {tops}"
-    for sub in ("samplers", "adjoint", "invertible", "kernels", "cli", "caching", "zoo"):
+    for sub in ("samplers", "adjoint", "invertible", "kernels", "cli", "caching", "coverage", "coverage/families", "zoo"):
         assert f"accel/{sub}/__init__.py" in names
     assert not any(n.startswith("tests/") for n in names)
     # The shipped weights (fp32 safetensors) are most of it: dit-digits 4.5 MB, unet-natural 10.4 MB, three

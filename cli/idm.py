@@ -9,7 +9,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from accel.utils import AccelError, atomic_write_bytes
+from accel.errors import AccelError
+from accel.utils import atomic_write_bytes
 
 from ._outputs import JsonFile, MdFile, OutDir, PngFile, output_files
 

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm", ".webp")
 CHANNELS = ("auto", "y")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from accel.training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 UNET_CONFIG = dict(
     sample_size=64,

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..utils import AccelError
+from ..errors import AccelError
 
 # (hidden index, encoder index) of a block's tuple output; (None, None) for a block returning one tensor. Mechanism,
 # not a list of families (those are in accel/coverage/families/): a block class missing here is read from its first

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 
 def grey_levels(h: int = 40, w: int = 48) -> np.ndarray:

@@ -108,13 +108,14 @@ def test_plain_clone_runs_set11_tests(tmp_path):
     assert not (tmp_path / "shared").exists() and (clone / "pyproject.toml").is_file()
     site = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                        "--target", str(site), str(clone)], capture_output=True, text=True)
+                        "--disable-pip-version-check", "--target", str(site), str(clone)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
-    where = subprocess.run([sys.executable, "-c", "import accel.invertible as m; print(m.__file__)"], cwd=tmp_path,
-                           capture_output=True, text=True, env=env)
-    assert where.returncode == 0 and Path(where.stdout.strip()).resolve().is_relative_to(site.resolve()), where.stdout + where.stderr[-2000:]
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(clone),
+    run = ("import pathlib, sys, pytest, accel.invertible as m;"
+           "where = pathlib.Path(m.__file__).resolve();"
+           "assert where.is_relative_to(pathlib.Path(sys.argv[1]).resolve()), f'accel imported from {where}';"
+           "sys.exit(pytest.main(sys.argv[2:]))")
+    r = subprocess.run([sys.executable, "-c", run, str(site), "-q", "-p", "no:cacheprovider", "--rootdir", str(clone),
                         "-c", str(clone / "pyproject.toml"), *(str(clone / t) for t in CLONE_TESTS)],
                        cwd=tmp_path, capture_output=True, text=True, env=env)
     assert r.returncode == 0 and f"{len(CLONE_TESTS)} passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]

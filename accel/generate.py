@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from .utils import AccelError
+from .errors import AccelError
 
 
 @dataclass

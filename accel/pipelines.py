@@ -11,7 +11,8 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .utils import AccelError, to_uint8
+from .errors import AccelError
+from .utils import to_uint8
 
 
 class ClassConditionalPipeline(DiffusionPipeline):

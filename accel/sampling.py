@@ -8,7 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any, Callable
 
-from .utils import AccelError, make_grid
+from .errors import AccelError
+from .utils import make_grid
 
 CACHE_CHOICES = ("none", "cg-taylor")
 

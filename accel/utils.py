@@ -1,4 +1,7 @@
-"""Small shared helpers: errors, atomic safetensors checkpoints, image grids."""
+"""Small shared helpers: atomic safetensors checkpoints, image grids.
+
+Import ``AccelError`` from :mod:`accel.errors`; ``__all__`` still lists it here only for modules not yet moved over.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 from PIL import Image
-
 
 from .errors import AccelError
 

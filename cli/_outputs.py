@@ -22,7 +22,7 @@ def output_files(out_dir: Optional[Path], stem: str, **given: Optional[Path]) ->
     (the folder is created), else None (not written)."""
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
-            from accel.utils import AccelError
+            from accel.errors import AccelError
 
             raise AccelError(f"--out-dir {str(out_dir)!r} is a file; give a folder")
         out_dir.mkdir(parents=True, exist_ok=True)

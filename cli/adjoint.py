@@ -19,7 +19,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
-    from accel.utils import AccelError
+    from accel.errors import AccelError
 
     try:
         vals = tuple(int(v) for v in text.split(",") if v.strip())
@@ -53,7 +53,8 @@ def bench_adjoint(
     import torch
 
     from accel.adjoint import bench
-    from accel.utils import AccelError, atomic_write_bytes
+    from accel.errors import AccelError
+    from accel.utils import atomic_write_bytes
 
     if device not in ("auto", "cpu", "cuda"):
         raise AccelError(f"--device must be auto, cpu or cuda, got {device!r}")

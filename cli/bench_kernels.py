@@ -20,7 +20,7 @@ def _group() -> None:
 
 
 def _check_writable(path: Optional[Path], flag: str) -> None:
-    from accel.utils import AccelError
+    from accel.errors import AccelError
 
     if path is None:
         return
@@ -49,8 +49,8 @@ def kernels(
     (with --out-dir, also bench_kernels.json, .md and the bandwidth chart .png, which needs matplotlib)."""
     import torch
 
-    from accel.kernels import bench
-    from accel.utils import AccelError
+    from accel.errors import AccelError
+    from accel.kernels import KernelError, bench
 
     if device not in ("auto", "cpu", "cuda"):
         raise AccelError(f"--device must be auto, cpu or cuda, got {device!r}")
@@ -64,18 +64,21 @@ def kernels(
         _check_writable(path, flag)
     files = output_files(out_dir, "bench_kernels", json=json_path, md=md_path, png=png_path)
     default_sizes = bench.DEFAULT_SIZES if dev == "cuda" else "dit-digits,dit-xl-256,sd3-1024,flux-b1"
-    size_map = bench.parse_sizes(sizes or default_sizes)
-    dtype_map = bench.parse_dtypes(dtypes)
-    reps = repeats if repeats is not None else (20 if dev == "cuda" else 5)
-    total = len(size_map) * len(dtype_map) * len(op_list)
-    with progress_bar("bench kernels", total, enabled=progress) as update:
-        result = bench.run_benchmark(size_map, dtype_map, order=order, repeats=reps, device=dev, peak_gbps=peak_gbps,
-                                     ops=op_list, callback=lambda done, tot, info: update(done, tot, info=info))
-    markdown = bench.to_markdown(result)
-    typer.echo(markdown)
-    if files["json"] is not None:
-        files["json"].write_text(json.dumps(result, indent=2) + "\n")
-    if files["md"] is not None:
-        files["md"].write_text(markdown)
-    if files["png"] is not None:
-        bench.plot_png(result, files["png"])
+    try:  # the kernels are a leaf of the package with an error of their own: the CLI reports AccelError
+        size_map = bench.parse_sizes(sizes or default_sizes)
+        dtype_map = bench.parse_dtypes(dtypes)
+        reps = repeats if repeats is not None else (20 if dev == "cuda" else 5)
+        total = len(size_map) * len(dtype_map) * len(op_list)
+        with progress_bar("bench kernels", total, enabled=progress) as update:
+            result = bench.run_benchmark(size_map, dtype_map, order=order, repeats=reps, device=dev, peak_gbps=peak_gbps,
+                                         ops=op_list, callback=lambda done, tot, info: update(done, tot, info=info))
+        markdown = bench.to_markdown(result)
+        typer.echo(markdown)
+        if files["json"] is not None:
+            files["json"].write_text(json.dumps(result, indent=2) + "\n")
+        if files["md"] is not None:
+            files["md"].write_text(markdown)
+        if files["png"] is not None:
+            bench.plot_png(result, files["png"])
+    except KernelError as e:
+        raise AccelError(str(e)) from None

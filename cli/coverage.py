@@ -16,7 +16,7 @@ def coverage(
     """Every denoiser class the installed diffusers exports: tiny config, sampling loop, the four cache checks."""
     import torch
 
-    from accel.caching.coverage import write
+    from accel.coverage.check import write
 
     torch.set_num_threads(1)  # tiny models: threads only add overhead
     with progress_bar("coverage", 1) as bar:

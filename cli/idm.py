@@ -9,7 +9,8 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from accel.utils import AccelError, atomic_write_bytes
+from accel.errors import AccelError
+from accel.utils import atomic_write_bytes
 
 from ._outputs import JsonFile, MdFile, OutDir, PngFile, output_files
 
@@ -138,6 +139,8 @@ def bench_idm(
 
     if what not in ("memory", "recon", "all"):
         raise AccelError(f"--what must be memory, recon or all, got {what!r}")
+    if memory_from is not None and what != "recon":
+        raise AccelError(f"--memory-from replaces the memory benchmark: use it with --what recon, not --what {what}")
     outputs = output_files(out_dir, "bench_idm", json=json_path, md=md_path, png=png_path)
     json_out = outputs["json"]
     memory, recon, originals, recs = [], [], None, None
@@ -154,8 +157,6 @@ def bench_idm(
         if cache_dir is not None:  # before the memory benchmark, so that a resumed run says so first
             bench.announce_cached(files, _floats(ratios, "--ratios"), mths, wmap, prior, ddnm_steps, tv_iters, device, cache_dir)
     if memory_from is not None:
-        if what != "recon":
-            raise AccelError(f"--memory-from replaces the memory benchmark: use it with --what recon, not --what {what}")
         memory = report.read_memory(memory_from)
         settings["memory_from"] = memory_from.name
     if what in ("memory", "all"):

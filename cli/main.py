@@ -85,14 +85,24 @@ def _quiet_diffusers(callback: Callable[..., Any]) -> Callable[..., Any]:
 _IMPORT_NOISE = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao")
 
 
+def _one_line_errors() -> tuple[type[BaseException], ...]:
+    """Errors printed as one line: AccelError, bad files, and ``accel.kernels``' own KernelError (kernels is a leaf
+    of the package and cannot raise AccelError). Looked up when an error propagates: a KernelError can only come
+    once the kernels are imported, and importing them here (torch) would slow every command down."""
+    from accel.errors import AccelError
+
+    dispatch = sys.modules.get("accel.kernels.dispatch")
+    kernel = (dispatch.KernelError,) if dispatch is not None else ()
+    return (AccelError, *kernel, FileNotFoundError, PermissionError, IsADirectoryError)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI. Known errors (AccelError, bad files) print one line on stderr and exit 1; usage errors (unknown
-    option or command, missing or malformed value) print the usage hint and one error line and exit 2.
+    """Run the CLI. Known errors (AccelError, the kernels' KernelError, bad files) print one line on stderr and exit 1;
+    usage errors (unknown option or command, missing or malformed value) print the usage hint and one error line and
+    exit 2.
 
     Set ``ACCEL_DEBUG=1`` to see the full traceback instead.
     """
-    from accel.errors import AccelError
-
     # torchao, where installed, logs on import that its CUDA-only kernels do not load (and torch and diffusers
     # add notes about it): nothing about the command run, and it would break the one-line error contract.
     for name in _IMPORT_NOISE:
@@ -106,10 +116,10 @@ def main(argv: list[str] | None = None) -> None:
             command.callback = _quiet_diffusers(command.callback)
     try:
         rc = cli.main(args=argv, standalone_mode=False)
-    except (AccelError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+    except _one_line_errors() as e:
         if debug:
             raise
-        msg = str(e) if isinstance(e, AccelError) else f"{type(e).__name__}: {e}"
+        msg = f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e)
         print(f"error: {msg}", file=sys.stderr)
         sys.exit(1)
     except _classes("Exit") as e:

@@ -13,7 +13,7 @@ from ._progress import progress_bar
 
 
 def _check_writable(path: Path) -> None:
-    from accel.utils import AccelError
+    from accel.errors import AccelError
 
     parent = path.expanduser().resolve().parent
     if path.is_dir():
@@ -42,7 +42,7 @@ def sample(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Sample images and write a PNG grid; prints one summary line (time, steps, cache figures)."""
-    from accel.utils import AccelError
+    from accel.errors import AccelError
     from accel import sampling
 
     from accel.zoo import MODELS

@@ -32,7 +32,7 @@ def train(
     work_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints go; training resumes from here.")] = None,
 ) -> None:
     """Train a shipped model from scratch, reproducibly (resumes from the last checkpoint in --work-dir)."""
-    from accel.utils import AccelError
+    from accel.errors import AccelError
     from accel.zoo import MODELS
     from accel.zoo._registry import WEIGHTS
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 MODES = ("plain", "checkpoint", "reversible")
 

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm", ".webp")
 CHANNELS = ("auto", "y")
@@ -151,11 +151,11 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+SET11 = Path(__file__).resolve().parent / "set11"  # shipped as package data; see set11/SOURCE.md
+
+
 def default_set11() -> Path:
-    """The Set11 folder of this checkout (``../shared/data/set11`` next to the repository)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        cand = parent / "shared" / "data" / "set11"
-        if cand.is_dir():
-            return cand
-    raise AccelError("Set11 not found (looked for shared/data/set11 above the package); pass --images FOLDER")
+    """The Set11 folder shipped with the package (``accel/invertible/set11``: evaluation data, never training)."""
+    if not any(SET11.glob("*.tif")):
+        raise AccelError(f"Set11 is missing from this install ({SET11}); reinstall accel-diffusion, or pass --images FOLDER")
+    return SET11

@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 
 from accel.training import announce_resume
-from accel.utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from accel.errors import AccelError
+from accel.utils import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 
 from .idm import IDM
 from .operator import BlockCS, CSConfig, check_ratio

@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 from .operator import BlockCS
 from .reversible import Coupling, check_mode, run_chain

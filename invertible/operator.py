@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 BLOCK = 32
 

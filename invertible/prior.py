@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from accel.training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 UNET_CONFIG = dict(
     sample_size=64,
@@ -82,14 +82,19 @@ def natural_images() -> dict[str, np.ndarray]:
     return out
 
 
-def check_disjoint(images: dict[str, np.ndarray], test_dir: str | Path, size: int = 64, limit: float = 0.9) -> dict[str, tuple[str, float]]:
-    """Highest normalised correlation of every training image with the test images (both resized to ``size``).
+def check_disjoint(images: dict[str, np.ndarray], test_dir: str | Path | None = None, size: int = 64, limit: float = 0.9) -> dict[str, tuple[str, float]]:
+    """Highest normalised correlation of every training image with the test images (both resized to ``size``);
+    ``test_dir`` defaults to the Set11 copy shipped with the package.
 
     Raises :class:`AccelError` when a pair exceeds ``limit``: this catches copies and crops-to-size of a
     test image.  It cannot tell a re-shoot of a scene (scikit-image's camera scores 0.61 against Set11's
     cameraman, while the unrelated sklearn china scores 0.57), which is why those are excluded by name.
     """
     from PIL import Image
+
+    from .data import default_set11
+
+    test_dir = default_set11() if test_dir is None else test_dir
 
     def small(a: np.ndarray) -> np.ndarray:
         v = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR), np.float64).ravel()

@@ -10,7 +10,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from accel.utils import AccelError, load_checkpoint, save_checkpoint
+from accel.errors import AccelError
+from accel.utils import load_checkpoint, save_checkpoint
 
 from .data import CHANNELS, SPACES, bit_depth, canonical, load_image, psnr, ssim, to_tensor
 from .operator import BlockCS, CSConfig, check_ratio

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from accel.utils import AccelError, atomic_write_bytes
+from accel.errors import AccelError
+from accel.utils import atomic_write_bytes
 
 METHOD_NAMES = {"atb": "A^T y", "tv": "TV-FISTA", "ddnm": "DDNM (zero-shot)", "idm": "IDM (fine-tuned)"}
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 from .reversible import Coupling, checkpointed, run_chain
 

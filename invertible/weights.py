@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from accel.utils import AccelError, load_checkpoint, save_checkpoint
+from accel.errors import AccelError
+from accel.utils import load_checkpoint, save_checkpoint
 
 from .idm import IDM
 from .operator import CSConfig

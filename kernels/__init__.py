@@ -5,7 +5,8 @@ A cache stores, per hidden-state tensor of shape ``S = (B, ...)``, a contiguous 
 ``n_valid``: how many leading orders hold valid data. Each op dispatches to a Triton kernel (one pass over
 memory) when triton is installed and the tensors are on CUDA, else to the PyTorch reference in
 ``accel.kernels.reference``; ``ACCEL_KERNELS=auto|torch|triton`` overrides the choice (see ``backend``).
-Importing this package never imports triton.
+Importing this package never imports triton, nor anything of ``accel`` outside ``accel.kernels`` (a leaf:
+a backend that cannot run raises :class:`KernelError`, which the CLI prints as one line).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from accel.kernels import reference
-from accel.kernels.dispatch import backend, check_factors, check_like, check_scalar, load_triton
+from accel.kernels.dispatch import KernelError, backend, check_factors, check_like, check_scalar, load_triton
 
-__all__ = ["taylor_forecast", "taylor_update", "forecast_error", "new_factors", "backend"]
+__all__ = ["KernelError", "taylor_forecast", "taylor_update", "forecast_error", "new_factors", "backend"]
 
 
 def new_factors(like: torch.Tensor, order: int, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from accel.kernels import reference
-from accel.utils import AccelError
+from accel.kernels.dispatch import KernelError
 
 __all__ = ["PRESETS", "PEAK_GBPS", "parse_sizes", "parse_dtypes", "peak_bandwidth_gbps", "run_benchmark", "to_markdown", "plot_png"]
 
@@ -69,10 +69,10 @@ def parse_sizes(spec: str) -> dict[str, tuple[int, ...]]:
         except ValueError:
             shape = ()
         if len(shape) < 2 or min(shape) < 1:
-            raise AccelError(f"size {item!r} is neither a preset ({', '.join(PRESETS)}) nor BxTxC... with positive ints, e.g. 2x4096x3072")
+            raise KernelError(f"size {item!r} is neither a preset ({', '.join(PRESETS)}) nor BxTxC... with positive ints, e.g. 2x4096x3072")
         sizes[item] = shape
     if not sizes:
-        raise AccelError(f"no sizes given: pass presets ({', '.join(PRESETS)}) or shapes like 2x4096x3072, comma-separated")
+        raise KernelError(f"no sizes given: pass presets ({', '.join(PRESETS)}) or shapes like 2x4096x3072, comma-separated")
     return sizes
 
 
@@ -81,7 +81,7 @@ def parse_dtypes(spec: str) -> dict[str, torch.dtype]:
     names = [s.strip().lower() for s in spec.split(",") if s.strip()]
     bad = [n for n in names if n not in DTYPES]
     if bad or not names:
-        raise AccelError(f"unknown dtype(s) {bad or spec!r}: use a comma-separated subset of {', '.join(DTYPES)}")
+        raise KernelError(f"unknown dtype(s) {bad or spec!r}: use a comma-separated subset of {', '.join(DTYPES)}")
     return {n: DTYPES[n] for n in names}
 
 
@@ -212,9 +212,9 @@ def run_benchmark(
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AccelError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        raise KernelError("--device cuda was asked for but CUDA is not available; use --device cpu")
     if order < 0 or repeats < 1:
-        raise AccelError(f"order must be >= 0 and repeats >= 1, got order={order}, repeats={repeats}")
+        raise KernelError(f"order must be >= 0 and repeats >= 1, got order={order}, repeats={repeats}")
     table_peak, device_name = peak_bandwidth_gbps(device)
     peak = peak_gbps if peak_gbps is not None else table_peak
     impls = _impls(device)
@@ -289,7 +289,7 @@ def plot_png(result: dict, path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise AccelError("--png needs matplotlib: `pip install accel-diffusion[bench]`") from exc
+        raise KernelError("--png needs matplotlib: `pip install accel-diffusion[bench]`") from exc
     rows = result["rows"]
     ops = [op for op in OPS if any(r["op"] == op for r in rows)]
     sizes = list(dict.fromkeys(r["size"] for r in rows))

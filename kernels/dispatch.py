@@ -5,6 +5,9 @@ is on CUDA and the shape is supported, else the reference; ``torch`` always uses
 always uses Triton and fails with a clear error where it cannot (a CPU tensor is accepted only under
 ``TRITON_INTERPRET=1``, Triton's CPU interpreter, which is for testing). Triton is imported only when a
 Triton op actually runs, never by ``import accel``.
+
+``accel.kernels`` is a leaf of the package: it imports nothing from the rest of ``accel``. Its own
+:class:`KernelError` reports a backend that cannot run; the CLI prints it as one line, like ``AccelError``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,11 @@ import warnings
 
 import torch
 
-from accel.utils import AccelError
+
+class KernelError(Exception):
+    """A kernel backend asked for that cannot run here (an unknown ``ACCEL_KERNELS`` value, triton missing or
+    unable to take these tensors), or bad settings for the kernel benchmark. The message says how to fix it."""
+
 
 ENV_VAR = "ACCEL_KERNELS"
 MODES = ("auto", "torch", "triton")
@@ -32,10 +39,10 @@ MAX_TRITON_NUMEL = 2**31 - 2**20
 
 
 def mode() -> str:
-    """The ``ACCEL_KERNELS`` setting (``auto`` when unset); raises AccelError on an unknown value."""
+    """The ``ACCEL_KERNELS`` setting (``auto`` when unset); raises KernelError on an unknown value."""
     value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
     if value not in MODES:
-        raise AccelError(f"{ENV_VAR}={value!r} is not a known kernel backend: use one of {', '.join(MODES)}")
+        raise KernelError(f"{ENV_VAR}={value!r} is not a known kernel backend: use one of {', '.join(MODES)}")
     return value
 
 
@@ -84,9 +91,9 @@ def backend(*tensors: torch.Tensor) -> str:
         on_cuda = bool(tensors) and tensors[0].device.type == "cuda"
         return "triton" if why is None and on_cuda and triton_installed() else "torch"
     if not triton_installed():
-        raise AccelError(f"{ENV_VAR}=triton but triton is not installed: `pip install accel-diffusion[gpu]`, or set {ENV_VAR}=torch")
+        raise KernelError(f"{ENV_VAR}=triton but triton is not installed: `pip install accel-diffusion[gpu]`, or set {ENV_VAR}=torch")
     if why is not None:
-        raise AccelError(f"{ENV_VAR}=triton but {why}; set {ENV_VAR}=torch (or auto) to use the PyTorch reference")
+        raise KernelError(f"{ENV_VAR}=triton but {why}; set {ENV_VAR}=torch (or auto) to use the PyTorch reference")
     return "triton"
 
 
@@ -101,7 +108,7 @@ def load_triton():
         ops = importlib.import_module("accel.kernels.triton_ops")
     except ImportError as exc:  # a broken triton install: fall back to the reference in auto mode
         if mode() == "triton":
-            raise AccelError(f"{ENV_VAR}=triton but importing triton failed ({exc}); reinstall with `pip install accel-diffusion[gpu]`") from exc
+            raise KernelError(f"{ENV_VAR}=triton but importing triton failed ({exc}); reinstall with `pip install accel-diffusion[gpu]`") from exc
         _warn_once(f"triton is installed but failed to import ({exc}); using the PyTorch reference kernels")
         return None
     return ops

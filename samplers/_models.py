@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, NamedTuple, Sequence, Union
 
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 from ._schedules import Schedule, schedule_from_scheduler
 

@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 from ._models import Cond, Denoiser, Prediction, denoiser_from_pipeline
 from ._schedules import Grid, grid_from_scheduler

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random models (no downloads) and the shipped model when its weights exist."""
+"""Shared fixtures: tiny random models (no downloads), the family-table pipelines and the shipped model when its
+weights exist."""
 
 from __future__ import annotations
 
@@ -95,3 +96,46 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def hook_snapshot(model: torch.nn.Module) -> dict[str, tuple[bool, bool]]:
+    """Per submodule: (has a diffusers hook registry, has an instance-level forward override)."""
+    return {n: ("_diffusers_hook" in m.__dict__, "forward" in m.__dict__) for n, m in model.named_modules()}
+
+
+class PipelineRun:
+    """A pipeline of the model-family table (``accel.coverage``), built from its tiny config, with its call
+    kwargs (``cfg``: the sequential-CFG variant) and its uncached reference output."""
+
+    def __init__(self, name: str, cfg: bool = False) -> None:
+        from accel.caching.blocks import find_denoiser
+        from accel.coverage import pipeline, pipelines
+
+        self.name = name
+        self.cls, _, self.spec = pipelines()[name]
+        self.pipe, self.kwargs = pipeline(name, cfg=cfg)
+        for component in self.pipe.components.values():
+            if isinstance(component, torch.nn.Module):
+                component.eval()  # e.g. DiT's class-label dropout is random in training mode
+        self.model = find_denoiser(self.pipe)
+        self.ref = self.run()
+        # Taken after the reference run: a pipeline's own cache_context() creates an (empty) hook registry.
+        self.before = hook_snapshot(self.model)
+
+    def run(self) -> torch.Tensor:
+        with torch.no_grad():
+            result = self.pipe(**self.kwargs())
+        for name in ("images", "frames", "latents"):
+            value = getattr(result, name, None)
+            if value is not None:
+                return torch.as_tensor(value).detach().clone()
+        raise AssertionError(f"no output tensor in {type(result).__name__}")
+
+    def assert_clean(self) -> None:
+        import accel
+
+        assert not accel.is_enabled(self.pipe)
+        now = hook_snapshot(self.model)
+        left = sorted(n for n in now if now[n] != self.before[n])
+        assert not left, f"hooks or forward overrides left behind after disable on {left}"
+        assert not any("_accel_pristine" in m.__dict__ for m in self.model.modules())

@@ -1,8 +1,8 @@
 """Confidence-gated Taylor caching (CG-Taylor) as diffusers hooks."""
 
 from .api import cached, disable, enable, is_enabled, reset, stats
-from .blocks import TESTED_MODELS, find_blocks
+from .blocks import find_blocks
 from .config import CGTaylorConfig
 from .state import CacheStats, StepRecord
 
-__all__ = ["CGTaylorConfig", "CacheStats", "StepRecord", "TESTED_MODELS", "cached", "disable", "enable", "find_blocks", "is_enabled", "reset", "stats"]
+__all__ = ["CGTaylorConfig", "CacheStats", "StepRecord", "cached", "disable", "enable", "find_blocks", "is_enabled", "reset", "stats"]

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..utils import AccelError
+from ..errors import AccelError
 
 METRICS = ("rel_l1",)
 BATCH_POLICIES = ("any", "mean")

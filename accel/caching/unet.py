@@ -23,7 +23,7 @@ import inspect
 
 import torch
 
-from ..utils import AccelError
+from ..errors import AccelError
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
 

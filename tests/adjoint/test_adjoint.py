@@ -10,7 +10,7 @@ from conftest import tiny_dit
 
 from accel.adjoint import sample_with_grad
 from accel.samplers import class_embeddings
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 
 def ddim(**kw):

@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import tiny_dit
 
-from accel.utils import AccelError, load_checkpoint
+from accel.errors import AccelError
+from accel.utils import load_checkpoint
 
 
 @pytest.fixture(scope="module")

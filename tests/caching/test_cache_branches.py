@@ -137,9 +137,9 @@ def test_no_branch_reads_another_branchs_factors(tiny_dit_pipe):
 
 def test_chroma_pipeline_forecasts_in_both_branches():
     """ChromaPipeline calls cond then uncond without a cache context: both branches forecast."""
-    from test_cache_models import Family
+    from conftest import PipelineRun
 
-    fam = Family("chroma")
+    fam = PipelineRun("chroma")
     with accel.cached(fam.pipe, PERMISSIVE):
         out = fam.run()
         st = accel.stats(fam.pipe)
@@ -150,12 +150,12 @@ def test_chroma_pipeline_forecasts_in_both_branches():
     fam.assert_clean()
 
 
-@pytest.mark.parametrize("name", ["flux_true_cfg"])
+@pytest.mark.parametrize("name", ["flux"])
 def test_pipeline_with_and_without_cache_context_agree(name: str, monkeypatch: Any):
     """True CFG named by the pipeline (cond / uncond) or, with cache_context a no-op, told apart by call order."""
-    from test_cache_models import SEQUENTIAL_CFG, Family
+    from conftest import PipelineRun
 
-    fam = Family(name, SEQUENTIAL_CFG[name])
+    fam = PipelineRun(name, cfg=True)
     cfg = CGTaylorConfig(threshold=0.5, warmup_steps=1)
     with accel.cached(fam.pipe, cfg):
         named = fam.run()

@@ -15,7 +15,7 @@ import torch
 import accel
 from accel import CGTaylorConfig
 
-from test_cache_models import _flux_transformer, build_flux
+from accel.coverage import pipeline, tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -25,7 +25,7 @@ PERMISSIVE = CGTaylorConfig(threshold=1e3, warmup_steps=1)
 
 
 def _flux() -> tuple[Any, Any]:
-    pipe, kwargs = build_flux()
+    pipe, kwargs = pipeline("flux")
     pipe.set_progress_bar_config(disable=True)
     pipe.transformer.eval()
     return pipe, lambda **kw: {**kwargs(), "num_inference_steps": STEPS, **kw}
@@ -59,7 +59,7 @@ def _lora(seed: int) -> dict[str, torch.Tensor]:
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    donor = _flux_transformer()
+    donor = tiny_model("FluxTransformer2DModel")
     torch.manual_seed(seed)
     donor.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False))
     with torch.no_grad():

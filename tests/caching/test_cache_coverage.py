@@ -6,7 +6,10 @@ from pathlib import Path
 
 import torch
 
-from accel.caching.coverage import NOT_DENOISERS, TINY, denoiser_classes, markdown, run_coverage
+from accel.coverage import FAMILIES, NOT_DENOISERS
+from accel.coverage.check import denoiser_classes, markdown, run_coverage
+from accel.coverage.families.image import IMAGE
+from accel.coverage.families.video_audio import VIDEO_AUDIO
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "coverage.md"
 
@@ -22,6 +25,13 @@ def test_coverage_doc_is_current() -> None:
     # every class with a tiny configuration that runs is supported (a failure here is a caching bug, not a gap)
     failed = [(r.cls, r.status) for r in results if r.status.startswith(("failed", "refused"))]
     assert not failed, failed
-    assert all(r.supported for r in results if r.cls in TINY and not r.status.startswith("no tiny config"))
+    assert all(r.supported for r in results if r.cls in FAMILIES and not r.status.startswith("no tiny config"))
     assert all(r.status.startswith("not a denoiser") for r in results if r.cls in NOT_DENOISERS)
     assert DOC.read_text() == markdown(results), "docs/coverage.md is stale: run `accel coverage`"
+
+
+def test_family_table_is_one_entry_per_class() -> None:
+    """Each class is in one of the two tables, and every pipeline name is unique (the tests run them by name)."""
+    assert not set(IMAGE) & set(VIDEO_AUDIO)
+    names = [p.name for fam in FAMILIES.values() for p in fam.pipelines]
+    assert len(names) == len(set(names)), names

@@ -19,13 +19,18 @@ from PIL import Image
 import accel
 from accel import CGTaylorConfig
 
-from test_cache_models import _embeds, _flow_scheduler, _flux_transformer, _gen
+from accel.coverage import tiny_model
+from accel.coverage.spec import randn, scheduler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 EXACT = CGTaylorConfig(threshold=0.0, warmup_steps=1)
 PERMISSIVE = CGTaylorConfig(threshold=1e3, warmup_steps=1)
 SIZE = 16  # pixels; the tiny VAE does not downsample, FLUX packs 2x2 latents into one token: 8x8 tokens
+
+
+def _gen() -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(0)
 
 
 def _tiny_vae() -> Any:
@@ -42,8 +47,8 @@ def _flux(cls_name: str = "FluxPipeline", **extra: Any) -> Any:
     import diffusers
 
     pipe = getattr(diffusers, cls_name)(
-        scheduler=_flow_scheduler(), vae=_tiny_vae(), text_encoder=None, tokenizer=None, text_encoder_2=None,
-        tokenizer_2=None, transformer=_flux_transformer().eval(), **extra,
+        scheduler=scheduler()(), vae=_tiny_vae(), text_encoder=None, tokenizer=None, text_encoder_2=None,
+        tokenizer_2=None, transformer=tiny_model("FluxTransformer2DModel"), **extra,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -56,7 +61,7 @@ def _image(seed: int = 3) -> Image.Image:
 
 def _flux_kwargs(steps: int = 6, **extra: Any) -> dict[str, Any]:
     return dict(
-        prompt_embeds=_embeds(1, 6, 16, seed=1), pooled_prompt_embeds=_embeds(1, 16, seed=3), height=SIZE, width=SIZE,
+        prompt_embeds=randn(1, 6, 16, seed=1), pooled_prompt_embeds=randn(1, 16, seed=3), height=SIZE, width=SIZE,
         num_inference_steps=steps, generator=_gen(), output_type="latent", **extra,
     )
 
@@ -216,26 +221,17 @@ def test_interrupt_mid_run_then_a_fresh_call() -> None:
 # --------------------------------------------------------------------------------------------- two denoisers
 
 
-def _tiny_wan(seed: int) -> Any:
-    from diffusers import WanTransformer3DModel
-
-    torch.manual_seed(seed)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=16,
-        freq_dim=32, ffn_dim=16, num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-    ).eval()
-
-
 def test_wan22_two_transformers_hand_over() -> None:
     from diffusers import WanPipeline
 
-    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=_flow_scheduler(shift=3.0),
-                       transformer=_tiny_wan(0), transformer_2=_tiny_wan(1), boundary_ratio=0.75)
+    experts = [tiny_model("WanTransformer3DModel", seed=s) for s in (0, 1)]  # high- and low-noise experts
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=scheduler(shift=3.0)(),
+                       transformer=experts[0], transformer_2=experts[1], boundary_ratio=0.75)
     pipe.set_progress_bar_config(disable=True)
     boundary = 0.75 * pipe.scheduler.config.num_train_timesteps
 
     def kwargs() -> dict[str, Any]:
-        return dict(prompt_embeds=_embeds(1, 6, 16, seed=1), height=32, width=32, num_frames=5, guidance_scale=1.0,
+        return dict(prompt_embeds=randn(1, 6, 16, seed=1), height=32, width=32, num_frames=5, guidance_scale=1.0,
                     num_inference_steps=8, generator=_gen(), output_type="latent")
 
     with torch.no_grad():

@@ -17,7 +17,7 @@ import accel
 from accel.caching.api import _controller
 from accel.caching.hooks import GateHook, LastHook
 from accel.caching.unet import deep_split_blocks
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 STEPS = 6
 PERMISSIVE = accel.CGTaylorConfig(threshold=1e3, warmup_steps=1)

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from accel.cli.main import app
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 runner = CliRunner()
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from accel.invertible.operator import BlockCS, CSConfig, padded_size
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 
 @pytest.mark.parametrize("ratio", [0.01, 0.1, 0.3, 0.5, 1.0])

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from accel.invertible import prior
-from accel.utils import AccelError, load_checkpoint
+from accel.errors import AccelError
+from accel.utils import load_checkpoint
 
 TINY = dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
             up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8, sample_size=16)

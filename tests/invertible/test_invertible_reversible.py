@@ -8,7 +8,7 @@ from accel.invertible.idm import IDM
 from accel.invertible.operator import BlockCS, CSConfig
 from accel.invertible.reversible import Coupling, run_chain
 from accel.invertible.unet import ReversibleUNet
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 CONFIGS = {
     # attention in the low-resolution level and in the mid block, one resnet per level

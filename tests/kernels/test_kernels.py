@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import accel.kernels as K
-from accel.kernels import dispatch, reference
-from accel.utils import AccelError
+from accel.kernels import KernelError, dispatch, reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(1, 7, 33), (3, 5, 3), (2, 1029), (5, 1)]  # odd sizes; (2, 1029) spans two blocks
@@ -108,7 +107,7 @@ def test_backend_auto_and_torch(monkeypatch):
     monkeypatch.setenv("ACCEL_KERNELS", "torch")
     assert K.backend(t) == "torch"
     monkeypatch.setenv("ACCEL_KERNELS", "cuda")
-    with pytest.raises(AccelError, match="auto, torch, triton"):
+    with pytest.raises(KernelError, match="auto, torch, triton"):
         K.backend(t)
 
 
@@ -116,19 +115,49 @@ def test_forced_triton_errors(monkeypatch):
     t = torch.zeros(2, 1, 3)
     monkeypatch.setenv("ACCEL_KERNELS", "triton")
     monkeypatch.setattr(dispatch, "triton_installed", lambda: False)
-    with pytest.raises(AccelError, match=r"pip install accel-diffusion\[gpu\]"):
+    with pytest.raises(KernelError, match=r"pip install accel-diffusion\[gpu\]"):
         K.backend(t)
     monkeypatch.setattr(dispatch, "triton_installed", lambda: True)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(AccelError, match="TRITON_INTERPRET=1"):
+    with pytest.raises(KernelError, match="TRITON_INTERPRET=1"):
         K.taylor_forecast(t, 1.0, 1)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    with pytest.raises(AccelError, match="float64"):
+    with pytest.raises(KernelError, match="float64"):
         K.backend(t.double())
-    with pytest.raises(AccelError, match="not contiguous"):
+    with pytest.raises(KernelError, match="not contiguous"):
         K.backend(t, torch.zeros(3, 2).t())
-    with pytest.raises(AccelError, match="Triton limit of 8"):
+    with pytest.raises(KernelError, match="Triton limit of 8"):
         K.backend(torch.zeros(9, 1, 3))
+
+
+def test_kernels_are_a_leaf_of_the_package():
+    """kernels/*.py import nothing of accel outside accel.kernels (no ``accel.utils``, no relative ``..``)."""
+    import ast
+    from pathlib import Path
+
+    for path in sorted(Path(K.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                assert not name.startswith("..") and (name.split(".")[0] != "accel" or name.startswith("accel.kernels")), (path.name, name)
+
+
+def test_kernel_error_is_one_line_in_the_cli(tiny_dit_folder, tmp_path, monkeypatch, capsys):
+    """A backend that cannot run, hit while sampling with the cache, is one ``error:`` line and exit 1."""
+    from accel.cli.main import main
+
+    monkeypatch.delenv("ACCEL_DEBUG", raising=False)
+    monkeypatch.setenv("ACCEL_KERNELS", "cuda")
+    with pytest.raises(SystemExit) as exit_:
+        main(["sample", "--model", str(tiny_dit_folder), "-n", "1", "--steps", "3", "--out", str(tmp_path / "x.png"),
+              "--cache", "cg-taylor", "--threshold", "0.2", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 1 and err == ["error: ACCEL_KERNELS='cuda' is not a known kernel backend: use one of auto, torch, triton"], err
 
 
 def test_works_without_triton_and_never_imports_the_kernels_module():

@@ -9,8 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from accel.cli.bench_kernels import app
-from accel.kernels import bench, reference
-from accel.utils import AccelError
+from accel.kernels import KernelError, bench, reference
+from accel.errors import AccelError
 
 
 def test_eager_chains_compute_the_same_ops():
@@ -37,9 +37,9 @@ def test_op_bytes_and_peak_table():
 
 def test_parse_errors():
     assert bench.parse_sizes("flux-b1,2x33x7") == {"flux-b1": (1, 4096, 3072), "2x33x7": (2, 33, 7)}
-    with pytest.raises(AccelError, match="preset"):
+    with pytest.raises(KernelError, match="preset"):
         bench.parse_sizes("flux-b9")
-    with pytest.raises(AccelError, match="fp32, fp16, bf16"):
+    with pytest.raises(KernelError, match="fp32, fp16, bf16"):
         bench.parse_dtypes("fp8")
 
 
@@ -62,6 +62,9 @@ def test_cli_writes_json_markdown_and_png(tmp_path):
 def test_cli_rejects_bad_options():
     res = CliRunner().invoke(app, ["kernels", "--ops", "forecast,blur", "--no-progress", "--device", "cpu"])
     assert res.exit_code != 0 and isinstance(res.exception, AccelError) and "forecast, update, error" in str(res.exception)
+    # the kernels' own error (kernels import nothing of accel) reaches the CLI as AccelError
+    res = CliRunner().invoke(app, ["kernels", "--sizes", "flux-b9", "--no-progress", "--device", "cpu"])
+    assert res.exit_code != 0 and isinstance(res.exception, AccelError) and "preset" in str(res.exception)
 
 
 def test_targets_summary_checks_flux_triton_rows():

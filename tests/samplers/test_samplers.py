@@ -19,7 +19,7 @@ from accel.samplers import (
     schedule_from_scheduler,
 )
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 from conftest import flux_scheduler, tiny_dit, tiny_flux
 
 

@@ -1,7 +1,7 @@
 """Which diffusers denoisers CG-Taylor supports: every ``*Transformer*Model`` / ``UNet*Model`` class the installed
-diffusers exports, each built from a tiny random configuration and driven through its own forward in a
-sampling loop with two calls per step (cond, uncond; no cache context, so the branches are told apart by
-call order).
+diffusers exports, each built from its tiny random configuration in the family table (``families/``) and driven
+through its own forward in a sampling loop with two calls per step (cond, uncond; no cache context, so the
+branches are told apart by call order).
 
 Per class, "supported" means: threshold 0 gives bit-exactly the uncached outputs; a permissive threshold
 forecasts in every branch with finite outputs; after ``disable`` the outputs are bit-exactly the uncached
@@ -17,40 +17,10 @@ from typing import Any, Callable
 
 import torch
 
-from .coverage_tiny import TINY, Tiny
+from .families import FAMILIES, GAPS, NOT_DENOISERS
+from .spec import STEPS, Family, build_model
 
-STEPS = 5
 CALLS = 2  # cond and uncond, in that order, without a cache context
-
-# Exported classes that are not denoisers on their own (sub-modules of another model, or control nets).
-NOT_DENOISERS = {
-    "TransformerTemporalModel": "temporal sub-module of the video U-Nets",
-    "Transformer2DModel": "attention sub-module of the U-Nets (its own blocks are cached with the U-Net)",
-    "DreamLiteTransformer2DModel": "attention sub-module of DreamLiteUNetModel",
-    "HunyuanDiT2DControlNetModel": "control net: its outputs feed a denoiser, it is not one",
-    "HunyuanDiT2DMultiControlNetModel": "control net: its outputs feed a denoiser, it is not one",
-}
-
-# Denoisers without a tiny configuration yet, and what stands in the way.
-GAPS = {
-    "UNetControlNetXSModel": "its blocks carry two streams (base and control; down blocks return 4-tuples), which the "
-                             "U-Net block roles do not pass through",
-    "WanAnimate2Transformer3DModel": "its denoising calls read a KV cache that a separate reference pass fills",
-}
-
-# Pipelines of tests/test_cache_models.py that drive the class end to end with precomputed embeddings.
-PIPELINES = {
-    "DiTTransformer2DModel": "DiTPipeline", "PixArtTransformer2DModel": "PixArtAlphaPipeline, PixArtSigmaPipeline",
-    "SD3Transformer2DModel": "StableDiffusion3Pipeline", "FluxTransformer2DModel": "FluxPipeline (+ true CFG)",
-    "SanaTransformer2DModel": "SanaPipeline", "WanTransformer3DModel": "WanPipeline (+ CFG)",
-    "CogVideoXTransformer3DModel": "CogVideoXPipeline", "HunyuanVideoTransformer3DModel": "HunyuanVideoPipeline",
-    "LTXVideoTransformer3DModel": "LTXPipeline", "QwenImageTransformer2DModel": "QwenImagePipeline (+ true CFG)",
-    "AuraFlowTransformer2DModel": "AuraFlowPipeline", "LuminaNextDiT2DModel": "LuminaPipeline",
-    "CogView4Transformer2DModel": "CogView4Pipeline", "ChromaTransformer2DModel": "ChromaPipeline",
-    "MochiTransformer3DModel": "MochiPipeline", "UNet2DConditionModel": "StableDiffusionPipeline, StableDiffusionXLPipeline",
-    "UNet2DModel": "DDIMPipeline",
-}
-
 
 def denoiser_classes() -> list[str]:
     """Every denoiser-like class the installed diffusers exports: ``*Transformer*Model``, ``*DiT*Model``, ``UNet*Model``."""
@@ -73,16 +43,16 @@ class Result:
         return self.status == "supported"
 
 
-def _sample(model: torch.nn.Module, tiny: Tiny) -> list[torch.Tensor]:
-    x, outs = tiny.x0(), []
+def _sample(model: torch.nn.Module, fam: Family) -> list[torch.Tensor]:
+    x, outs = fam.x0(), []
     with torch.no_grad():
         for k in range(STEPS):
-            t = torch.tensor([tiny.t_scale * (1 - k / STEPS)])
+            t = torch.tensor([fam.t_scale * (1 - k / STEPS)])
             ys = []
             for b in range(CALLS):
-                xin = tiny.pack(x) if tiny.pack else x
-                tin = tiny.t_pack(t) if tiny.t_pack else t
-                out = model(**{tiny.x_name: xin, tiny.t_name: tin, **tiny.cond(b)}, return_dict=False)
+                xin = fam.pack(x) if fam.pack else x
+                tin = fam.t_pack(t) if fam.t_pack else t
+                out = model(**{fam.x_name: xin, fam.t_name: tin, **fam.cond(b)}, return_dict=False)
                 out = out[0] if isinstance(out, (tuple, list)) else out  # Kandinsky 5 returns the tensor itself
                 ys.append(torch.stack(list(out)) if isinstance(out, (list, tuple)) else out)
             outs += ys
@@ -96,7 +66,7 @@ def _sample(model: torch.nn.Module, tiny: Tiny) -> list[torch.Tensor]:
 
 
 def _chain(model: torch.nn.Module) -> str:
-    from .api import _controller
+    from ..caching.api import _controller
 
     ctrl = _controller(model)
     names = [s.name for s in ctrl.blocks] if ctrl is not None else []
@@ -112,28 +82,25 @@ def _chain(model: torch.nn.Module) -> str:
 
 def check(cls_name: str) -> Result:
     """Run the four checks on one class (see the module docstring)."""
-    import diffusers
-
-    from . import CGTaylorConfig, disable, enable, stats
-    from ..utils import AccelError
+    from ..caching import CGTaylorConfig, disable, enable, stats
+    from ..errors import AccelError
 
     if cls_name in NOT_DENOISERS:
         return Result(cls_name, f"not a denoiser: {NOT_DENOISERS[cls_name]}")
-    tiny = TINY.get(cls_name)
-    if tiny is None:
-        return Result(cls_name, f"no tiny config: {GAPS.get(cls_name, 'not in accel/caching/coverage_tiny.py TINY yet')}")
+    fam = FAMILIES.get(cls_name)
+    if fam is None:
+        return Result(cls_name, f"no tiny config: {GAPS.get(cls_name, 'not in the family table (accel/coverage/families/) yet')}")
     try:
-        torch.manual_seed(0)
-        model = getattr(diffusers, cls_name)(**tiny.config).eval()
-        ref = _sample(model, tiny)
+        model = build_model(cls_name, fam.config)
+        ref = _sample(model, fam)
     except Exception as e:  # the tiny configuration itself does not run: nothing to say about caching
-        return Result(cls_name, f"no tiny config: the one in TINY does not run uncached ({type(e).__name__}: {_first_line(e)})")
+        return Result(cls_name, f"no tiny config: the one in the family table does not run uncached ({type(e).__name__}: {_first_line(e)})")
     try:
         enable(model, CGTaylorConfig(threshold=0.0, warmup_steps=1))
     except AccelError as e:
         return Result(cls_name, f"refused: {e}")
     try:
-        exact = _sample(model, tiny)
+        exact = _sample(model, fam)
         blocks = _chain(model)
     finally:
         disable(model)
@@ -141,7 +108,7 @@ def check(cls_name: str) -> Result:
         return Result(cls_name, "failed: threshold 0 is not bit-exact", blocks)
     enable(model, CGTaylorConfig(threshold=1e3, warmup_steps=1))
     try:
-        outs = _sample(model, tiny)
+        outs = _sample(model, fam)
         st = stats(model)
     finally:
         disable(model)
@@ -150,7 +117,7 @@ def check(cls_name: str) -> Result:
         res.status = "failed: non-finite output with forecasts"
     elif len(st.steps) != CALLS or not all(f > 0 for f in st.fractions().values()):
         res.status = "failed: not every branch forecasts"
-    elif not all(torch.equal(a, b) for a, b in zip(_sample(model, tiny), ref)):
+    elif not all(torch.equal(a, b) for a, b in zip(_sample(model, fam), ref)):
         res.status = "failed: output after disable differs from uncached"
     return res
 
@@ -180,7 +147,8 @@ def markdown(results: list[Result]) -> str:
     lines = [
         "# CG-Taylor coverage of diffusers denoisers",
         "",
-        f"Generated by `accel coverage` on diffusers {diffusers.__version__} (checked by tests/test_cache_coverage.py).",
+        f"Generated by `accel coverage` on diffusers {diffusers.__version__} from the family table accel/coverage/families/",
+        "(checked by tests/caching/test_cache_coverage.py; the pipelines are run by tests/caching/test_cache_models.py).",
         f"Each class: a tiny random configuration, {STEPS} steps, {CALLS} calls per step (cond, uncond) without a cache",
         "context. Supported = threshold 0 bit-exact, a permissive threshold forecasts in every branch with finite",
         "outputs, disable bit-exact.",
@@ -193,7 +161,9 @@ def markdown(results: list[Result]) -> str:
     for r in results:
         fr = ", ".join(f"{k} {v:.2f}" for k, v in r.fractions.items()) or "-"
         calls = "-" if r.calls_per_step is None else str(r.calls_per_step)
-        lines.append(f"| {r.cls} | {PIPELINES.get(r.cls, '-')} | {r.blocks} | {calls} | {fr} | {r.status.replace('|', '/')} |")
+        fam = FAMILIES.get(r.cls)
+        pipes = ", ".join(p.label() for p in fam.pipelines) if fam is not None and fam.pipelines else "-"
+        lines.append(f"| {r.cls} | {pipes} | {r.blocks} | {calls} | {fr} | {r.status.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,4 +174,4 @@ def write(path: Path, progress: Callable[[int, int, str], None] | None = None) -
     return results
 
 
-__all__ = ["TINY", "Result", "Tiny", "check", "denoiser_classes", "markdown", "run_coverage", "write"]
+__all__ = ["Result", "check", "denoiser_classes", "markdown", "run_coverage", "write"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -122,6 +123,46 @@ def recommended_threshold(pipe: Any) -> float | None:
     return recommended_settings(pipe).get("threshold")
 
 
+def unknown_prompt_words(pipe: Any, prompts: list[str]) -> list[str]:
+    """Words of ``prompts`` that the pipeline's tokenizers turn into their unknown token (so the model never
+    sees them), in order of appearance, each once. Empty for pipelines without a (fast) tokenizer."""
+    words: list[str] = []
+    for tok in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)):
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is None or not getattr(tok, "is_fast", False):
+            continue
+        for p in prompts:
+            enc = tok(p, add_special_tokens=False, return_offsets_mapping=True)
+            found = [p[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == unk]
+            words += [w for w in dict.fromkeys(found) if w not in words and any(c.isalnum() for c in w)]  # not punctuation
+    return words
+
+
+def known_words(pipe: Any, model: str) -> str:
+    """One line saying which prompt words a model knows: the shipped model's own description (its
+    ``model.json`` ``vocabulary``), else a small word-level tokenizer's vocabulary, else a pointer."""
+    from .zoo import MODELS
+
+    info = MODELS.get(model)
+    if info is not None and info.vocabulary:
+        return info.entry(info.vocabulary)()
+    tok = getattr(pipe, "tokenizer", None)
+    vocab = set(tok.get_vocab()) - set(tok.all_special_tokens) if tok is not None else set()
+    return f"the words {', '.join(sorted(vocab))}" if 0 < len(vocab) <= 200 else "the words of its tokenizer's vocabulary"
+
+
+def warn_unknown_words(pipe: Any, model: str, prompts: list[str]) -> str | None:
+    """Log (``accel`` logger, WARNING; the CLI prints it on stderr) and return one line naming the prompt words
+    the model does not know and what it knows; None when it knows them all. Sampling goes on either way."""
+    unknown = unknown_prompt_words(pipe, prompts)
+    if not unknown:
+        return None
+    line = (f"{model} does not know the word{'s' if len(unknown) > 1 else ''} {', '.join(repr(w) for w in unknown)} "
+            f"and ignores {'them' if len(unknown) > 1 else 'it'}; it knows {known_words(pipe, model)}")
+    logging.getLogger(__name__).warning(line)
+    return line
+
+
 def load_pipeline(model: str) -> Any:
     from .zoo import load, resolve
 
@@ -177,6 +218,8 @@ def sample_to_file(
         if class_labels is None and prompt is None:
             class_labels = [i % pipe.num_classes for i in range(num_images)]
         pipe.check_labels(class_labels)
+    if prompt is not None and state.is_main_process:
+        warn_unknown_words(pipe, model, [prompt] if isinstance(prompt, str) else prompt)
     kw = dict(steps=steps, seed=seed, class_labels=class_labels, prompt=prompt, guidance_scale=guidance_scale)
     report: dict[str, Any] = {"model": model, "num_images": num_images, "steps": steps, "seed": seed,
                               "class_labels": class_labels, "prompt": prompt, "cache": cache,

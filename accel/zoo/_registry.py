@@ -2,8 +2,9 @@
 
 Each shipped model is one folder ``accel/zoo/<name with underscores>/`` holding everything about it:
 
-- ``model.json``: its name, a one-line description, the default sampling steps and guidance, and the
-  training entry points (``"train": "recipe:train"``, ``"config": "recipe:TrainConfig"``);
+- ``model.json``: its name, a one-line description, the default sampling steps and guidance, the
+  training entry points (``"train": "recipe:train"``, ``"config": "recipe:TrainConfig"``) and, for a
+  text model with a closed vocabulary, ``"vocabulary": "recipe:describe_vocabulary"``;
 - ``recipe.py``: how it is trained (``train(out_dir, config, work_dir, progress)`` and its config class);
 - ``weights/``: the trained pipeline (``save_pretrained`` layout), plus ``accel_cache.json`` /
   ``accel_call.json`` when it ships recommended caching or call settings.
@@ -24,6 +25,7 @@ from ..errors import AccelError
 ZOO = Path(__file__).parent
 CALL_DEFAULTS = "accel_call.json"  # pipeline-call keyword defaults a model was trained for (height, width, ...)
 _FIELDS = {"name": str, "description": str, "default_steps": int, "default_guidance": (int, float), "train": str, "config": str}
+_OPTIONAL = {"vocabulary": str}  # "module:function" -> one line saying which prompt words the model knows
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ModelInfo:
     default_guidance: float
     train: str  # "module:function" inside the folder's package, e.g. "recipe:train"
     config: str  # "module:Class", the training settings (a dataclass with ``seed`` and ``steps``)
+    vocabulary: str | None = None  # "module:function" describing the prompt words a text model knows
 
     @property
     def weights(self) -> Path:
@@ -64,9 +67,12 @@ def _read(folder: Path) -> ModelInfo:
         data = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise AccelError(f"{f} is not valid JSON ({e}); fix it") from None
-    wrong = sorted(k for k, t in _FIELDS.items() if not isinstance(data.get(k), t)) + sorted(set(data) - set(_FIELDS))
+    wrong = [k for k, t in _FIELDS.items() if not isinstance(data.get(k), t)]
+    wrong += [k for k, t in _OPTIONAL.items() if k in data and not isinstance(data[k], t)]
+    wrong = sorted(wrong + list(set(data) - set(_FIELDS) - set(_OPTIONAL)))
     if wrong:
-        raise AccelError(f"{f}: missing, mistyped or unknown fields {', '.join(wrong)}; it needs exactly {', '.join(_FIELDS)}")
+        raise AccelError(f"{f}: missing, mistyped or unknown fields {', '.join(wrong)}; it needs exactly "
+                         f"{', '.join(_FIELDS)} (optional: {', '.join(_OPTIONAL)})")
     if data["name"].replace("-", "_") != folder.name:
         raise AccelError(f"{f} names the model {data['name']!r}; its folder must then be {data['name'].replace('-', '_')!r}")
     return ModelInfo(folder=folder, **data)

@@ -113,6 +113,32 @@ def test_cli_sample_from_a_prompt(tmp_path):
     assert Image.open(out).size == (4 * (2 * 32 + 3 * 2), 4 * (32 + 2 * 2))  # two 32x32 tiles, padded, shown 4x
 
 
+def test_unknown_prompt_words_get_one_warning_line(tmp_path, caplog):
+    """Words outside the vocabulary are named in one warning line with what the model knows; sampling goes on."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from accel.cli.main import app
+    from accel.zoo.flux_shapes.recipe import WORDS, describe_vocabulary
+
+    described = set(re.findall(r"[a-z]+", describe_vocabulary().replace("(plural with -s)", "")))
+    assert described - {"colours", "shapes", "counts", "relations"} <= set(WORDS)  # it describes the real vocabulary
+    caplog.set_level("WARNING", logger="accel")
+    for prompt, unknown in [("a magenta circle on a table", "'magenta', 'on', 'table'"), ("a red circle", None)]:
+        caplog.clear()
+        r = CliRunner().invoke(app, ["sample", "--model", "flux-shapes", "--prompt", prompt, "-n", "1", "--steps", "2",
+                                     "--out", str(tmp_path / "x.png"), "--no-progress"])
+        assert r.exit_code == 0, r.output
+        lines = [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING"]
+        if unknown is None:
+            assert lines == []
+        else:
+            assert len(lines) == 1 and "\n" not in lines[0], lines
+            assert f"does not know the words {unknown}" in lines[0]
+            assert all(k in lines[0] for k in ("colours red", "shapes circle", "relations to the left of")), lines[0]
+
+
 def test_text_cache_bench_mechanics(tmp_path):
     """The caching benchmark on a random-weight copy of the flux-shapes architecture: threshold 0 is exact,
     a permissive threshold skips compute, SeaCache skips once given the scheduler position and a vision adapter

@@ -34,6 +34,13 @@ WORDS = sorted({"a", "an", "two", "three", "to", "the", "left", "right", "of", "
 CLIP_MAX_LENGTH = 77
 T5_LENGTHS = (16, 16, 16, 16, 24, 32, 64)  # padding lengths drawn in training; inference default: 16
 
+def describe_vocabulary() -> str:
+    """The prompt words flux-shapes knows, by kind, in one line (its tokenizers map any other word to <unk>)."""
+    counts = ["a", "an", *(w for n, w in sorted(shapes.COUNT_WORDS.items()) if n > 1)]
+    return (f"colours {', '.join(shapes.COLOURS)}; shapes {', '.join(shapes.SHAPES)} (plural with -s); "
+            f"counts {', '.join(counts)}; relations {', '.join(shapes.RELATIONS)}")
+
+
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
     block_out_channels=(32, 64), layers_per_block=1, latent_channels=4, norm_num_groups=16, sample_size=IMAGE_SIZE,

@@ -1,16 +1,24 @@
-"""Pieces shared by the training loops of the shipped models: optimiser step, EMA, exact-resume checkpoints."""
+"""The training loop the shipped models share: optimiser step, EMA, running loss, progress, exact-resume
+checkpoints at intervals, the final save. A recipe supplies only its models, its batch and its loss
+(:class:`TrainLoop`); see ``accel/zoo/<model>/recipe.py``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .utils import AccelError, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from .errors import AccelError
+from .utils import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+
+ProgressFn = Callable[[int, int, float], None]  # (steps done, total steps, running loss), after every step
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +69,23 @@ def save_train_state(path: Path, step: int, config: dict[str, Any], model: torch
 
 def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
                      opt: torch.optim.Optimizer, gen: torch.Generator, total: int | None = None,
-                     extendable: str | None = None) -> tuple[int, float]:
+                     extendable: str | None = None,
+                     upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> tuple[int, float]:
     """Restore :func:`save_train_state`'s checkpoint if it exists: (next step, running loss); (0, nan) if not.
 
     ``total`` (default: ``config["steps"]``) is the run's length, for the "resuming from step N of M" line.
     ``extendable`` names a list-valued setting (a schedule of further cycles) that may have grown since the
     checkpoint was written: the run continues if the checkpoint's list is a prefix of the new one and every
-    other setting is the same, so a finished run can be trained further.
+    other setting is the same, so a finished run can be trained further. ``upgrade`` rewrites the settings
+    stored in the checkpoint into today's form before they are compared (a checkpoint of an older version).
     """
     if not path.exists():
         return 0, float("nan")
     tensors, meta = load_checkpoint(path)
-    if not _same_or_extended(meta.get("train_config"), json.loads(json.dumps(config)), extendable):
+    old = meta.get("train_config")
+    if upgrade is not None and isinstance(old, dict):
+        old = json.loads(json.dumps(upgrade(old)))
+    if not _same_or_extended(old, json.loads(json.dumps(config)), extendable):
         raise AccelError(f"{path} was written with another config; delete it or pass the same settings")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
@@ -90,6 +103,77 @@ def _same_or_extended(old: Any, new: dict[str, Any], extendable: str | None) -> 
     before, after = old[extendable], new.get(extendable)
     rest_same = {k: v for k, v in old.items() if k != extendable} == {k: v for k, v in new.items() if k != extendable}
     return rest_same and isinstance(after, list) and after[: len(before)] == before
+
+
+def with_ema(build: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(model in training mode, its frozen EMA copy holding the same weights); ``build`` is called twice, model first."""
+    model = build().train()
+    ema = build().eval().requires_grad_(False)
+    ema.load_state_dict(model.state_dict())
+    return model, ema
+
+
+@dataclass
+class TrainLoop:
+    """The tail every training loop of the shipped models shares, written once.
+
+    :meth:`run` resumes from ``checkpoint`` if it exists (the same ``settings`` required), then for each step
+    sets the learning rate, asks the recipe for the step's loss, steps the optimiser, updates the EMA and the
+    running loss, checkpoints atomically every ``checkpoint_every`` steps and at the end, and reports progress.
+    The recipe draws its batches from ``gen`` (checkpointed with torch's global RNG), so a resumed run is
+    bit-identical to an uninterrupted one.
+    """
+
+    checkpoint: Path
+    settings: dict[str, Any]  # recorded in every checkpoint; resuming needs the same (see load_train_state)
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    total: int
+    lr_at: Callable[[int], float]
+    ema_decay: float
+    checkpoint_every: int
+    progress: ProgressFn | None = None
+    extendable: str | None = None  # see load_train_state
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # see load_train_state
+
+    def run(self, loss_at: Callable[[int], torch.Tensor]) -> float:
+        """Train to ``total`` steps; ``loss_at(step)`` draws the step's batch and returns its loss. Returns the
+        final running loss."""
+        start, loss_ema = load_train_state(self.checkpoint, self.settings, self.model, self.ema, self.opt, self.gen,
+                                           total=self.total, extendable=self.extendable, upgrade=self.upgrade)
+        for step in range(start, self.total):
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_at(step)
+            loss = loss_at(step)
+            optimizer_step(self.model, self.opt, loss)
+            ema_update(self.ema, self.model, step, self.ema_decay)
+            loss_ema = running_loss(loss_ema, loss)
+            if (step + 1) % self.checkpoint_every == 0 or step + 1 == self.total:
+                save_train_state(self.checkpoint, step + 1, self.settings, self.model, self.ema, self.opt, self.gen, loss_ema)
+            if self.progress is not None:
+                self.progress(step + 1, self.total, loss_ema)
+        return loss_ema
+
+
+def save_trained(out_dir: str | Path, pipe: Any, settings: dict[str, Any], loss_ema: float) -> Path:
+    """Write a trained pipeline (``save_pretrained``) and its ``train_config.json`` (settings, final loss, date)."""
+    out = Path(out_dir)
+    pipe.save_pretrained(out)
+    record = settings | {"final_loss_ema": loss_ema, "finished": time.strftime("%Y-%m-%d")}
+    (out / "train_config.json").write_text(json.dumps(record, indent=2))
+    return out
+
+
+def read_train_config(cls: type, record: str | Path | dict[str, Any]) -> Any:
+    """A recipe's config dataclass from a ``train_config.json`` (path or dict): its fields, the run's records
+    (final loss, date, ...) left out. Field values go through the class's own checks and conversions."""
+    import dataclasses
+
+    data = json.loads(Path(record).read_text()) if not isinstance(record, dict) else record
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
 
 
 def warmup_cosine_lr(step: int, lr: float, warmup: int, total: int, floor: float = 0.1) -> float:

@@ -29,7 +29,10 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
     while loading print without an empty bar) and draws to stderr so stdout stays machine-readable.
 
     When stderr is not a terminal, a rich bar would stay silent until the end; instead one plain line
-    (``description done/total elapsed info``) is written every ``LOG_EVERY_S`` seconds and at completion.
+    (``description done/total [elapsed, s/it] info``) is written every ``LOG_EVERY_S`` seconds and at completion.
+
+    Both clocks start at the first update (``accel sample`` sends ``update(0)`` as sampling starts), so the
+    elapsed time is the work's, not the loading before it; s/it counts the steps done since that update.
     """
     if not enabled:
         yield lambda *a, **k: None
@@ -60,15 +63,17 @@ def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator
 
 
 def _line_logger(description: str, total: int) -> Callable[..., None]:
-    start = time.monotonic()
+    first: dict[str, float] = {}  # time and count of the first update
     last = [-LOG_EVERY_S]
 
     def update(done: int, total_now: int | None = None, info: str = "") -> None:
         n = total_now if total_now is not None else total
-        now = time.monotonic() - start
+        first.setdefault("t", time.perf_counter())
+        first.setdefault("done", done)
+        now = time.perf_counter() - first["t"]
         if now - last[0] >= LOG_EVERY_S or done >= n:
             last[0] = now
-            rate = f", {now / done:.2f} s/it" if done else ""
-            print(f"{description} {done}/{n} [{now:.0f} s{rate}] {info}".rstrip(), file=sys.stderr, flush=True)
+            rate = f", {now / (done - first['done']):.2f} s/it" if done > first["done"] else ""
+            print(f"{description} {done}/{n} [{now:.1f} s{rate}] {info}".rstrip(), file=sys.stderr, flush=True)
 
     return update

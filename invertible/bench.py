@@ -58,7 +58,7 @@ def measure_step(mode: str, T: int, size: int = 128, batch: int = 1, device: str
 
     from .idm import IDM
     from .operator import BlockCS, CSConfig
-    from .prior import SCHEDULER_CONFIG, build_unet
+    from accel.zoo.unet_natural.recipe import SCHEDULER_CONFIG, build_unet
 
     torch.manual_seed(0)
     idm = IDM(build_unet(**(unet_overrides or {})), DDPMScheduler(**SCHEDULER_CONFIG).alphas_cumprod, steps=T, mode=mode).to(device).train()
@@ -163,9 +163,8 @@ def _pixels_hash(path: str) -> str:
 def _prior_id(prior: str) -> str:
     """Identity of a prior (shipped name or pipeline folder): the hash of its U-Net weights when they are found."""
     from accel.zoo import MODELS
-    from accel.zoo._registry import WEIGHTS
 
-    folder = WEIGHTS / prior if prior in MODELS else Path(prior)
+    folder = MODELS[prior].weights if prior in MODELS else Path(prior)
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
     return _file_id(weights) if weights.is_file() else prior
 

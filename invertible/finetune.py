@@ -76,7 +76,7 @@ class FinetuneConfig:
 
 
 def _batch(images: list[torch.Tensor], cfg: FinetuneConfig, it: int, rank: int) -> torch.Tensor:
-    from .prior import sample_patches
+    from accel.zoo.unet_natural.recipe import sample_patches
 
     gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + it) * 1009 + rank)
     return sample_patches(images, cfg.batch_size, cfg.crop, gen)
@@ -84,7 +84,7 @@ def _batch(images: list[torch.Tensor], cfg: FinetuneConfig, it: int, rank: int) 
 
 def _prior(prior: str | torch.nn.Module, alphas_cumprod: torch.Tensor | None) -> tuple[torch.nn.Module, torch.Tensor, str]:
     if isinstance(prior, str):
-        from .prior import load_prior
+        from accel.zoo.unet_natural.recipe import load_prior
 
         return (*load_prior(prior), prior)
     if alphas_cumprod is None:
@@ -127,7 +127,7 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     ckpt_path = work / "checkpoint.safetensors"
     unet, alphas_cumprod, prior_name = _prior(prior, alphas_cumprod)
     if images is None:
-        from .prior import _training_images
+        from accel.zoo.unet_natural.recipe import _training_images
 
         images = _training_images(cfg.crop)
     images = [im for im in images if min(im.shape[-2:]) >= cfg.crop]

@@ -138,7 +138,7 @@ def _solver(method: str, ratio: float, weights: str | Path | None, prior: str, d
         return baselines.back_projection, None
     if method == "tv":
         return (lambda y, op: baselines.tv_fista(y, op, **kw)), None
-    from .prior import load_prior
+    from accel.zoo.unet_natural.recipe import load_prior
 
     unet, acp = load_prior(prior)
     unet = unet.to(device).eval()

@@ -69,9 +69,9 @@ def run_pipe(pipe, steps: int = 12, labels=(0, 1), guidance: float = 3.0) -> tor
 @pytest.fixture(scope="session")
 def digits_pipe():
     """The shipped dit-digits pipeline (skips with a reason when its weights are absent)."""
-    from accel.zoo._registry import WEIGHTS
+    from accel.zoo import MODELS
 
-    if not (WEIGHTS / "dit-digits" / "model_index.json").is_file():
+    if not (MODELS["dit-digits"].weights / "model_index.json").is_file():
         pytest.skip("dit-digits weights are not in this checkout; run `accel zoo train dit-digits`")
     from accel.zoo import load
 

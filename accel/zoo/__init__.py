@@ -1,4 +1,4 @@
-"""Model registry: shipped models by name, local diffusers folders, and Hub ids when online."""
+"""Model registry: shipped models by name (one folder each, see ``_registry``), local diffusers folders, and Hub ids."""
 
 from ._registry import MODELS, ModelInfo, load, model_dir, resolve
 

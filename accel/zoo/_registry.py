@@ -1,52 +1,97 @@
+"""The shipped models, discovered from their folders, and loading by name, folder or Hub id.
+
+Each shipped model is one folder ``accel/zoo/<name with underscores>/`` holding everything about it:
+
+- ``model.json``: its name, a one-line description, the default sampling steps and guidance, the
+  training entry points (``"train": "recipe:train"``, ``"config": "recipe:TrainConfig"``) and, for a
+  text model with a closed vocabulary, ``"vocabulary": "recipe:describe_vocabulary"``;
+- ``recipe.py``: how it is trained (``train(out_dir, config, work_dir, progress)`` and its config class);
+- ``weights/``: the trained pipeline (``save_pretrained`` layout), plus ``accel_cache.json`` /
+  ``accel_call.json`` when it ships recommended caching or call settings.
+
+Adding a model is adding such a folder; nothing else lists the models.
+"""
+
 from __future__ import annotations
 
+import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from ..utils import AccelError
+from ..errors import AccelError
 
-WEIGHTS = Path(__file__).parent / "weights"
+ZOO = Path(__file__).parent
 CALL_DEFAULTS = "accel_call.json"  # pipeline-call keyword defaults a model was trained for (height, width, ...)
+_FIELDS = {"name": str, "description": str, "default_steps": int, "default_guidance": (int, float), "train": str, "config": str}
+_OPTIONAL = {"vocabulary": str}  # "module:function" -> one line saying which prompt words the model knows
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model this package ships (weights in ``accel/zoo/weights/<name>``) and how to use it."""
+    """A shipped model: its folder under ``accel/zoo/`` and what its ``model.json`` says."""
 
     name: str
     description: str
-    default_steps: int = 50
-    default_guidance: float = 2.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    folder: Path
+    default_steps: int
+    default_guidance: float
+    train: str  # "module:function" inside the folder's package, e.g. "recipe:train"
+    config: str  # "module:Class", the training settings (a dataclass with ``seed`` and ``steps``)
+    vocabulary: str | None = None  # "module:function" describing the prompt words a text model knows
+
+    @property
+    def weights(self) -> Path:
+        """The shipped pipeline folder (may lack ``model_index.json`` in a checkout without weights)."""
+        return self.folder / "weights"
+
+    def entry(self, spec: str) -> Any:
+        """The object ``"module:attr"`` names inside this model's package (imported now, not at discovery)."""
+        module, _, attr = spec.partition(":")
+        return getattr(importlib.import_module(f"{__package__}.{self.folder.name}.{module}"), attr)
+
+    def train_config(self, **overrides: Any) -> Any:
+        """The recipe's settings: its defaults (which reproduce the shipped weights) with ``overrides``."""
+        return self.entry(self.config)(**overrides)
+
+    def train_model(self, out_dir: str | Path, config: Any = None, work_dir: str | Path | None = None,
+                    progress: Callable[[int, int, float], None] | None = None) -> Path:
+        """Train with the recipe into ``out_dir`` (checkpoints in ``work_dir``, default ``out_dir/.train``)."""
+        return self.entry(self.train)(out_dir, config, work_dir=work_dir, progress=progress)
 
 
-MODELS: dict[str, ModelInfo] = {
-    "dit-digits": ModelInfo(
-        "dit-digits",
-        "12-block class-conditional DiT (diffusers DiTTransformer2DModel, 1.16M params), 16x16 digits 0-9",
-    ),
-    "unet-natural": ModelInfo(
-        "unet-natural",
-        "grayscale UNet2DModel (2.6M params, DDPM eps), 64x64 patches of the photos shipped in scikit-image/scikit-learn/PyWavelets; IDM's prior",
-        default_steps=100,
-    ),
-    "flux-shapes": ModelInfo(
-        "flux-shapes",
-        "text-to-image FluxPipeline (8-block FluxTransformer2DModel 3.5M params, AutoencoderKL, CLIP + T5 encoders), "
-        "32x32 flat shapes from prompts such as 'a red circle to the left of a blue square'",
-        default_steps=28,
-        default_guidance=1.0,
-    ),
-}
+def _read(folder: Path) -> ModelInfo:
+    f = folder / "model.json"
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise AccelError(f"{f} is not valid JSON ({e}); fix it") from None
+    wrong = [k for k, t in _FIELDS.items() if not isinstance(data.get(k), t)]
+    wrong += [k for k, t in _OPTIONAL.items() if k in data and not isinstance(data[k], t)]
+    wrong = sorted(wrong + list(set(data) - set(_FIELDS) - set(_OPTIONAL)))
+    if wrong:
+        raise AccelError(f"{f}: missing, mistyped or unknown fields {', '.join(wrong)}; it needs exactly "
+                         f"{', '.join(_FIELDS)} (optional: {', '.join(_OPTIONAL)})")
+    if data["name"].replace("-", "_") != folder.name:
+        raise AccelError(f"{f} names the model {data['name']!r}; its folder must then be {data['name'].replace('-', '_')!r}")
+    return ModelInfo(folder=folder, **data)
+
+
+def discover(root: Path = ZOO) -> dict[str, ModelInfo]:
+    """Every folder under ``root`` that holds a ``model.json``, by model name."""
+    infos = [_read(d) for d in sorted(root.iterdir()) if (d / "model.json").is_file()]
+    return {i.name: i for i in infos}
+
+
+MODELS: dict[str, ModelInfo] = discover()
 
 
 def model_dir(name: str) -> Path:
     """Folder holding a shipped model's pipeline (``save_pretrained`` layout)."""
     if name not in MODELS:
         raise AccelError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))} (or pass a local pipeline folder)")
-    path = WEIGHTS / name
+    path = MODELS[name].weights
     if not (path / "model_index.json").is_file():
         raise AccelError(f"weights for {name!r} are missing from {path}; train them with `accel zoo train {name}`")
     return path

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..utils import AccelError
+from ..errors import AccelError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 35, 35),

@@ -132,3 +132,27 @@ def test_progress_without_terminal_logs_lines(capsys, monkeypatch):
             update(i, info=f"loss {i}")
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("training x 1/3") and lines[-1].startswith("training x 3/3") and lines[-1].endswith("loss 3")
+
+
+def test_closing_line_and_progress_line_measure_the_same_sampling(tiny_dit_folder, tmp_path, monkeypatch):
+    """The progress clock starts as sampling starts (update 0), so the closing line's seconds, the pipeline
+    call's wall time, are at least what the progress line shows; loading is reported apart."""
+    import re
+    import time
+
+    from accel.cli import _progress
+    from accel.sampling import sample_to_file
+
+    stamps: list[tuple[int, float]] = []
+    report = sample_to_file(str(tiny_dit_folder), tmp_path / "a.png", num_images=2, steps=4,
+                            on_step=lambda i, n: stamps.append((i, time.perf_counter())))
+    assert [i for i, _ in stamps] == [0, 1, 2, 3, 4]
+    assert report["seconds"] + 1e-4 >= stamps[-1][1] - stamps[0][1] and report["load_seconds"] >= 0
+
+    monkeypatch.setattr(_progress, "LOG_EVERY_S", 3600.0)  # no terminal under CliRunner: plain progress lines
+    r = runner.invoke(app, ["sample", "--model", str(tiny_dit_folder), "-n", "2", "--steps", "4", "--out", str(tmp_path / "b.png")])
+    assert r.exit_code == 0, r.output
+    shown = float(re.search(r"sampling 4/4 \[([\d.]+) s", r.output).group(1))
+    closing = float(re.search(r"in ([\d.]+) s of sampling", r.output).group(1))
+    assert closing + 0.06 >= shown, r.output  # printed to 0.1 s and 0.01 s
+    assert "loading the model took" in r.output

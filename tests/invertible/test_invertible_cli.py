@@ -16,7 +16,7 @@ TINY = dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("D
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from accel.invertible.prior import build_pipeline, build_unet
+    from accel.zoo.unet_natural.recipe import build_pipeline, build_unet
 
     root = tmp_path_factory.mktemp("idm")
     torch.manual_seed(0)

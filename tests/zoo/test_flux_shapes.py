@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 from accel.zoo import shapes
 
 
@@ -113,6 +113,32 @@ def test_cli_sample_from_a_prompt(tmp_path):
     assert Image.open(out).size == (4 * (2 * 32 + 3 * 2), 4 * (32 + 2 * 2))  # two 32x32 tiles, padded, shown 4x
 
 
+def test_unknown_prompt_words_get_one_warning_line(tmp_path, caplog):
+    """Words outside the vocabulary are named in one warning line with what the model knows; sampling goes on."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from accel.cli.main import app
+    from accel.zoo.flux_shapes.recipe import WORDS, describe_vocabulary
+
+    described = set(re.findall(r"[a-z]+", describe_vocabulary().replace("(plural with -s)", "")))
+    assert described - {"colours", "shapes", "counts", "relations"} <= set(WORDS)  # it describes the real vocabulary
+    caplog.set_level("WARNING", logger="accel")
+    for prompt, unknown in [("a magenta circle on a table", "'magenta', 'on', 'table'"), ("a red circle", None)]:
+        caplog.clear()
+        r = CliRunner().invoke(app, ["sample", "--model", "flux-shapes", "--prompt", prompt, "-n", "1", "--steps", "2",
+                                     "--out", str(tmp_path / "x.png"), "--no-progress"])
+        assert r.exit_code == 0, r.output
+        lines = [rec.getMessage() for rec in caplog.records if rec.levelname == "WARNING"]
+        if unknown is None:
+            assert lines == []
+        else:
+            assert len(lines) == 1 and "\n" not in lines[0], lines
+            assert f"does not know the words {unknown}" in lines[0]
+            assert all(k in lines[0] for k in ("colours red", "shapes circle", "relations to the left of")), lines[0]
+
+
 def test_text_cache_bench_mechanics(tmp_path):
     """The caching benchmark on a random-weight copy of the flux-shapes architecture: threshold 0 is exact,
     a permissive threshold skips compute, SeaCache skips once given the scheduler position and a vision adapter
@@ -120,7 +146,7 @@ def test_text_cache_bench_mechanics(tmp_path):
     import json
 
     from accel.benchmarks import harness, report
-    from accel.zoo import flux_shapes
+    from accel.zoo.flux_shapes import recipe as flux_shapes
 
     models = flux_shapes.build_models(seed=0)
     models["vae"].register_to_config(shift_factor=0.0, scaling_factor=1.0)
@@ -141,7 +167,7 @@ def test_text_cache_bench_mechanics(tmp_path):
 
 
 def test_train_config_schedule_and_mix():
-    from accel.zoo.flux_shapes import TrainConfig
+    from accel.zoo.flux_shapes.recipe import TrainConfig
 
     cfg = TrainConfig(steps=10, restarts=((5, 1e-3), (5, 5e-4, (0.0, 0.0, 1.0))))
     assert cfg.total_steps == 20
@@ -158,10 +184,29 @@ def test_train_config_schedule_and_mix():
             TrainConfig(restarts=bad)
 
 
+def test_restarts_are_named_records():
+    """Restarts are frozen records with named fields; the older positional form is converted, bad ones refused."""
+    import dataclasses
+
+    from accel.zoo.flux_shapes.recipe import Restart, TrainConfig
+
+    old = TrainConfig(restarts=((5, 1e-3), [8, 5e-4, [0.2, 0.1, 0.7], {"t5_causal_heads": 1}]))
+    named = TrainConfig(restarts=(Restart(5, 1e-3), Restart(8, 5e-4, mix=(0.2, 0.1, 0.7), t5_causal_heads=1)))
+    assert old == named and named.restarts[1].mix == (0.2, 0.1, 0.7) and named.restarts[0].t5_causal_heads == 0
+    assert TrainConfig(restarts=[dataclasses.asdict(r) for r in named.restarts]) == named  # the JSON form round-trips
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        named.restarts[0].steps = 3
+    for bad in [dict(steps=0, lr=1e-3), dict(steps=5, lr=1e-3, mix=(1, 1)), dict(steps=5, lr=1e-3, mix="abc"),
+                dict(steps=5, lr=1e-3, t5_causal_heads=-1)]:
+        with pytest.raises(AccelError, match="bad restart") as e:
+            Restart(**bad)
+        assert "\n" not in str(e.value)
+
+
 def test_causal_t5_heads_see_only_earlier_tokens():
     from transformers import T5Config, T5EncoderModel
 
-    from accel.zoo.flux_shapes import T5_CONFIG, make_t5_heads_causal
+    from accel.zoo.flux_shapes.recipe import T5_CONFIG, make_t5_heads_causal
 
     torch.manual_seed(0)
     t5 = T5EncoderModel(T5Config(**T5_CONFIG)).eval()

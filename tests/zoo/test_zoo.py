@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from accel.zoo import MODELS, load
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 
 def _sample(pipe, labels, steps=50, seed=0):
@@ -69,14 +69,14 @@ def test_unknown_model_lists_known_ones():
 
 def test_training_resumes_exactly(tmp_path, caplog):
     """An interrupted `accel zoo train dit-digits` run continues bit-identically from its checkpoint, and says so."""
-    from accel.zoo.dit_digits import TrainConfig, train
+    from accel.zoo.dit_digits.recipe import TrainConfig, train
 
     caplog.set_level("INFO", logger="accel")
 
     cfg = TrainConfig(steps=4, batch_size=4, warmup=2, checkpoint_every=2)
     full = train(tmp_path / "full", cfg, work_dir=tmp_path / "w_full")
     half_cfg_run = tmp_path / "w_half"
-    import accel.zoo.dit_digits as dd
+    import accel.zoo.dit_digits.recipe as dd
 
     calls = []
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from accel.invertible import prior
+from accel.zoo.unet_natural import recipe as prior
 from accel.errors import AccelError
 from accel.utils import load_checkpoint
 
@@ -38,7 +38,7 @@ def test_patches_are_deterministic():
 
 def test_train_resumes_exactly_and_samples_with_diffusers(tmp_path):
     ims = [torch.rand(40, 40, generator=torch.Generator().manual_seed(i)) for i in range(3)]
-    cfg = prior.PriorTrainConfig(steps=3, batch_size=2, patch=16, warmup=1, checkpoint_every=1)
+    cfg = prior.TrainConfig(steps=3, batch_size=2, patch=16, warmup=1, checkpoint_every=1)
     full = prior.train(tmp_path / "a", cfg, unet_overrides=TINY, images=ims)
 
     class Stop(Exception):

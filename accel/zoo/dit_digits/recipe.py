@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from ..training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
-from ..utils import AccelError
-from .digits import NUM_CLASSES, digits_dataset
+from ...errors import AccelError
+from ...training import ProgressFn, TrainLoop, save_trained, warmup_cosine_lr, with_ema
+from ..digits import NUM_CLASSES, digits_dataset
 
 TRANSFORMER_CONFIG = dict(
     num_attention_heads=4,
@@ -59,7 +56,7 @@ def build_transformer() -> "torch.nn.Module":
 def build_pipeline(transformer: torch.nn.Module | None = None):
     from diffusers import DDIMScheduler
 
-    from ..pipelines import ClassConditionalPipeline
+    from ...pipelines import ClassConditionalPipeline
 
     transformer = (transformer if transformer is not None else build_transformer()).eval()
     return ClassConditionalPipeline(transformer=transformer, scheduler=DDIMScheduler(**SCHEDULER_CONFIG))
@@ -69,51 +66,37 @@ def train(
     out_dir: str | Path,
     config: TrainConfig | None = None,
     work_dir: str | Path | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> Path:
     """Train dit-digits from scratch (or resume from ``work_dir/checkpoint.safetensors``) and save the pipeline.
 
     Deterministic for a given config on a given machine; resumes exactly after an interruption.
+    ``progress(step, total, loss_ema)`` is called after every step.
     """
     from diffusers import DDPMScheduler
 
     cfg = config or TrainConfig()
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".train"
-    ckpt_path = work / "checkpoint.safetensors"
     torch.manual_seed(cfg.seed)
     data, labels = digits_dataset(16)
-    model = build_transformer().train()
-    ema = build_transformer().eval().requires_grad_(False)
-    ema.load_state_dict(model.state_dict())
+    model, ema = with_ema(build_transformer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    noise_sched = DDPMScheduler(**SCHEDULER_CONFIG)
-    acp = noise_sched.alphas_cumprod
+    acp = DDPMScheduler(**SCHEDULER_CONFIG).alphas_cumprod
     gen = torch.Generator().manual_seed(cfg.seed)
-    start, loss_ema = load_train_state(ckpt_path, asdict(cfg), model, ema, opt, gen)
 
-    for step in range(start, cfg.steps):
+    def loss_at(step: int) -> torch.Tensor:
         idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=gen)
         x0, y = data[idx], labels[idx].clone()
         drop = torch.rand(cfg.batch_size, generator=gen) < cfg.class_dropout
         y[drop] = NUM_CLASSES
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        t = torch.randint(0, len(acp), (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
-        pred = model(xt, timestep=t, class_labels=y).sample
-        loss = F.mse_loss(pred, noise)
-        optimizer_step(model, opt, loss)
-        ema_update(ema, model, step, cfg.ema_decay)
-        loss_ema = running_loss(loss_ema, loss)
-        if progress is not None:
-            progress(step + 1, cfg.steps, loss_ema)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_train_state(ckpt_path, step + 1, asdict(cfg), model, ema, opt, gen, loss_ema)
+        return F.mse_loss(model(xt, timestep=t, class_labels=y).sample, noise)
 
-    pipe = build_pipeline(ema)
-    out = Path(out_dir)
-    pipe.save_pretrained(out)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg) | {"final_loss_ema": loss_ema, "finished": time.strftime("%Y-%m-%d")}, indent=2))
-    return out
+    loop = TrainLoop(work / "checkpoint.safetensors", asdict(cfg), model, ema, opt, gen, total=cfg.steps,
+                     lr_at=lambda step: warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps), ema_decay=cfg.ema_decay,
+                     checkpoint_every=cfg.checkpoint_every, progress=progress)
+    loss_ema = loop.run(loss_at)
+    return save_trained(out_dir, build_pipeline(ema), asdict(cfg), loss_ema)

@@ -15,18 +15,17 @@ a stock ``FluxPipeline``. Training has two stages, both seeded and resumable:
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
-from ..utils import AccelError
-from . import shapes
+from ...errors import AccelError
+from ...training import ProgressFn, TrainLoop, save_trained, warmup_cosine_lr, with_ema
+from .. import shapes
 
 IMAGE_SIZE = 32
 SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]  # eos id 1 (CLIP then pools at the first </s>, not at argmax)
@@ -34,6 +33,13 @@ WORDS = sorted({"a", "an", "two", "three", "to", "the", "left", "right", "of", "
                 *shapes.COLOURS, *shapes.SHAPES, *(s + "s" for s in shapes.SHAPES)})
 CLIP_MAX_LENGTH = 77
 T5_LENGTHS = (16, 16, 16, 16, 24, 32, 64)  # padding lengths drawn in training; inference default: 16
+
+def describe_vocabulary() -> str:
+    """The prompt words flux-shapes knows, by kind, in one line (its tokenizers map any other word to <unk>)."""
+    counts = ["a", "an", *(w for n, w in sorted(shapes.COUNT_WORDS.items()) if n > 1)]
+    return (f"colours {', '.join(shapes.COLOURS)}; shapes {', '.join(shapes.SHAPES)} (plural with -s); "
+            f"counts {', '.join(counts)}; relations {', '.join(shapes.RELATIONS)}")
+
 
 VAE_CONFIG = dict(
     in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -55,6 +61,49 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shiftin
                         base_image_seq_len=256, max_image_seq_len=4096)
 
 
+@dataclass(frozen=True)
+class Restart:
+    """One further cosine cycle of stage 2 (after the first ``steps``), with 100 warm-up steps.
+
+    steps: its length; lr: its peak learning rate; mix: the prompt mix (single, count, relation) drawn in
+    it (None: ``shapes.DEFAULT_MIX``); t5_causal_heads: at its first step T5's first k heads become causal
+    (0: no change; see :func:`make_t5_heads_causal`).
+    """
+
+    steps: int
+    lr: float
+    mix: tuple[float, float, float] | None = None
+    t5_causal_heads: int = 0
+
+    def __post_init__(self) -> None:
+        given = repr(self)
+        try:
+            mix = tuple(float(m) for m in self.mix) if self.mix is not None else None
+        except (TypeError, ValueError):
+            mix = ()
+        object.__setattr__(self, "mix", mix)
+        ok = isinstance(self.steps, int) and self.steps > 0 and isinstance(self.lr, (int, float)) and self.lr > 0
+        ok = ok and (mix is None or (len(mix) == 3 and min(mix) >= 0 and abs(sum(mix) - 1) < 1e-6))
+        heads = self.t5_causal_heads
+        if not (ok and isinstance(heads, int) and 0 <= heads <= T5_CONFIG["num_heads"]):
+            raise AccelError(f"bad restart {given}: steps and lr must be positive, mix three shares (single, count, "
+                             f"relation) summing to 1, t5_causal_heads in 0..{T5_CONFIG['num_heads']}")
+
+    @classmethod
+    def of(cls, r: Any) -> "Restart":
+        """A restart from itself, a dict of its fields, or the older positional form ``(steps, lr)``,
+        ``(steps, lr, mix)``, ``(steps, lr, mix, {"t5_causal_heads": k})`` (the shipped train_config.json)."""
+        if isinstance(r, Restart):
+            return r
+        if isinstance(r, dict) and set(r) <= {"steps", "lr", "mix", "t5_causal_heads"}:
+            return cls(**r)
+        if isinstance(r, (tuple, list)) and 2 <= len(r) <= 4:
+            changes = r[3] if len(r) == 4 else {}
+            if isinstance(changes, dict) and set(changes) <= {"t5_causal_heads"}:
+                return cls(r[0], r[1], r[2] if len(r) >= 3 else None, changes.get("t5_causal_heads", 0))
+        raise AccelError(f"bad restart {r!r}: give Restart(steps, lr, mix=None, t5_causal_heads=0) or its fields as a dict")
+
+
 @dataclass
 class TrainConfig:
     """Settings of ``accel zoo train flux-shapes``; the defaults reproduce the shipped weights."""
@@ -66,10 +115,9 @@ class TrainConfig:
     batch_size: int = 24
     lr: float = 6e-4
     warmup: int = 150
-    # further cosine cycles, each (steps, peak lr), (steps, peak lr, prompt mix (single, count, relation)) or
-    # (steps, peak lr, mix, {"t5_causal_heads": k}): at the cycle's start, T5's first k heads become causal
-    restarts: tuple[tuple, ...] = ((6000, 4e-4), (8000, 3e-4, (0.2, 0.1, 0.7)),
-                                   (8000, 3e-4, (0.15, 0.1, 0.75), {"t5_causal_heads": 1}))
+    # further cosine cycles after the first ``steps`` (see Restart); older positional tuples are converted
+    restarts: tuple[Restart, ...] = (Restart(6000, 4e-4), Restart(8000, 3e-4, (0.2, 0.1, 0.7)),
+                                     Restart(8000, 3e-4, (0.15, 0.1, 0.75), t5_causal_heads=1))
     ema_decay: float = 0.998
     prompt_dropout: float = 0.1
     seed: int = 0
@@ -79,32 +127,21 @@ class TrainConfig:
         for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
-        for r in self.restarts:
-            ok = len(r) in (2, 3, 4) and r[0] > 0 and r[1] > 0
-            if ok and len(r) >= 3:
-                ok = len(r[2]) == 3 and min(r[2]) >= 0 and abs(sum(r[2]) - 1) < 1e-6
-            if ok and len(r) == 4:
-                heads = r[3].get("t5_causal_heads") if isinstance(r[3], dict) else None
-                ok = set(r[3]) == {"t5_causal_heads"} and isinstance(heads, int) and 0 < heads <= T5_CONFIG["num_heads"]
-            if not ok:
-                raise AccelError(f"each restart is (steps, lr), (steps, lr, (single, count, relation) shares summing "
-                                 f"to 1) or (steps, lr, mix, {{'t5_causal_heads': 1..{T5_CONFIG['num_heads']}}}), "
-                                 f"steps and lr positive; got {r}")
+        self.restarts = tuple(Restart.of(r) for r in self.restarts)
         if not 0 <= self.prompt_dropout < 1:
             raise AccelError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 
-
     @property
     def total_steps(self) -> int:
-        return self.steps + sum(r[0] for r in self.restarts)
+        return self.steps + sum(r.steps for r in self.restarts)
 
-    def _restart_at(self, step: int) -> tuple[int, tuple | None]:
+    def _restart_at(self, step: int) -> tuple[int, Restart | None]:
         """``(step within its restart, the restart)``; the restart is None in the first cycle and past the end."""
         step -= self.steps
         for r in self.restarts:
-            if 0 <= step < r[0]:
+            if 0 <= step < r.steps:
                 return step, r
-            step -= r[0]
+            step -= r.steps
         return step, None
 
     def lr_at(self, step: int) -> float:
@@ -113,18 +150,25 @@ class TrainConfig:
             return warmup_cosine_lr(step, self.lr, self.warmup, self.steps)
         within, r = self._restart_at(step)
         if r is None:  # past the end: the last cycle's floor
-            return 0.1 * (self.restarts[-1][1] if self.restarts else self.lr)
-        return warmup_cosine_lr(within, r[1], 100, r[0])
+            return 0.1 * (self.restarts[-1].lr if self.restarts else self.lr)
+        return warmup_cosine_lr(within, r.lr, 100, r.steps)
 
     def mix_at(self, step: int) -> tuple[float, float, float]:
         """The prompt mix (single, count, relation) of the cycle ``step`` is in."""
         r = self._restart_at(step)[1]
-        return tuple(r[2]) if r is not None and len(r) >= 3 else shapes.DEFAULT_MIX
+        return r.mix if r is not None and r.mix is not None else shapes.DEFAULT_MIX
 
     def changes_at(self, step: int) -> dict[str, int]:
         """The model changes made before ``step`` (only at the first step of a restart that names some)."""
         within, r = self._restart_at(step)
-        return dict(r[3]) if r is not None and within == 0 and len(r) == 4 else {}
+        return {"t5_causal_heads": r.t5_causal_heads} if r is not None and within == 0 and r.t5_causal_heads else {}
+
+
+def _upgrade_settings(old: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored settings with older positional restarts in today's named form."""
+    if isinstance(old.get("restarts"), list):
+        old = old | {"restarts": [asdict(Restart.of(r)) for r in old["restarts"]]}
+    return old
 
 
 def build_tokenizer(kind: str):
@@ -170,7 +214,7 @@ CALL = {"height": IMAGE_SIZE, "width": IMAGE_SIZE, "max_sequence_length": 16}
 
 def write_call_defaults(folder: str | Path) -> None:
     """The call settings flux-shapes was trained for, read by ``accel.zoo.load`` (see ``CALL_DEFAULTS``)."""
-    from ._registry import CALL_DEFAULTS
+    from .._registry import CALL_DEFAULTS
 
     (Path(folder) / CALL_DEFAULTS).write_text(json.dumps(CALL, indent=2) + "\n")
 
@@ -212,33 +256,26 @@ def _rng(gen: torch.Generator) -> np.random.Generator:
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
 
 
-def _train_vae(cfg: TrainConfig, work: Path, progress: Callable[[str, int, int, float], None] | None) -> torch.nn.Module:
+def _train_vae(cfg: TrainConfig, work: Path, progress: ProgressFn | None) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
     done = work / "vae"
     if (done / "config.json").is_file():
         return AutoencoderKL.from_pretrained(done)
-    vae = build_vae(cfg.seed).train()
-    ema = build_vae(cfg.seed).eval().requires_grad_(False)
-    ema.load_state_dict(vae.state_dict())
+    vae, ema = with_ema(lambda: build_vae(cfg.seed))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
-    sub = {k: getattr(cfg, k) for k in ("vae_steps", "vae_batch_size", "vae_lr", "seed")}
-    start, loss_ema = load_train_state(work / "vae.safetensors", sub, vae, ema, opt, gen, total=cfg.vae_steps)
-    for step in range(start, cfg.vae_steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         x, _ = batch(_rng(gen), cfg.vae_batch_size)
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(step, cfg.vae_lr, 100, cfg.vae_steps)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(generator=gen)).sample
-        loss = F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
-        optimizer_step(vae, opt, loss)
-        ema_update(ema, vae, step, 0.995)
-        loss_ema = running_loss(loss_ema, loss)
-        if progress is not None:
-            progress("vae", step + 1, cfg.vae_steps, loss_ema)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
-            save_train_state(work / "vae.safetensors", step + 1, sub, vae, ema, opt, gen, loss_ema)
+        return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+
+    sub = {k: getattr(cfg, k) for k in ("vae_steps", "vae_batch_size", "vae_lr", "seed")}
+    TrainLoop(work / "vae.safetensors", sub, vae, ema, opt, gen, total=cfg.vae_steps,
+              lr_at=lambda step: warmup_cosine_lr(step, cfg.vae_lr, 100, cfg.vae_steps), ema_decay=0.995,
+              checkpoint_every=cfg.checkpoint_every, progress=progress).run(loss_at)
     # latent statistics -> FLUX's (z - shift) * scale normalisation
     with torch.no_grad():
         x, _ = batch(np.random.default_rng(cfg.seed + 1), 1024)
@@ -270,32 +307,31 @@ def train(
     out_dir: str | Path,
     config: TrainConfig | None = None,
     work_dir: str | Path | None = None,
-    progress: Callable[[str, int, int, float], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> Path:
     """Train flux-shapes (both stages; resumes from ``work_dir``) and save the FluxPipeline to ``out_dir``.
 
-    ``progress(stage, step, total, loss)`` is called after every step.
+    ``progress(step, total, loss)`` is called after every step, counting both stages: the VAE's
+    ``vae_steps``, then stage 2's ``total_steps``.
     """
     from diffusers import FluxPipeline
 
     cfg = config or TrainConfig()
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".train"
     work.mkdir(parents=True, exist_ok=True)
-    vae = _train_vae(cfg, work, progress).eval().requires_grad_(False)
+    total = cfg.vae_steps + cfg.total_steps
+    vae_progress = (lambda s, n, loss: progress(s, total, loss)) if progress is not None else None
+    vae = _train_vae(cfg, work, vae_progress).eval().requires_grad_(False)
 
     torch.manual_seed(cfg.seed)
-    model = _Trainable(build_models(cfg.seed)).train()
-    ema = _Trainable(build_models(cfg.seed)).eval().requires_grad_(False)
-    ema.load_state_dict(model.state_dict())
+    model, ema = with_ema(lambda: _Trainable(build_models(cfg.seed)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
-    sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
-    start, loss_ema = load_train_state(work / "flux.safetensors", sub, model, ema, opt, gen, total=cfg.total_steps,
-                                       extendable="restarts")
     tok, tok_2 = build_tokenizer("clip"), build_tokenizer("t5")
     h = IMAGE_SIZE // 2
     img_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, h // 2, "cpu", torch.float32)
-    for step in range(start, cfg.total_steps):
+
+    def loss_at(step: int) -> torch.Tensor:
         rng = _rng(gen)
         x, prompts = batch(rng, cfg.batch_size, cfg.mix_at(step))
         prompts = ["" if rng.random() < cfg.prompt_dropout else p for p in prompts]
@@ -307,27 +343,22 @@ def train(
         sigma = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))
         noise = torch.randn(x0.shape, generator=gen)
         xt = (1 - sigma.view(-1, 1, 1)) * x0 + sigma.view(-1, 1, 1) * noise
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(step)
         if heads := cfg.changes_at(step).get("t5_causal_heads"):
             for m in (model, ema):
                 make_t5_heads_causal(m.text_encoder_2, heads)
         seq, pooled = encode_prompts(model.text_encoder, model.text_encoder_2, tok, tok_2, prompts, length)
         pred = model.transformer(hidden_states=xt, timestep=sigma, pooled_projections=pooled, encoder_hidden_states=seq,
                                  txt_ids=torch.zeros(length, 3), img_ids=img_ids, return_dict=False)[0]
-        loss = F.mse_loss(pred, noise - x0)
-        optimizer_step(model, opt, loss)
-        ema_update(ema, model, step, cfg.ema_decay)
-        loss_ema = running_loss(loss_ema, loss)
-        if progress is not None:
-            progress("flux", step + 1, cfg.total_steps, loss_ema)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.total_steps:
-            save_train_state(work / "flux.safetensors", step + 1, sub, model, ema, opt, gen, loss_ema)
+        return F.mse_loss(pred, noise - x0)
 
+    sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
+    flux_progress = (lambda s, n, loss: progress(cfg.vae_steps + s, total, loss)) if progress is not None else None
+    loop = TrainLoop(work / "flux.safetensors", sub, model, ema, opt, gen, total=cfg.total_steps, lr_at=cfg.lr_at,
+                     ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every, progress=flux_progress,
+                     extendable="restarts", upgrade=_upgrade_settings)
+    loss_ema = loop.run(loss_at)
     pipe = build_pipeline({"vae": vae, "transformer": ema.transformer, "text_encoder": ema.text_encoder,
                            "text_encoder_2": ema.text_encoder_2})
-    out = Path(out_dir)
-    pipe.save_pretrained(out)
+    out = save_trained(out_dir, pipe, asdict(cfg), loss_ema)
     write_call_defaults(out)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg) | {"final_loss_ema": loss_ema, "finished": time.strftime("%Y-%m-%d")}, indent=2))
     return out

@@ -9,18 +9,15 @@ an ordinary ``DDPMPipeline`` (``save_pretrained`` layout), so it samples with pl
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel.training import ema_update, load_train_state, optimizer_step, running_loss, save_train_state, warmup_cosine_lr
-from accel.errors import AccelError
+from ...errors import AccelError
+from ...training import ProgressFn, TrainLoop, save_trained, warmup_cosine_lr, with_ema
 
 UNET_CONFIG = dict(
     sample_size=64,
@@ -131,7 +128,7 @@ def sample_patches(images: list[torch.Tensor], n: int, size: int, gen: torch.Gen
 
 
 @dataclass
-class PriorTrainConfig:
+class TrainConfig:
     """Settings of ``accel zoo train unet-natural``; the defaults reproduce the shipped weights.
 
     steps: optimiser steps; batch_size x patch: the crops.  Sizing: one step (batch 16, 64x64, default
@@ -177,8 +174,8 @@ def _training_images(patch: int) -> list[torch.Tensor]:
     return [a for a in ims + halves if min(a.shape) >= patch]
 
 
-def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir: str | Path | None = None,
-          progress: Callable[[int, int, float], None] | None = None, unet_overrides: dict | None = None,
+def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str | Path | None = None,
+          progress: ProgressFn | None = None, unet_overrides: dict | None = None,
           images: list[torch.Tensor] | None = None) -> Path:
     """Train unet-natural (or resume from ``work_dir/checkpoint.safetensors``) and save the DDPM pipeline.
 
@@ -188,47 +185,35 @@ def train(out_dir: str | Path, config: PriorTrainConfig | None = None, work_dir:
     """
     from diffusers import DDPMScheduler
 
-    cfg = config or PriorTrainConfig()
+    cfg = config or TrainConfig()
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".train"
-    ckpt_path = work / "checkpoint.safetensors"
     torch.manual_seed(cfg.seed)
     images = _training_images(cfg.patch) if images is None else [im for im in images if min(im.shape) >= cfg.patch]
     if not images:
         raise AccelError(f"no training image is at least {cfg.patch}x{cfg.patch}")
-    model = build_unet(**(unet_overrides or {})).train()
-    ema = build_unet(**(unet_overrides or {})).eval().requires_grad_(False)
-    ema.load_state_dict(model.state_dict())
+    model, ema = with_ema(lambda: build_unet(**(unet_overrides or {})))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     acp = DDPMScheduler(**SCHEDULER_CONFIG).alphas_cumprod
     gen = torch.Generator().manual_seed(cfg.seed)
-    meta_cfg = asdict(cfg) | {"unet_overrides": unet_overrides or {}}
-    start, loss_ema = load_train_state(ckpt_path, meta_cfg, model, ema, opt, gen)
+    settings = asdict(cfg) | {"unet_overrides": unet_overrides or {}}
 
-    for step in range(start, cfg.steps):
+    def loss_at(step: int) -> torch.Tensor:
         x0 = sample_patches(images, cfg.batch_size, cfg.patch, gen) * 2 - 1
         t = torch.randint(0, len(acp), (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = acp[t].view(-1, 1, 1, 1)
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps)
-        loss = F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample, noise)
-        optimizer_step(model, opt, loss)
-        ema_update(ema, model, step, cfg.ema_decay)
-        loss_ema = running_loss(loss_ema, loss)
-        if progress is not None:
-            progress(step + 1, cfg.steps, loss_ema)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            save_train_state(ckpt_path, step + 1, meta_cfg, model, ema, opt, gen, loss_ema)
+        return F.mse_loss(model(a.sqrt() * x0 + (1 - a).sqrt() * noise, t).sample, noise)
 
-    out = Path(out_dir)
-    build_pipeline(ema).save_pretrained(out)
-    (out / "train_config.json").write_text(json.dumps(meta_cfg | {"final_loss_ema": loss_ema, "finished": time.strftime("%Y-%m-%d")}, indent=2))
-    return out
+    loop = TrainLoop(work / "checkpoint.safetensors", settings, model, ema, opt, gen, total=cfg.steps,
+                     lr_at=lambda step: warmup_cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps), ema_decay=cfg.ema_decay,
+                     checkpoint_every=cfg.checkpoint_every, progress=progress)
+    loss_ema = loop.run(loss_at)
+    return save_trained(out_dir, build_pipeline(ema), settings, loss_ema)
 
 
 def load_prior(name_or_path: str = "unet-natural") -> tuple[torch.nn.Module, torch.Tensor]:
     """(UNet2DModel, alphas_cumprod) of a shipped prior name or a local DDPM pipeline folder."""
-    from accel.zoo import load
+    from .. import load
 
     pipe = load(name_or_path)
     unet = getattr(pipe, "unet", None)
@@ -239,8 +224,8 @@ def load_prior(name_or_path: str = "unet-natural") -> tuple[torch.nn.Module, tor
 
 def sample_grid(name_or_path: str = "unet-natural", n: int = 16, steps: int = 100, seed: int = 0):
     """Sample ``n`` images with the ordinary diffusers pipeline (its own DDPM scheduler, ``steps`` steps): a PIL grid."""
-    from accel.utils import make_grid
-    from accel.zoo import load
+    from ...utils import make_grid
+    from .. import load
 
     pipe = load(name_or_path)
     out = pipe(batch_size=n, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), output_type="np").images

@@ -1,0 +1,1 @@
+"""``dit-digits``: its training recipe (``recipe.py``), settings (``model.json``) and weights (``weights/``)."""

@@ -1,0 +1,1 @@
+"""``flux-shapes``: its training recipe (``recipe.py``), settings (``model.json``) and weights (``weights/``)."""

@@ -1,0 +1,1 @@
+"""``unet-natural``: its training recipe (``recipe.py``), settings (``model.json``) and weights (``weights/``)."""

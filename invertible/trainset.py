@@ -1,0 +1,143 @@
+"""The photographs unet-natural and IDM train on: BSD400 (kept in the repository, not in the wheel) plus the
+photographs shipped inside scikit-image, scikit-learn and PyWavelets; and the content check that keeps
+every test image out of them.
+
+BSD400 is the 400-image grey training set of DnCNN (Zhang et al., TIP 2017): 180x180 crops of the Berkeley
+Segmentation Dataset's training images, disjoint by construction from BSD68 (taken from BSDS300's test
+half).  ``data/train/bsd400/SOURCE.md`` names the repository, commit and terms.  Content is checked anyway:
+:func:`check_no_test_crops` searches every training image, at several scales and in its 8 dihedral
+variants, for a normalised cross-correlation match inside every test image, which catches resized crops
+that the whole-image check of :func:`accel.invertible.prior.check_disjoint` cannot see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from accel.utils import AccelError
+
+BSD400 = "data/train/bsd400"  # relative to the repository root
+IMAGE_SUFFIXES = (".png", ".tif", ".bmp", ".jpg", ".jpeg")
+
+
+def repo_data(rel: str = BSD400) -> Path:
+    """The folder ``rel`` of the repository this package runs from (a clone or an editable install).
+
+    The training photographs are not in the wheel: raises :class:`AccelError` saying so when not found.
+    """
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent / rel
+        if cand.is_dir():
+            return cand
+    raise AccelError(f"training images {rel!r} not found above {here.parent}: they live in the git repository, not in the "
+                     "wheel; train from a clone (pip install -e .) or pass your own folder (--images)")
+
+
+def read_grey(path: str | Path) -> np.ndarray:
+    """One training photograph as float32 grey in [0, 1] (colour: Y of BT.601 at full range, as unet-natural's other photographs)."""
+    from PIL import Image
+
+    from .prior import _gray
+
+    with Image.open(path) as im:
+        return _gray(np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im))
+
+
+def bsd400_images(folder: str | Path | None = None) -> dict[str, np.ndarray]:
+    """BSD400 as ``{"bsd400/test_001": (180, 180) float32 in [0, 1], ...}`` (400 images)."""
+    folder = Path(folder) if folder is not None else repo_data()
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise AccelError(f"no training images in {str(folder)!r}")
+    return {f"bsd400/{p.stem}": read_grey(p) for p in files}
+
+
+def training_photographs() -> dict[str, np.ndarray]:
+    """Everything unet-natural and IDM train on: BSD400 and the photographs shipped in the wheels."""
+    from .prior import natural_images
+
+    return bsd400_images() | natural_images()
+
+
+def test_images(folders: list[str | Path]) -> dict[str, np.ndarray]:
+    """Test images from several folders as grey float32 (``folder-name/stem`` -> (H, W))."""
+    out = {}
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise AccelError(f"test image folder {str(folder)!r} does not exist")
+        for p in sorted(folder.iterdir()):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                out[f"{folder.name}/{p.stem}"] = read_grey(p)
+    return out
+
+
+def _dihedral(x: torch.Tensor) -> torch.Tensor:
+    """(N, 1, k, k) -> (8N, 1, k, k): the 4 rotations of x and of its mirror image."""
+    return torch.cat([torch.rot90(y, r, (-2, -1)) for y in (x, x.flip(-1)) for r in range(4)])
+
+
+def crop_match_scores(train: dict[str, np.ndarray], tests: dict[str, np.ndarray], k: int = 16,
+                      fractions: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45, 0.35)) -> dict[str, tuple[str, float]]:
+    """Best normalised cross-correlation of each training image (resized to ``k`` x ``k``, 8 dihedral variants)
+    against every position of every test image, the test image resized so that a square of ``fraction`` of its
+    shorter side spans ``k`` pixels: name -> (test image and fraction, score in [-1, 1]).
+
+    A resized crop of a test image (and the whole image, fraction 1 of a square one) scores about 1.0;
+    unrelated natural images score well below (see :func:`check_no_test_crops`).
+    """
+    from PIL import Image
+
+    def resize(a: np.ndarray, h: int, w: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32))
+
+    names = list(train)
+    t = torch.stack([resize(train[n], k, k) for n in names])[:, None]
+    t = _dihedral(t)  # (8N, 1, k, k), variant v of image i at v * N + i
+    t = t - t.mean((-2, -1), keepdim=True)
+    t = t / (t.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-6)
+    textured = torch.cat([resize(train[n], k, k)[None] for n in names]).flatten(1).std(1).repeat(8) > 1.0  # flat templates match nothing
+    best = torch.full((len(names),), -1.0)
+    where = [""] * len(names)
+    ones = torch.ones(1, 1, k, k)
+    for tname, img in tests.items():
+        h, w = img.shape
+        for f in fractions:
+            s = k / (f * min(h, w))
+            hh, ww = max(k, round(h * s)), max(k, round(w * s))
+            x = resize(img, hh, ww)[None, None]
+            num = F.conv2d(x, t)  # sum over the window of template * x (templates have zero mean)
+            mean = F.conv2d(x, ones) / k**2
+            var = F.conv2d(x * x, ones) - k**2 * mean**2  # k^2 x the window's variance (grey levels 0-255)
+            ncc = (num / var.clamp_min(1e-6).sqrt()).where(var > k**2, torch.tensor(-1.0))  # flat windows (std < 1 level) match nothing
+            ncc = ncc.amax((-2, -1))[0].where(textured, torch.tensor(-1.0))  # (8N,)
+            ncc = ncc.view(8, len(names)).amax(0)
+            better = ncc > best
+            best = torch.where(better, ncc, best)
+            for i in better.nonzero().flatten().tolist():
+                where[i] = f"{tname} (fraction {f:g})"
+    return {n: (where[i], float(best[i])) for i, n in enumerate(names)}
+
+
+def check_no_test_crops(train: dict[str, np.ndarray], test_folders: list[str | Path], limit: float = 0.95) -> dict[str, dict[str, tuple[str, float]]]:
+    """:func:`~accel.invertible.prior.check_disjoint` (whole images, limit 0.9) and :func:`crop_match_scores`
+    (resized crops, ``limit``) against every test folder; raises :class:`AccelError` naming the pair when
+    either finds a match.  Returns ``{"whole": name -> (test image, score), "crops": name -> (...)}``."""
+    from .prior import check_disjoint
+
+    whole: dict[str, tuple[str, float]] = {}
+    for folder in map(Path, test_folders):
+        for name, (t, s) in check_disjoint(train, folder).items():
+            if s > whole.get(name, ("", -1.0))[1]:
+                whole[name] = (f"{folder.name}/{t}", s)
+    crops = crop_match_scores(train, test_images(test_folders))
+    bad = {n: s for n, s in crops.items() if s[1] > limit}
+    if bad:
+        n, (t, s) = max(bad.items(), key=lambda kv: kv[1][1])
+        raise AccelError(f"training image {n} matches a crop of test image {t} (correlation {s:.3f} > {limit}); "
+                         f"{len(bad)} training image(s) match a test image: remove them")
+    return {"whole": whole, "crops": crops}

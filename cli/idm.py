@@ -55,6 +55,7 @@ def finetune_idm(
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint period in steps.")] = 50,
     v_init: Annotated[float, typer.Option(help="Initial coupling weight v of the reversible units (IDM: 0.5).")] = 0.5,
     init: Annotated[Optional[Path], typer.Option(help="Start from these IDM weights (same ratio and T) instead of the prior, e.g. to train the shipped ones longer.")] = None,
+    init_transfer: Annotated[bool, typer.Option(help="With --init: its U-Net may differ from the prior's (e.g. had attention); copy what they share.")] = False,
     mixed_precision: Annotated[str, typer.Option(help="no or bf16: run the U-Net in bfloat16 under autocast (for GPUs with bf16 tensor cores).")] = "no",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -67,7 +68,8 @@ def finetune_idm(
                          mode=mode, checkpoint_every=checkpoint_every, v_init=v_init, mixed_precision=mixed_precision)
     target = out or shipped_path(cfg.ratio)
     with _bar(f"IDM {100 * cfg.ratio:g}% T={steps}", progress) as update:
-        path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images), init=init)
+        path = finetune(target, cfg, prior=prior, work_dir=work_dir, progress=update, images=_image_tensors(images), init=init,
+                        init_transfer=init_transfer)
     typer.echo(f"wrote {path}")
 
 

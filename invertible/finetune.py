@@ -109,7 +109,7 @@ def _resume(ckpt_path: Path, meta_cfg: dict, idm: IDM, opt: torch.optim.Optimize
 def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: str | torch.nn.Module = "unet-natural",
              alphas_cumprod: torch.Tensor | None = None, work_dir: str | Path | None = None,
              progress: Callable[[int, int, float], None] | None = None, images: list[torch.Tensor] | None = None,
-             init: str | Path | None = None) -> Path:
+             init: str | Path | None = None, init_transfer: bool = False) -> Path:
     """Fine-tune IDM from a pretrained prior and write the weights (see :mod:`accel.invertible.weights`).
 
     ``prior``: a shipped name / pipeline folder, or a ``UNet2DModel`` (then ``alphas_cumprod`` is needed).
@@ -117,6 +117,8 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     ``progress(iteration, total, loss_ema)`` is called on the main process after every step.
     ``init``: start from these IDM weights (same ratio, T and CS operator) instead of the prior: continue a
     finished fine-tuning with more iterations or another learning rate (the optimiser starts afresh).
+    ``init_transfer``: ``init``'s U-Net may differ from the prior's (e.g. it had attention blocks): copy what
+    the two share (:func:`accel.invertible.transfer.transfer_idm`), leave the rest as initialised.
     """
     from accelerate import Accelerator
 
@@ -141,9 +143,19 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
         start_from, init_cs, _ = load_idm(init, ratio=cfg.ratio)
         if init_cs != cfg.cs or start_from.steps != cfg.T:
             raise AccelError(f"--init {str(init)!r} has T={start_from.steps} and {init_cs}; this run needs T={cfg.T} and {cfg.cs}")
-        idm.load_state_dict(start_from.state_dict())
+        if init_transfer:
+            from .transfer import transfer_idm
+
+            transfer_idm(start_from, idm)
+        else:
+            try:
+                idm.load_state_dict(start_from.state_dict())
+            except RuntimeError:
+                raise AccelError(f"--init {str(init)!r} has another U-Net than the prior {prior_name!r}; "
+                                 "pass --init-transfer to copy what they share") from None
     opt = torch.optim.Adam([p for p in idm.parameters() if p.requires_grad], lr=cfg.lr)
     extra = {"prior": prior_name, "world_size": acc.num_processes} | ({"init": str(init)} if init is not None else {})
+    extra |= {"init_transfer": True} if init_transfer else {}
     settings = asdict(cfg)
     if cfg.mixed_precision == "no":  # recorded only when used, so checkpoints from before the option still resume
         del settings["mixed_precision"]

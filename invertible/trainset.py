@@ -77,53 +77,96 @@ def test_images(folders: list[str | Path]) -> dict[str, np.ndarray]:
 
 
 def _dihedral(x: torch.Tensor) -> torch.Tensor:
-    """(N, 1, k, k) -> (8N, 1, k, k): the 4 rotations of x and of its mirror image."""
+    """(N, 1, k, k) -> (8N, 1, k, k): the 4 rotations of x and of its mirror image (variant v = 4 * mirrored + turns)."""
     return torch.cat([torch.rot90(y, r, (-2, -1)) for y in (x, x.flip(-1)) for r in range(4)])
 
 
-def crop_match_scores(train: dict[str, np.ndarray], tests: dict[str, np.ndarray], k: int = 16,
-                      fractions: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45, 0.35)) -> dict[str, tuple[str, float]]:
-    """Best normalised cross-correlation of each training image (resized to ``k`` x ``k``, 8 dihedral variants)
-    against every position of every test image, the test image resized so that a square of ``fraction`` of its
-    shorter side spans ``k`` pixels: name -> (test image and fraction, score in [-1, 1]).
-
-    A resized crop of a test image (and the whole image, fraction 1 of a square one) scores about 1.0;
-    unrelated natural images score well below (see :func:`check_no_test_crops`).
-    """
+def _resize(a: np.ndarray, h: int, w: int) -> torch.Tensor:
+    """[0, 1] image -> (h, w) float32 tensor of grey levels 0-255 (bilinear, as PIL)."""
     from PIL import Image
 
-    def resize(a: np.ndarray, h: int, w: int) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32))
+    return torch.from_numpy(np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32))
 
-    names = list(train)
-    t = torch.stack([resize(train[n], k, k) for n in names])[:, None]
-    t = _dihedral(t)  # (8N, 1, k, k), variant v of image i at v * N + i
-    t = t - t.mean((-2, -1), keepdim=True)
-    t = t / (t.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-6)
-    textured = torch.cat([resize(train[n], k, k)[None] for n in names]).flatten(1).std(1).repeat(8) > 1.0  # flat templates match nothing
-    best = torch.full((len(names),), -1.0)
-    where = [""] * len(names)
+
+def _ncc(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Normalised cross-correlation of zero-mean unit-norm templates t (M, 1, k, k) at every position of
+    x (1, 1, H, W): (M, H-k+1, W-k+1); windows flatter than one grey level score -1."""
+    k = t.shape[-1]
     ones = torch.ones(1, 1, k, k)
+    num = F.conv2d(x, t)
+    mean = F.conv2d(x, ones) / k**2
+    var = F.conv2d(x * x, ones) - k**2 * mean**2  # k^2 x the window's variance
+    return (num / var.clamp_min(1e-6).sqrt()).where(var > k**2, torch.tensor(-1.0))[0]
+
+
+def _highpass(x: torch.Tensor) -> torch.Tensor:
+    """(..., H, W) minus its 5x5 local mean: the detail that a look-alike scene does not share."""
+    y = x.reshape(-1, 1, *x.shape[-2:])
+    return (y - F.avg_pool2d(y, 5, 1, 2, count_include_pad=False)).reshape(x.shape)
+
+
+def _templates(images: list[np.ndarray], k: int, highpass: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(8N, 1, k, k) zero-mean unit-norm dihedral templates and whether each is textured (std > 1 grey level)."""
+    raw = torch.stack([_resize(a, k, k) for a in images])[:, None]
+    raw = _highpass(raw) if highpass else raw
+    t = _dihedral(raw)
+    textured = t.flatten(1).std(1) > 1.0  # a flat template matches nothing meaningfully
+    t = t - t.mean((-2, -1), keepdim=True)
+    return t / (t.flatten(1).norm(dim=1).view(-1, 1, 1, 1) + 1e-6), textured
+
+
+def crop_match_scores(train: dict[str, np.ndarray], tests: dict[str, np.ndarray], k: int = 16,
+                      fractions: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45, 0.35), fine: int = 64,
+                      verify_above: float = 0.8) -> dict[str, tuple[str, float]]:
+    """Does any training image look like a resized crop of a test image?  name -> (where, score in [-1, 1]).
+
+    Coarse search: each training image at ``k`` x ``k`` in its 8 dihedral variants, normalised
+    cross-correlation at every position of every test image, resized so that a square of ``fraction`` of its
+    shorter side spans ``k`` pixels.  At 16 pixels smooth pictures (a horizon, water) also correlate above
+    0.95 somewhere, so every coarse match above ``verify_above`` is verified at ``fine`` x ``fine`` pixels
+    (the same variant, the region found, a few pixels of slack), on detail only (each image minus its 5x5
+    local mean, so that shared smooth gradients do not count), and that score is reported.  A resized crop
+    of a test image scores about 1.0; unrelated photographs well below (see :func:`check_no_test_crops`).
+    """
+    names = list(train)
+    n = len(names)
+    t, textured = _templates([train[m] for m in names], k)
+    best = torch.full((n,), -1.0)
+    found: list[tuple] = [()] * n
     for tname, img in tests.items():
         h, w = img.shape
         for f in fractions:
             s = k / (f * min(h, w))
-            hh, ww = max(k, round(h * s)), max(k, round(w * s))
-            x = resize(img, hh, ww)[None, None]
-            num = F.conv2d(x, t)  # sum over the window of template * x (templates have zero mean)
-            mean = F.conv2d(x, ones) / k**2
-            var = F.conv2d(x * x, ones) - k**2 * mean**2  # k^2 x the window's variance (grey levels 0-255)
-            ncc = (num / var.clamp_min(1e-6).sqrt()).where(var > k**2, torch.tensor(-1.0))  # flat windows (std < 1 level) match nothing
-            ncc = ncc.amax((-2, -1))[0].where(textured, torch.tensor(-1.0))  # (8N,)
-            ncc = ncc.view(8, len(names)).amax(0)
-            better = ncc > best
-            best = torch.where(better, ncc, best)
-            for i in better.nonzero().flatten().tolist():
-                where[i] = f"{tname} (fraction {f:g})"
-    return {n: (where[i], float(best[i])) for i, n in enumerate(names)}
+            ncc = _ncc(_resize(img, max(k, round(h * s)), max(k, round(w * s)))[None, None], t)
+            score, pos = ncc.flatten(1).max(1)
+            score = score.where(textured, torch.tensor(-1.0)).view(8, n)
+            top, variant = score.max(0)
+            for i in (top > best).nonzero().flatten().tolist():
+                v = int(variant[i])
+                y, x = divmod(int(pos[v * n + i]), ncc.shape[-1])
+                best[i], found[i] = top[i], (tname, f, v, y / s, x / s, k / s)
+    out = {}
+    for i, m in enumerate(names):
+        if not found[i]:
+            out[m] = ("", -1.0)
+            continue
+        tname, f, v, y, x, side = found[i]
+        score = float(best[i])
+        if score > verify_above:
+            img = tests[tname]
+            z = fine / side  # the test image at the scale where the matched region spans `fine` pixels
+            big = _resize(img, max(fine, round(img.shape[0] * z)), max(fine, round(img.shape[1] * z)))
+            pad = max(2, round(z * side / k))  # one coarse pixel of slack each way
+            y0, x0 = max(0, round(y * z) - pad), max(0, round(x * z) - pad)
+            region = big[y0 : round(y * z) + fine + pad, x0 : round(x * z) + fine + pad]
+            tf, _ = _templates([train[m]], fine, highpass=True)
+            if min(region.shape) >= fine:
+                score = float(_ncc(_highpass(region)[None, None], tf[v : v + 1]).max())
+        out[m] = (f"{tname} (fraction {f:g})", score)
+    return out
 
 
-def check_no_test_crops(train: dict[str, np.ndarray], test_folders: list[str | Path], limit: float = 0.95) -> dict[str, dict[str, tuple[str, float]]]:
+def check_no_test_crops(train: dict[str, np.ndarray], test_folders: list[str | Path], limit: float = 0.9) -> dict[str, dict[str, tuple[str, float]]]:
     """:func:`~accel.invertible.prior.check_disjoint` (whole images, limit 0.9) and :func:`crop_match_scores`
     (resized crops, ``limit``) against every test folder; raises :class:`AccelError` naming the pair when
     either finds a match.  Returns ``{"whole": name -> (test image, score), "crops": name -> (...)}``."""

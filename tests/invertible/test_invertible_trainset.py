@@ -54,7 +54,7 @@ def test_crop_search_finds_resized_rotated_crops_and_passes_other_pictures(tmp_p
     crop = np.asarray(Image.fromarray((crop * 255).astype(np.uint8)).resize((90, 90), Image.BILINEAR), np.float32) / 255
     train = {"crop": np.rot90(crop).copy(), "unrelated": _photo(2, 120, 150)}
     scores = trainset.crop_match_scores(train, trainset.test_images([tests]))
-    assert scores["crop"][0].startswith("tests/big") and scores["crop"][1] > 0.95
+    assert scores["crop"][0].startswith("tests/big") and scores["crop"][1] > 0.93
     assert scores["unrelated"][1] < 0.9
     with pytest.raises(AccelError, match="crop of test image tests/big"):
         trainset.check_no_test_crops(train, [tests])
@@ -112,3 +112,17 @@ def test_idm_transfer_across_architectures_and_finetune_init(tmp_path):
     idm, _, meta = load_idm(out)
     assert meta["finetune_config"]["init_transfer"] is True
     assert not any("attentions" in k for k in idm.state_dict())
+
+
+def test_prior_train_warm_starts_from_a_pipeline_with_attention(tmp_path):
+    from accel.invertible.prior import PriorTrainConfig, build_pipeline, build_unet, load_prior, train
+
+    torch.manual_seed(0)
+    src = build_unet(**WITH_ATTN)
+    build_pipeline(src).save_pretrained(tmp_path / "old")
+    ims = [torch.from_numpy(_photo(i, 40, 40)) for i in range(2)]
+    cfg = PriorTrainConfig(steps=1, batch_size=1, patch=16, lr=0.0, warmup=1, checkpoint_every=1)
+    out = train(tmp_path / "new", cfg, unet_overrides=NO_ATTN, images=ims, init=tmp_path / "old")
+    unet, _ = load_prior(str(out))
+    assert unet.config.add_attention is False and not any("attentions" in k for k in unet.state_dict())
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in unet.state_dict().items())  # lr 0: exactly the warm start

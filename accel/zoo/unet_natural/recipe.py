@@ -129,7 +129,9 @@ def sample_patches(images: list[torch.Tensor], n: int, size: int, gen: torch.Gen
 
 @dataclass
 class TrainConfig:
-    """Settings of ``accel zoo train unet-natural``; the defaults reproduce the shipped weights.
+    """Settings of ``accel zoo train unet-natural``.  The defaults reproduced the shipped weights with the
+    earlier U-Net (attention at a quarter resolution, the wheels' photographs only); the shipped weights are
+    still those until an attention-free run beats them on Set11 (docs/idm.md).
 
     steps: optimiser steps; batch_size x patch: the crops.  Sizing: one step (batch 16, 64x64, default
     U-Net, 2.6M parameters) took 2.15 s on one core of the 2-core development machine (torch 2.13 CPU,

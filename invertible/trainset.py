@@ -7,7 +7,7 @@ Segmentation Dataset's training images, disjoint by construction from BSD68 (tak
 half).  ``data/train/bsd400/SOURCE.md`` names the repository, commit and terms.  Content is checked anyway:
 :func:`check_no_test_crops` searches every training image, at several scales and in its 8 dihedral
 variants, for a normalised cross-correlation match inside every test image, which catches resized crops
-that the whole-image check of :func:`accel.invertible.prior.check_disjoint` cannot see.
+that the whole-image check of :func:`accel.zoo.unet_natural.recipe.check_disjoint` cannot see.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def read_grey(path: str | Path) -> np.ndarray:
     """One training photograph as float32 grey in [0, 1] (colour: Y of BT.601 at full range, as unet-natural's other photographs)."""
     from PIL import Image
 
-    from .prior import _gray
+    from accel.zoo.unet_natural.recipe import _gray
 
     with Image.open(path) as im:
         return _gray(np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im))
@@ -59,7 +59,7 @@ def bsd400_images(folder: str | Path | None = None) -> dict[str, np.ndarray]:
 
 def training_photographs() -> dict[str, np.ndarray]:
     """Everything unet-natural and IDM train on: BSD400 and the photographs shipped in the wheels."""
-    from .prior import natural_images
+    from accel.zoo.unet_natural.recipe import natural_images
 
     return bsd400_images() | natural_images()
 
@@ -167,10 +167,10 @@ def crop_match_scores(train: dict[str, np.ndarray], tests: dict[str, np.ndarray]
 
 
 def check_no_test_crops(train: dict[str, np.ndarray], test_folders: list[str | Path], limit: float = 0.9) -> dict[str, dict[str, tuple[str, float]]]:
-    """:func:`~accel.invertible.prior.check_disjoint` (whole images, limit 0.9) and :func:`crop_match_scores`
+    """:func:`~accel.zoo.unet_natural.recipe.check_disjoint` (whole images, limit 0.9) and :func:`crop_match_scores`
     (resized crops, ``limit``) against every test folder; raises :class:`AccelError` naming the pair when
     either finds a match.  Returns ``{"whole": name -> (test image, score), "crops": name -> (...)}``."""
-    from .prior import check_disjoint
+    from accel.zoo.unet_natural.recipe import check_disjoint
 
     whole: dict[str, tuple[str, float]] = {}
     for folder in map(Path, test_folders):

@@ -8,7 +8,7 @@ import argparse, json, time
 import torch
 import torch.nn.functional as F
 
-from accel.invertible.prior import build_unet
+from accel.zoo.unet_natural.recipe import build_unet
 
 WITH_ATTENTION = dict(down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
                       add_attention=True, attention_head_dim=32)

@@ -24,7 +24,7 @@ def tiles(x: torch.Tensor, k: int = 64) -> torch.Tensor:
 
 
 def prior_errors(prior: str, images: list[torch.Tensor], ts=(50, 200, 500, 800)) -> dict:
-    from accel.invertible.prior import load_prior
+    from accel.zoo.unet_natural.recipe import load_prior
 
     unet, acp = load_prior(prior)
     unet.eval()

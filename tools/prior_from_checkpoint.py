@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from accel.invertible.prior import build_pipeline, build_unet
+from accel.zoo.unet_natural.recipe import build_pipeline, build_unet
 from accel.utils import load_checkpoint
 
 tensors, meta = load_checkpoint(sys.argv[1])

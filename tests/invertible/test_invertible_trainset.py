@@ -63,7 +63,7 @@ def test_crop_search_finds_resized_rotated_crops_and_passes_other_pictures(tmp_p
 
 
 def test_prior_warm_start_copies_every_shared_tensor():
-    from accel.invertible.prior import build_unet
+    from accel.zoo.unet_natural.recipe import build_unet
     from accel.invertible.transfer import copy_matching
 
     src, dst = build_unet(**WITH_ATTN), build_unet(**NO_ATTN)
@@ -79,7 +79,7 @@ def test_idm_transfer_across_architectures_and_finetune_init(tmp_path):
     from accel.invertible.finetune import FinetuneConfig, finetune
     from accel.invertible.idm import IDM
     from accel.invertible.operator import BlockCS, CSConfig
-    from accel.invertible.prior import build_pipeline, build_unet
+    from accel.zoo.unet_natural.recipe import build_pipeline, build_unet
     from accel.invertible.transfer import transfer_idm
     from accel.invertible.weights import load_idm, save_idm
 
@@ -115,13 +115,13 @@ def test_idm_transfer_across_architectures_and_finetune_init(tmp_path):
 
 
 def test_prior_train_warm_starts_from_a_pipeline_with_attention(tmp_path):
-    from accel.invertible.prior import PriorTrainConfig, build_pipeline, build_unet, load_prior, train
+    from accel.zoo.unet_natural.recipe import TrainConfig, build_pipeline, build_unet, load_prior, train
 
     torch.manual_seed(0)
     src = build_unet(**WITH_ATTN)
     build_pipeline(src).save_pretrained(tmp_path / "old")
     ims = [torch.from_numpy(_photo(i, 40, 40)) for i in range(2)]
-    cfg = PriorTrainConfig(steps=1, batch_size=1, patch=16, lr=0.0, warmup=1, checkpoint_every=1)
+    cfg = TrainConfig(steps=1, batch_size=1, patch=16, lr=0.0, warmup=1, checkpoint_every=1)
     out = train(tmp_path / "new", cfg, unet_overrides=NO_ATTN, images=ims, init=tmp_path / "old")
     unet, _ = load_prior(str(out))
     assert unet.config.add_attention is False and not any("attentions" in k for k in unet.state_dict())

@@ -89,7 +89,7 @@ def check_disjoint(images: dict[str, np.ndarray], test_dir: str | Path | None = 
     """
     from PIL import Image
 
-    from .data import default_set11
+    from accel.invertible.data import default_set11
 
     test_dir = default_set11() if test_dir is None else test_dir
 

@@ -9,7 +9,9 @@ Four hooks share one per-context state (``ContextStates``):
 - skip hooks on blocks 1..L-2 pass their inputs through on forecast steps;
 - the last hook, on block L-1, returns the Taylor forecast of its own output on forecast steps (Last Block
   Forecast) and refreshes its factors on full steps.
-Data-dependent decisions run outside compiled graphs (``torch.compiler.disable``).
+Data-dependent decisions run outside compiled graphs (``torch.compiler.disable``). In differentiable mode (the
+gradient path, ``grad.py``) the last block's factors stay attached to the autograd graph, and a replayed step
+takes its decision from the state (``imposed``) instead of the gate.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .blocks import BlockSpec
 from .config import CGTaylorConfig
 from .parallel import all_reduce_sum, shard_group, sum_over_shards
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
+from .taylor import forecast, updated
 from .trajectory import Trajectory
 
 CONTROLLER_HOOK = "accel_cg_taylor"
@@ -105,6 +108,9 @@ class ControllerHook(ModelHook):
         # Probe mode (``accel bench gate``): run every block on every step, but keep the factors and
         # decisions of normal operation, and measure the last-block forecast error on would-be-skipped steps.
         self.probe = False
+        # Differentiable mode (the gradient path, ``grad.py``): the last block's factors are updated out of place
+        # and forecast with autograd-visible operations, so gradients reach the outputs they were built from.
+        self.differentiable = False
         self.states = states
         self.config = config
         self.blocks = blocks
@@ -236,9 +242,21 @@ class GateHook(ModelHook):
             st.buffer = torch.empty(fl.shape[1:], dtype=fl.dtype, device=fl.device)
         return st.buffer
 
+    def _forecast(self, st: CGTaylorState, offset: float, like: torch.Tensor) -> torch.Tensor:
+        """The last block's forecast ``offset`` steps after its last full step."""
+        if self.controller.differentiable:  # a new tensor, in the gradient's graph (no reused buffer, no fused kernel)
+            return forecast(st.fl, offset, st.nl).to(like.dtype)
+        return kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
+
     @torch.compiler.disable
     def _gate(self, h: torch.Tensor) -> None:
         st = self.states.get_state()
+        if st.imposed is not None:  # a replayed step: the decision recorded by the forward pass, no gate, no block-0 factors
+            st.compute = st.imposed
+            if not st.compute:
+                st.forecast = self._forecast(st, float(st.step - st.last_full), h)
+            return
+        h = h.detach()  # the gate's factors and decisions carry no gradient
         cfg = self.config
         error: float | None = None
         reason = st.force
@@ -250,7 +268,7 @@ class GateHook(ModelHook):
             if not math.isfinite(error):
                 reason = "nonfinite"
             elif error < cfg.threshold:
-                fc = kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
+                fc = self._forecast(st, offset, h)
                 if _all_finite(fc, self.controller.group):
                     st.compute, st.forecast, reason = False, fc, "forecast"
                 else:
@@ -317,9 +335,12 @@ class LastHook(ModelHook):
             st.forecast = None
         if not st.refresh:
             return
-        if st.fl is None:
-            dtype = torch.float32 if self.config.factor_dtype == "float32" else None
-            st.fl = kernels.new_factors(h, self.config.last_order, dtype=dtype)
+        dtype = torch.float32 if self.config.factor_dtype == "float32" else None
         delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
-        st.nl = kernels.taylor_update(st.fl, h, delta, st.nl)
+        if self.controller.differentiable:  # a new stack: the old one stays valid for the backward sweep
+            st.fl, st.nl = updated(st.fl, h, delta, st.nl, self.config.last_order, dtype)
+        else:
+            if st.fl is None:
+                st.fl = kernels.new_factors(h, self.config.last_order, dtype=dtype)
+            st.nl = kernels.taylor_update(st.fl, h, delta, st.nl)
         st.last_full = st.step

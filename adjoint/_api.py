@@ -6,9 +6,9 @@ from typing import Any, Iterable
 
 import torch
 
+from accel.errors import AccelError
 from accel.samplers import Denoiser, Grid, get_step, prepare
 from accel.samplers._solvers import Callback, ODEFunc, ode_endpoints
-from accel.utils import AccelError
 
 from ._common import Spec, flatten_cond, select_params
 from ._continuous import ContinuousAdjoint
@@ -46,6 +46,7 @@ def sample_with_grad(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     callback: Callback | None = None,
+    cache: Any = None,
 ) -> torch.Tensor:
     """Generate x_0 from ``noise`` so that ``loss(x_0).backward()`` reaches noise, conditioning and weights.
 
@@ -68,7 +69,14 @@ def sample_with_grad(
         order: 1 or 2, the order of the continuous adjoint solver (``method="continuous"``).
         reconstruct: continuous adjoint only: re-solve the state backwards instead of using stored states.
         ode_method, rtol, atol: torchdiffeq settings (``method="torchdiffeq"``).
-        callback: called after each forward step with keys i, steps, t, x, denoised.
+        callback: called after each forward step with keys i, steps, t, x, denoised (and, with ``cache``,
+            computed: whether the step ran in full).
+        cache: an :class:`accel.CGTaylorConfig` to sample with CG-Taylor caching and differentiate through it
+            (``method="discrete"``: the exact adjoint of the cached sampler, memory not growing with the steps
+            beyond the stored factors; ``"autograd"``: backprop through the cached forward). The gate's decisions
+            are taken in the forward pass and held fixed; gradients flow through block 0, the head and the
+            stored Taylor factors into the last block's outputs at earlier full steps. The network is hooked only
+            while a pass runs. A pipeline's shipped setting: ``CGTaylorConfig(**accel.sampling.recommended_settings(pipe))``.
 
     Returns:
         x_0, (B, C, H, W), differentiable with respect to noise, float cond tensors and ``params``.
@@ -82,6 +90,8 @@ def sample_with_grad(
     den, grid = prepare(model_or_pipeline, steps, guidance_scale, uncond, scheduler, sample_shape=noise.shape)
     cond = _canonical_cond(cond)
     step = get_step(sampler)
+    if cache is not None:
+        return _cached(den, grid, step, noise, cond, method, select_params(den, params), cache, callback)
     if method == "autograd":
         from accel.samplers import sample
 
@@ -96,6 +106,22 @@ def sample_with_grad(
     if method == "discrete":
         return DiscreteAdjoint.apply(spec, noise, *flat, *ps)
     return ContinuousAdjoint.apply(spec, order, reconstruct, noise, *flat, *ps)
+
+
+def _cached(den: Denoiser, grid: Grid, step: Any, noise: torch.Tensor, cond: Any, method: str, params: list[torch.Tensor],
+            cache: Any, callback: Callback | None) -> torch.Tensor:
+    """Sample with CG-Taylor and differentiate through it (``adjoint/_cached.py``)."""
+    from accel.caching.grad import CachedRun
+
+    from ._cached import CACHE_METHODS, sample_cached
+
+    if method not in CACHE_METHODS:
+        raise AccelError(f"method={method!r} cannot run with cache=: the cache's decisions are per sampler step, which only the "
+                         f"discrete adjoint and autograd follow; use method={CACHE_METHODS[0]!r} (or {CACHE_METHODS[1]!r}, the reference)")
+    run = CachedRun(den.network if den.network is not None else den.model, cache, grid.steps)
+    kind, flat = flatten_cond(cond)
+    spec = Spec(den, grid, step, kind, len(flat), len(params), callback)
+    return sample_cached(spec, run, method, noise, flat, params)
 
 
 def _checkpointed(den: Denoiser, grid: Grid, x: torch.Tensor, cond: Any, sampler: str, callback: Callback | None) -> torch.Tensor:

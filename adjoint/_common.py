@@ -9,7 +9,7 @@ import torch
 
 from accel.samplers import Denoiser, Grid
 from accel.samplers._solvers import Callback, StepFn
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 
 @dataclass

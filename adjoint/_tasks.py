@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 TASKS = ("effect", "style", "attack")
 
@@ -23,6 +23,7 @@ class Task:
         self.cfg, self.pipe, self.device, self.rank = cfg, pipe, device, rank
         c = pipe.transformer.config
         self.sample_shape = (c.in_channels, c.sample_size, c.sample_size)
+        self.cache = _cache_config(pipe, cfg.cache)
 
     def labels(self, n: int) -> torch.Tensor:
         """Class labels of a batch of n: every digit in turn (offset per process)."""
@@ -36,10 +37,10 @@ class Task:
         from accel.adjoint import sample_with_grad
 
         kw = dict(steps=self.cfg.steps, guidance_scale=self.cfg.guidance_scale)
-        if not grad:
+        if not grad:  # samples and metrics: always the uncached sampler
             with torch.no_grad():
                 return sample_with_grad(self.pipe, noise, self.cond(noise.shape[0]), method="autograd", **kw)
-        return sample_with_grad(self.pipe, noise, self.cond(noise.shape[0]), method=self.cfg.method, **kw)
+        return sample_with_grad(self.pipe, noise, self.cond(noise.shape[0]), method=self.cfg.method, cache=self.cache, **kw)
 
     def train_noise(self, noise: torch.Tensor) -> torch.Tensor:
         return noise
@@ -54,6 +55,19 @@ class Task:
         return {}
 
     # subclasses: trainables(), loss(x0), state(), load_state(tensors)
+
+
+def _cache_config(pipe: Any, cache: float | str | None) -> Any:
+    """The CG-Taylor setting of the training gradients: None, the model's shipped one, or it with another threshold."""
+    if cache is None:
+        return None
+    from accel.caching import CGTaylorConfig
+    from accel.sampling import recommended_settings
+
+    settings = recommended_settings(pipe)
+    if cache != "shipped":
+        settings["threshold"] = float(cache)
+    return CGTaylorConfig(**settings)
 
 
 def _digit(label: int, size: int) -> torch.Tensor:
@@ -232,9 +246,9 @@ class AttackTask(Task):
 
 def build_task(cfg: Any, device: torch.device, rank: int) -> Task:
     """Load the model (frozen, eval mode) and build the task called ``cfg.task``."""
-    from accel.zoo import load
+    from accel.sampling import load_pipeline
 
-    pipe = load(cfg.model)
+    pipe = load_pipeline(cfg.model)  # records its folder, for the shipped cache setting
     pipe.transformer.to(device).eval().requires_grad_(False)
     cls = {"effect": EffectTask, "style": StyleTask, "attack": AttackTask}[cfg.task]
     return cls(cfg, pipe, device, rank)

@@ -4,13 +4,15 @@ For each N and method, one fresh subprocess (``isolate=True``) runs forward + ba
 and reports its peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory held before, on
 CPU the resident-set high-water mark (``VmHWM`` after resetting it through ``/proc/self/clear_refs``) above
 the resident set before. Gradients for the initial noise, the class embeddings and all network weights are
-compared with exact autograd through the same sampler (relative error and cosine).
+compared with exact autograd through the same sampler (relative error and cosine). The ``cached`` method
+differentiates through CG-Taylor (``sample_with_grad(..., cache=...)``): it is compared with autograd through
+the same cached forward (``cached-autograd``), and every record also carries its cosine with the uncached
+gradient (``cos_uncached``); ``adjoint/bench_cache.py`` adds interleaved timing and a threshold sweep.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -22,7 +24,9 @@ from typing import Any, Callable
 
 import torch
 
-from accel.utils import AccelError
+from accel.errors import AccelError
+
+from .bench_report import TARGETS, observed_orders, plot, to_markdown  # noqa: F401  (the report's functions, importable from here)
 
 METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "autograd": dict(method="autograd"),
@@ -33,9 +37,11 @@ METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "torchdiffeq": dict(method="torchdiffeq", ode_method="euler"),
     "autograd-2m": dict(method="autograd", sampler="deis2m"),
     "continuous-2": dict(method="continuous", order=2, sampler="deis2m"),
+    "cached": dict(method="discrete", cache=True),
+    "cached-autograd": dict(method="autograd", cache=True),
 }
-"""Benchmarked configurations. ``*-2m``/``-2`` run the second-order sampler and are compared with autograd through it."""
-TARGETS = ("noise", "cond", "weights")
+"""Benchmarked configurations. ``*-2m``/``-2`` run the second-order sampler and are compared with autograd through it;
+``cached*`` sample with CG-Taylor (:attr:`BenchConfig.cache_threshold`)."""
 
 
 @dataclass
@@ -53,6 +59,8 @@ class BenchConfig:
         seed: seeds the noise, labels and loss target.
         repeats: timed forward + backward runs per configuration; ``seconds`` is their median (the first
             run also gives the peak memory).
+        cache_threshold: the CG-Taylor threshold of the ``cached`` methods; None takes the model's shipped
+            setting (``accel_cache.json``, all its fields), a number replaces only its threshold.
     """
 
     model: str = "dit-digits"
@@ -65,6 +73,7 @@ class BenchConfig:
     isolate: bool = True
     seed: int = 0
     repeats: int = 3
+    cache_threshold: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,12 +89,18 @@ class BenchConfig:
             raise AccelError(f"dtype must be float32/float64 and device cpu/cuda; got {self.dtype}/{self.device}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise AccelError("device='cuda' was asked for but CUDA is not available; use --device cpu")
+        if self.cache_threshold is not None and not self.cache_threshold >= 0:
+            raise AccelError(f"cache_threshold must be a number >= 0, got {self.cache_threshold}")
 
     def reference(self, method: str) -> str:
+        if METHOD_KWARGS[method].get("cache"):
+            return "cached-autograd"
         return "autograd-2m" if METHOD_KWARGS[method].get("sampler") == "deis2m" else "autograd"
 
     def runs(self) -> list[str]:
         refs = [self.reference(m) for m in self.methods]
+        if any(METHOD_KWARGS[m].get("cache") for m in self.methods):
+            refs.insert(0, "autograd")  # the uncached gradient, for the cached methods' fidelity
         return list(dict.fromkeys(refs + list(self.methods)))
 
 
@@ -142,11 +157,25 @@ def _flux_inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tenso
     return noise, emb, target, (pooled,)
 
 
-def _inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+def _unet_inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, None, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """An unconditional U-Net (unet-natural): (noise, no condition, a smooth random target image, ())."""
+    import torch.nn.functional as F
+
+    c, s = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.randn(cfg.batch, c, s, s, generator=gen)
+    target = F.interpolate(torch.randn(cfg.batch, c, max(1, s // 8), max(1, s // 8), generator=gen), size=(s, s), mode="bilinear")
+    return noise, None, target, ()
+
+
+def _inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple[torch.Tensor, ...]]:
     """Deterministic (noise (B,C,H,W), differentiable condition, loss target (B,C,H,W), fixed extra
-    conditions): class embeddings (B,L,D) for a class-conditional DiT, T5 prompt embeddings for FLUX."""
+    conditions): class embeddings (B,L,D) for a class-conditional DiT, T5 prompt embeddings for FLUX, none
+    for an unconditional U-Net."""
     if hasattr(pipe, "text_encoder_2"):
         return _flux_inputs(pipe, cfg)
+    if getattr(pipe, "unet", None) is not None:
+        return _unet_inputs(pipe, cfg)
     from accel.samplers import class_embeddings
     from accel.zoo.digits import digits_dataset
 
@@ -164,31 +193,62 @@ def _inputs(pipe: Any, cfg: BenchConfig) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 def _load(cfg: BenchConfig) -> Any:
-    from accel.zoo import load
+    from accel.caching.blocks import find_denoiser
+    from accel.sampling import load_pipeline
 
-    pipe = load(cfg.model)
+    pipe = load_pipeline(cfg.model)
     dtype = getattr(torch, cfg.dtype)
-    pipe.transformer.to(device=cfg.device, dtype=dtype).eval().requires_grad_(True)
+    find_denoiser(pipe).to(device=cfg.device, dtype=dtype).eval().requires_grad_(True)
     return pipe
 
 
-def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = True) -> dict[str, Any]:
-    """Forward + backward once for method ``name``; returns grads (noise, cond, weights), seconds and peak MB."""
+def cache_config(pipe: Any, cfg: BenchConfig) -> Any:
+    """The CG-Taylor setting of the ``cached`` methods: the model's shipped one, with ``cache_threshold`` if given."""
+    from accel.caching import CGTaylorConfig
+    from accel.sampling import recommended_settings
+
+    settings = recommended_settings(pipe)
+    if cfg.cache_threshold is not None:
+        settings["threshold"] = float(cfg.cache_threshold)
+    return CGTaylorConfig(**settings)
+
+
+def gradient_fn(pipe: Any, cfg: BenchConfig, name: str) -> Callable[[int], tuple[tuple[torch.Tensor, ...], float]]:
+    """``once(N)``: one forward + backward of method ``name``; returns (grads (noise, cond, weights), the
+    fraction of steps forecast). An unconditional model's cond gradient is an empty tensor."""
     from accel.adjoint import sample_with_grad
+    from accel.caching.blocks import find_denoiser
 
     dev, dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
     noise, emb, target, extra = _inputs(pipe, cfg)
-    noise, emb, target = (t.to(dev, dtype) for t in (noise, emb, target))
+    noise, target = noise.to(dev, dtype), target.to(dev, dtype)
+    emb = emb.to(dev, dtype) if emb is not None else None
     extra = tuple(t.to(dev, dtype) for t in extra)
-    params = [p for p in pipe.transformer.parameters() if p.requires_grad]
+    params = [p for p in find_denoiser(pipe).parameters() if p.requires_grad]
+    kwargs = dict(METHOD_KWARGS[name])
+    if kwargs.get("cache"):
+        kwargs["cache"] = cache_config(pipe, cfg)
 
-    def once(n: int) -> tuple[torch.Tensor, ...]:
+    def once(n: int) -> tuple[tuple[torch.Tensor, ...], float]:
         for p in params:
             p.grad = None
-        x, c = noise.clone().requires_grad_(), emb.clone().requires_grad_()
-        out = sample_with_grad(pipe, x, (c, *extra) if extra else c, steps=n, guidance_scale=cfg.guidance_scale, **METHOD_KWARGS[name])
+        x = noise.clone().requires_grad_()
+        c = emb.clone().requires_grad_() if emb is not None else None
+        computed: list[bool] = []
+        out = sample_with_grad(pipe, x, (c, *extra) if extra else c, steps=n, guidance_scale=cfg.guidance_scale,
+                               callback=lambda info: computed.append(info.get("computed", True)), **kwargs)
         ((out - target) ** 2).mean().backward()
-        return x.grad, c.grad, torch.cat([p.grad.reshape(-1) for p in params])
+        cg = c.grad if c is not None else torch.zeros(0)
+        return (x.grad, cg, torch.cat([p.grad.reshape(-1) for p in params])), 1 - sum(computed) / max(1, len(computed))
+
+    return once
+
+
+def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = True) -> dict[str, Any]:
+    """Forward + backward once for method ``name``; returns grads (noise, cond, weights), seconds, peak MB and
+    the fraction of steps forecast."""
+    dev = torch.device(cfg.device)
+    once = gradient_fn(pipe, cfg, name)
 
     if warmup:
         once(1)
@@ -204,7 +264,7 @@ def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = T
     times = []
     for r in range(cfg.repeats):
         t0 = time.perf_counter()
-        res = once(steps)
+        res, forecast = once(steps)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -216,7 +276,7 @@ def measure(pipe: Any, cfg: BenchConfig, name: str, steps: int, warmup: bool = T
                 hwm = _rss_kb("VmHWM") if hwm_ok else None
                 peak_mb = (hwm - base) / 1024 if hwm is not None and base is not None else None
         del res
-    return {"grads": grads, "seconds": sorted(times)[len(times) // 2], "peak_mb": peak_mb}
+    return {"grads": grads, "seconds": sorted(times)[len(times) // 2], "peak_mb": peak_mb, "forecast_fraction": forecast}
 
 
 def _worker(spec_path: str, out_path: str) -> None:
@@ -227,7 +287,8 @@ def _worker(spec_path: str, out_path: str) -> None:
     cfg = BenchConfig(**{k: tuple(v) if k in ("steps", "methods") else v for k, v in spec["config"].items()})
     torch.manual_seed(cfg.seed)
     res = measure(_load(cfg), cfg, spec["name"], int(spec["steps"]))
-    save_checkpoint(out_path, dict(zip(TARGETS, res["grads"])), {"seconds": res["seconds"], "peak_mb": res["peak_mb"]})
+    save_checkpoint(out_path, dict(zip(TARGETS, res["grads"])),
+                    {k: res[k] for k in ("seconds", "peak_mb", "forecast_fraction")})
 
 
 def _run_isolated(cfg: BenchConfig, name: str, steps: int) -> dict[str, Any]:
@@ -242,7 +303,7 @@ def _run_isolated(cfg: BenchConfig, name: str, steps: int) -> dict[str, Any]:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise AccelError(f"benchmark worker for {name} at N={steps} failed: {last}")
         tensors, meta = load_checkpoint(out)
-    return {"grads": [tensors[t] for t in TARGETS], "seconds": meta["seconds"], "peak_mb": meta["peak_mb"]}
+    return {"grads": [tensors[t] for t in TARGETS]} | {k: meta[k] for k in ("seconds", "peak_mb", "forecast_fraction")}
 
 
 # ------------------------------------------------------------------ the sweep
@@ -270,93 +331,21 @@ def run_bench(cfg: BenchConfig, progress: Callable[[int, int, str], None] | None
                 progress(done, total, f"{name} N={n}")
             results[name] = _run_isolated(cfg, name, n) if cfg.isolate else measure(pipe, cfg, name, n)
             done += 1
-            ref = results.get(cfg.reference(name))
+            ref, plain = results.get(cfg.reference(name)), results.get("autograd")
             for j, target in enumerate(TARGETS):
-                rel, cos = _compare(results[name]["grads"][j], ref["grads"][j])
+                g = results[name]["grads"][j]
+                if g.numel() == 0:  # an unconditional model has no condition to differentiate
+                    continue
+                rel, cos = _compare(g, ref["grads"][j])
                 records.append({
                     "method": name, "steps": n, "target": target, "rel_error": rel, "cosine": cos,
+                    "cos_uncached": _compare(g, plain["grads"][j])[1] if plain is not None else None,
+                    "forecast_fraction": results[name]["forecast_fraction"],
                     "peak_mb": results[name]["peak_mb"], "seconds": results[name]["seconds"],
                     "sampler": METHOD_KWARGS[name].get("sampler", "euler"), "reference": cfg.reference(name),
                     "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch, "isolated": cfg.isolate,
+                    "cache_threshold": cfg.cache_threshold if METHOD_KWARGS[name].get("cache") else None,
                 })
     if progress is not None:
         progress(total, total, "done")
     return records
-
-
-def to_markdown(records: list[dict[str, Any]]) -> str:
-    """One row per (method, N): errors per target, peak memory, time."""
-    rows: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in records:
-        row = rows.setdefault((r["method"], r["steps"]), {"peak_mb": r["peak_mb"], "seconds": r["seconds"]})
-        row[r["target"]] = (r["rel_error"], r["cosine"])
-    head = "| method | N | noise rel.err (cos) | cond rel.err (cos) | weights rel.err (cos) | peak MB | seconds |\n|---|---|---|---|---|---|---|\n"
-    fmt = lambda e: f"{e[0]:.2e} ({e[1]:.4f})" if e else "-"  # noqa: E731
-    mb = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
-    lines = [
-        f"| {m} | {n} | {fmt(v.get('noise'))} | {fmt(v.get('cond'))} | {fmt(v.get('weights'))} | {mb(v['peak_mb'])} | {v['seconds']:.3f} |"
-        for (m, n), v in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1]))
-    ]
-    return head + "\n".join(lines) + "\n" + _order_table(records)
-
-
-def observed_orders(records: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
-    """Log-log slope of relative error versus N (first to last N) per (method, target); about -order."""
-    out: dict[tuple[str, str], float] = {}
-    for key in {(r["method"], r["target"]) for r in records}:
-        pts = sorted((r["steps"], r["rel_error"]) for r in records if (r["method"], r["target"]) == key)
-        if len(pts) >= 2 and min(e for _, e in pts) > 1e-6 and pts[-1][0] != pts[0][0]:  # skip rounding-level errors
-            out[key] = -math.log(pts[-1][1] / pts[0][1]) / math.log(pts[-1][0] / pts[0][0])
-    return out
-
-
-def _order_table(records: list[dict[str, Any]]) -> str:
-    orders = observed_orders(records)
-    methods = sorted({m for m, _ in orders})
-    if not methods:
-        return ""
-    rows = [f"| {m} | " + " | ".join(f"{orders[(m, t)]:.2f}" if (m, t) in orders else "-" for t in TARGETS) + " |" for m in methods]
-    return "\nObserved order of convergence (log-log slope of error vs N):\n\n| method | noise | cond | weights |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
-
-
-def plot(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """error_vs_steps.png (one panel per target, log-log) and memory_vs_steps.png / time_vs_steps.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    refs = {r["reference"] for r in records}
-    fig, axes = plt.subplots(1, len(TARGETS), figsize=(5 * len(TARGETS), 4))
-    for ax, target in zip(axes, TARGETS):
-        for m in (m for m in methods if m not in refs):  # exact zeros are drawn at 1e-17
-            pts = sorted((r["steps"], max(r["rel_error"], 1e-17)) for r in records if r["method"] == m and r["target"] == target)
-            if pts:
-                ax.loglog(*zip(*pts), marker="o", label=m)
-        ax.set(title=f"gradient w.r.t. {target}", xlabel="steps N", ylabel="relative error vs autograd (0 drawn at 1e-17)")
-        steps = sorted({r["steps"] for r in records})
-        ax.set_xticks(steps, [str(n) for n in steps])
-        ax.minorticks_off()
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    paths = [out_dir / "error_vs_steps.png"]
-    fig.savefig(paths[0], dpi=120)
-    plt.close(fig)
-    for key, name, label in (("peak_mb", "memory_vs_steps.png", "peak memory (MB above baseline)"), ("seconds", "time_vs_steps.png", "forward + backward seconds")):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for m in methods:
-            pts = sorted({(r["steps"], r[key]) for r in records if r["method"] == m and r[key] is not None})
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=m)
-        ax.set(xlabel="steps N", ylabel=label)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=120)
-        plt.close(fig)
-        paths.append(out_dir / name)
-    return paths

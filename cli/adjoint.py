@@ -2,11 +2,16 @@
 
 Mount with ``bench_app.command("adjoint")(bench_adjoint)`` and ``finetune_app.command("adjoint")(finetune_adjoint)``;
 ``app`` here has both as ``bench`` and ``finetune`` for testing.
+
+``--cache [THRESHOLD]`` takes gradients through the CG-Taylor-cached sampler: bare, the model's shipped setting;
+with a number, that threshold. Click options cannot take an optional value, so :func:`bare_cache_flags` turns a
+bare ``--cache`` into ``--cache shipped`` before parsing (``accel`` and ``python -m accel.cli.adjoint`` both do).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -16,6 +21,46 @@ from ._outputs import JsonFile, MdFile, OutDir, output_files
 from ._progress import progress_bar, show_notes
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+SHIPPED = "shipped"
+Cache = Annotated[Optional[str], typer.Option(
+    "--cache", metavar="[THRESHOLD]",
+    help="Gradients through the CG-Taylor-cached sampler: bare, the model's shipped setting (accel_cache.json); "
+         "with a number, that threshold.")]
+
+
+def bare_cache_flags(args: list[str]) -> list[str]:
+    """``--cache`` with no value after it (the end, or another option next) becomes ``--cache shipped``."""
+    out: list[str] = []
+    for k, a in enumerate(args):
+        out.append(a)
+        nxt = args[k + 1] if k + 1 < len(args) else None
+        if a == "--cache" and (nxt is None or (nxt.startswith("-") and not _is_number(nxt))):
+            out.append(SHIPPED)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _threshold(cache: Optional[str]) -> Optional[float]:
+    """--cache's value as the bench's cache_threshold (None: the shipped setting)."""
+    from accel.errors import AccelError
+
+    if cache is None or cache == SHIPPED:
+        return None
+    if not _is_number(cache) or not float(cache) >= 0:
+        raise AccelError(f"--cache {cache!r}: give a threshold >= 0, or no value for the model's shipped setting")
+    return float(cache)
+
+
+def _is_number_list(text: str) -> bool:
+    return all(_is_number(t) for t in text.split(",") if t.strip())
 
 
 def _ints(text: str, flag: str) -> tuple[int, ...]:
@@ -47,9 +92,13 @@ def bench_adjoint(
     md_path: MdFile = None,
     plots: Annotated[Optional[Path], typer.Option(hidden=True, help="Folder for the PNG plots (older spelling; see --out-dir).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr).")] = True,
+    cache: Cache = None,
+    fidelity_thresholds: Annotated[str, typer.Option("--fidelity-thresholds", help="With --cache: comma-separated thresholds whose gradients are compared with the uncached one (at the largest N).")] = "",
 ) -> None:
     """Gradient error (vs exact autograd), peak memory and time of each gradient method versus N; prints Markdown
-    (with --out-dir, also bench_adjoint.json (the records), .md, and error_vs_steps.png, memory_vs_steps.png, time_vs_steps.png)."""
+    (with --out-dir, also bench_adjoint.json (the records), .md, and error_vs_steps.png, memory_vs_steps.png, time_vs_steps.png).
+    With --cache: the cached discrete adjoint too (vs autograd through the same cache, and vs the uncached gradient),
+    interleaved timing against the uncached discrete adjoint, and bench_adjoint_cache.json / .md."""
     import torch
 
     from accel.adjoint import bench
@@ -59,15 +108,30 @@ def bench_adjoint(
     if device not in ("auto", "cpu", "cuda"):
         raise AccelError(f"--device must be auto, cpu or cuda, got {device!r}")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    names = tuple(m.strip() for m in methods.split(",") if m.strip())
+    if cache is not None and "cached" not in names:
+        names += ("cached",)
+    if not _is_number_list(fidelity_thresholds) or (fidelity_thresholds.strip() and cache is None):
+        raise AccelError(f"--fidelity-thresholds {fidelity_thresholds!r}: give comma-separated numbers, together with --cache")
+    thresholds = tuple(float(t) for t in fidelity_thresholds.split(",") if t.strip())
     cfg = bench.BenchConfig(
-        model=model, steps=_ints(steps, "--steps"), methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
-        batch=batch, guidance_scale=guidance_scale, device=dev, dtype=dtype, isolate=isolate, seed=seed, repeats=repeats,
+        model=model, steps=_ints(steps, "--steps"), methods=names, batch=batch, guidance_scale=guidance_scale, device=dev,
+        dtype=dtype, isolate=isolate, seed=seed, repeats=repeats, cache_threshold=_threshold(cache),
     )
     files = output_files(out_dir, "bench_adjoint", json=json_path, md=md_path)
     plots = plots or out_dir
     with progress_bar("bench adjoint", len(cfg.runs()) * len(cfg.steps), progress) as update:
         records = bench.run_bench(cfg, progress=lambda done, total, info: update(done, total, info=info))
     table = bench.to_markdown(records)
+    if cache is not None:
+        from accel.adjoint import bench_cache
+
+        with progress_bar("bench adjoint --cache", len(cfg.steps) + len(thresholds), progress) as update:
+            extras = bench_cache.run_cache_extras(cfg, repeats, thresholds, progress=lambda done, total, info: update(done, total, info=info))
+        table += "\n" + bench_cache.cache_markdown(records, extras)
+        if out_dir is not None:
+            atomic_write_bytes(out_dir / "bench_adjoint_cache.json", json.dumps(extras | {"records": records}, indent=2).encode())
+            atomic_write_bytes(out_dir / "bench_adjoint_cache.md", bench_cache.cache_markdown(records, extras).encode())
     typer.echo(table)
     if files["json"] is not None:
         atomic_write_bytes(files["json"], json.dumps(records, indent=2).encode())
@@ -96,22 +160,24 @@ def finetune_adjoint(
     seed: Annotated[int, typer.Option(help="Seed of noises and initialisations.")] = 0,
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", help="End this run after that many iterations (rerun to resume).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar (on stderr, main process).")] = True,
+    cache: Cache = None,
 ) -> None:
-    """Run one AdjointDPM task (resumes from OUT/checkpoints); works under `accelerate launch`. Prints the summary JSON."""
+    """Run one AdjointDPM task (resumes from OUT/checkpoints); works under `accelerate launch`. Prints the summary JSON.
+    With --cache, the training gradients go through the CG-Taylor-cached sampler (samples and metrics stay uncached)."""
     from accel.adjoint.finetune import FinetuneConfig, run_finetune
 
     cfg = FinetuneConfig(
         task=task, out_dir=str(out), model=model, iters=iters, batch=batch, steps=steps, method=method, lr=lr,
         guidance_scale=guidance_scale, label=label, eps=eps, lora_rank=lora_rank, checkpoint_every=checkpoint_every,
-        seed=seed, stop_after=stop_after,
+        seed=seed, stop_after=stop_after, cache=cache,
     )
     with progress_bar(f"finetune {task}", iters, progress) as update:
         summary = run_finetune(cfg, progress=lambda done, total, loss: update(done, total, info=f"loss {loss:.4f}"))
-    summary.pop("losses", None)
-    summary.pop("config", None)
+    for key in ("losses", "seconds", "config"):
+        summary.pop(key, None)
     typer.echo(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":  # `accelerate launch -m accel.cli.adjoint finetune ...`
     show_notes()
-    app()
+    app(args=bare_cache_flags(sys.argv[1:]))

@@ -114,8 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     for command in leaf_commands(cli).values():
         if command.callback is not None:
             command.callback = _quiet_diffusers(command.callback)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) >= 2 and args[1] == "adjoint":  # `accel bench|finetune adjoint ... --cache [THRESHOLD]`
+        from .adjoint import bare_cache_flags
+
+        args = bare_cache_flags(args)
     try:
-        rc = cli.main(args=argv, standalone_mode=False)
+        rc = cli.main(args=args, standalone_mode=False)
     except _one_line_errors() as e:
         if debug:
             raise

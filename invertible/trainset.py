@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 BSD400 = "data/train/bsd400"  # relative to the repository root
 IMAGE_SUFFIXES = (".png", ".tif", ".bmp", ".jpg", ".jpeg")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 
 def unet_tensors(source: str | Path) -> dict[str, torch.Tensor]:

@@ -7,17 +7,15 @@ import inspect
 from typing import Any, Iterator
 
 import torch
-from ..utils import AccelError
-from .blocks import find_blocks, find_denoiser, find_denoisers
+
+from ..errors import AccelError
+from .blocks import BlockSpec, find_blocks, find_denoiser, find_denoisers
 from .config import CGTaylorConfig
-from .hooks import BLOCK_HOOKS, CONTROLLER_HOOK, ControllerHook, attach, detach, install, weights_version
+from .hooks import CONTROLLER_HOOK, ControllerHook, attach, controller_of, install, remove
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
 
-def _controller(model: torch.nn.Module) -> ControllerHook | None:
-    reg = getattr(model, "_diffusers_hook", None)
-    hook = reg.get_hook(CONTROLLER_HOOK) if reg is not None else None
-    return hook if isinstance(hook, ControllerHook) else None
+_controller = controller_of  # the name other modules use
 
 
 def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = None) -> CGTaylorConfig:
@@ -44,26 +42,29 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = N
     scheduler = scheduler if scheduler is not None else getattr(obj, "scheduler", None)
     for model in models:
         if _controller(model) is None:
-            _enable_one(model, config, scheduler)
+            attach_controller(model, config, scheduler)
     return config
 
 
-def _enable_one(model: torch.nn.Module, config: CGTaylorConfig, scheduler: Any) -> None:
+def attach_controller(model: torch.nn.Module, config: CGTaylorConfig, scheduler: Any = None,
+                      order: list[BlockSpec] | None = None) -> ControllerHook:
+    """Hook CG-Taylor on one denoiser. ``order``: its blocks in execution order, as an earlier controller found
+    them (``controller.blocks``); else they are found, and a transformer's first call fixes their order."""
     # [gate, *skipped, forecast]: a U-Net's shallow-path roles, else block 0 / blocks 1..L-2 / block L-1.
-    blocks = unet_blocks(model, config) or find_blocks(model)
+    blocks = order or unet_blocks(model, config) or find_blocks(model)
     states = ContextStates()
     try:
         params = list(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
         params = []
-    controller = ControllerHook(states, config, blocks, params, scheduler)
-    controller.model, controller.weights = model, weights_version(model)
+    controller = ControllerHook(states, config, blocks, params, scheduler, model)
     attach(model, controller, CONTROLLER_HOOK)
-    if all(b.kind == "transformer" for b in blocks):
-        controller.trace_hooks(model)  # the first call records the order in which the blocks run
+    if order is None and all(b.kind == "transformer" for b in blocks):
+        controller.trace_hooks()  # the first call records the order in which the blocks run
     else:
-        install(controller, blocks)  # U-Net: down, mid, up
+        install(controller, blocks)  # U-Net: down, mid, up; or an order already known
     model._diffusers_hook.invalidate_child_registries_cache()
+    return controller
 
 
 def disable(obj: Any) -> bool:
@@ -73,14 +74,7 @@ def disable(obj: Any) -> bool:
     """
     removed = False
     for model in find_denoisers(obj):
-        controller = _controller(model)
-        if controller is None:
-            continue
-        for spec in controller.candidates:
-            detach(spec.module, BLOCK_HOOKS)
-        model._diffusers_hook.invalidate_child_registries_cache()
-        detach(model, (CONTROLLER_HOOK,))
-        removed = True
+        removed = remove(model) or removed
     return removed
 
 

@@ -1,14 +1,17 @@
 """CG-Taylor as diffusers model hooks (Guan et al. 2025, "Forecasting When to Forecast", arXiv 2508.02240).
 
 Four hooks share one per-context state (``ContextStates``):
-- the controller, on the denoiser, finds the call's branch (context, and position among the calls at the
-  same timestep), counts steps and decides which steps must run in full (warm-up, last step, skip cap);
+- the controller, on the denoiser, asks its trajectory (``trajectory.py``) for the call's branch (context,
+  and position among the calls at the same timestep), its step and whether it must run in full (warm-up,
+  last step, skip cap), and on the first call records the order in which the blocks run;
 - the gate, on block 0, compares block 0's real output with its Taylor forecast and decides whether the
   remaining blocks run (Prediction Confidence Gating);
 - skip hooks on blocks 1..L-2 pass their inputs through on forecast steps;
 - the last hook, on block L-1, returns the Taylor forecast of its own output on forecast steps (Last Block
   Forecast) and refreshes its factors on full steps.
-Data-dependent decisions run outside compiled graphs (``torch.compiler.disable``).
+Data-dependent decisions run outside compiled graphs (``torch.compiler.disable``). In differentiable mode (the
+gradient path, ``grad.py``) the last block's factors stay attached to the autograd graph, and a replayed step
+takes its decision from the state (``imposed``) instead of the gate.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from typing import Any
 import torch
 from diffusers.hooks.hooks import HookRegistry, ModelHook
 
-from ..utils import AccelError
-
 from .. import kernels
+from ..errors import AccelError
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
 from .parallel import all_reduce_sum, shard_group, sum_over_shards
-from .state import CacheStats, CGTaylorState, ContextStates, StepRecord, branch_key
+from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
+from .taylor import forecast, updated
+from .trajectory import Trajectory
 
 CONTROLLER_HOOK = "accel_cg_taylor"
 GATE_HOOK = "accel_cg_taylor_gate"
@@ -56,6 +60,25 @@ def detach(module: torch.nn.Module, names: tuple[str, ...]) -> None:
         del module.forward  # back to the class's forward: the module is as it was before enable()
 
 
+def controller_of(model: torch.nn.Module) -> "ControllerHook | None":
+    """The CG-Taylor controller hooked on ``model``, or None."""
+    reg = getattr(model, "_diffusers_hook", None)
+    hook = reg.get_hook(CONTROLLER_HOOK) if reg is not None else None
+    return hook if isinstance(hook, ControllerHook) else None
+
+
+def remove(model: torch.nn.Module) -> bool:
+    """Remove every hook CG-Taylor put on ``model`` and its blocks; False if there was none."""
+    controller = controller_of(model)
+    if controller is None:
+        return False
+    for spec in controller.candidates:
+        detach(spec.module, BLOCK_HOOKS)
+    model._diffusers_hook.invalidate_child_registries_cache()
+    detach(model, (CONTROLLER_HOOK,))
+    return True
+
+
 def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
     """Give the blocks, in execution order, their roles: gate (block 0), skip (1..L-2), last (L-1)."""
     states, config = controller.states, controller.config
@@ -74,54 +97,31 @@ def _all_finite(x: torch.Tensor, group: Any) -> bool:
     return not all_reduce_sum(bad, group).item()
 
 
-def weights_version(model: torch.nn.Module | None) -> tuple[Any, ...] | None:
-    """What the LoRA adapters do to the model now (None without peft layers): per peft layer its active and
-    merged adapters, whether adapters are disabled, and the scales. ``load_lora_weights``, ``set_adapters``,
-    ``fuse_lora``, ``unfuse_lora``, ``unload_lora_weights`` and ``enable/disable_lora`` all change it. Only walks
-    the modules of a model that has had adapters loaded."""
-    if model is None or not (getattr(model, "_hf_peft_config_loaded", False) or getattr(model, "peft_config", None)):
-        return None
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return tuple(
-        (name, tuple(m.active_adapters), bool(m.disable_adapters), tuple(m.merged_adapters),
-         tuple(sorted(getattr(m, "scaling", {}).items())))
-        for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)
-    )
-
-
-def _scalar_timestep(t: Any) -> float | None:
-    if t is None:
-        return None
-    if isinstance(t, torch.Tensor):
-        return float(t.reshape(-1)[0].item()) if t.numel() else None
-    return float(t)
-
-
 class ControllerHook(ModelHook):
-    """On the denoiser: per call, find the context's step index and whether this step must run in full."""
+    """On the denoiser: per call, its trajectory selects the branch, numbers the step and says whether it must run in full."""
 
     _is_stateful = True
 
-    def __init__(self, states: ContextStates, config: CGTaylorConfig, blocks: list[BlockSpec], params: list[str], scheduler: Any = None) -> None:
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, blocks: list[BlockSpec], params: list[str], scheduler: Any = None,
+                 model: torch.nn.Module | None = None) -> None:
         super().__init__()
         # Probe mode (``accel bench gate``): run every block on every step, but keep the factors and
         # decisions of normal operation, and measure the last-block forecast error on would-be-skipped steps.
         self.probe = False
+        # Differentiable mode (the gradient path, ``grad.py``): the last block's factors are updated out of place
+        # and forecast with autograd-visible operations, so gradients reach the outputs they were built from.
+        self.differentiable = False
         self.states = states
         self.config = config
         self.blocks = blocks
         self.params = params
-        self.scheduler = scheduler
-        self.model: torch.nn.Module | None = None
         self.group: Any = None  # the process group sharding the sequence (context parallelism), else None
         self.candidates: list[BlockSpec] = list(blocks)  # every block that may carry one of our hooks
         self.pending = False  # True until the first call has recorded the order in which the blocks run
         self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
-        self._unique: tuple[Any, torch.Tensor | None] = (None, None)  # (scheduler timesteps, their unique values)
-        self._count: tuple[Any, Any, int] = (None, None, 0)  # (scheduler timesteps, begin index, number of steps)
-        self.weights: tuple[Any, ...] | None = None  # weights_version(model) at the last call
+        self.model = model
+        self.trajectory = Trajectory(states, config, params, scheduler, model)  # numbers the calls (trajectory.py)
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
@@ -131,9 +131,9 @@ class ControllerHook(ModelHook):
         self._discovered()
         return out
 
-    def trace_hooks(self, model: torch.nn.Module) -> None:
+    def trace_hooks(self) -> None:
         """Until the first call, every candidate block only records when it runs (its output layout too)."""
-        self.model, self.pending = model, True
+        self.pending = True
         for spec in self.candidates:
             attach(spec.module, TraceHook(self, spec), TRACE_HOOK)
 
@@ -154,9 +154,7 @@ class ControllerHook(ModelHook):
         self.pending = False
         if len(order) < 2:
             cls = type(self.model).__name__
-            from .api import disable
-
-            disable(self.model)
+            remove(self.model)
             ran = ", ".join(s.name for s in order) or "none"
             raise AccelError(f"cannot cache {cls}: only {len(order)} of its blocks ran in a forward call ({ran}); "
                              "CG-Taylor needs two or more blocks run in sequence. It has been disabled on this model.")
@@ -165,125 +163,11 @@ class ControllerHook(ModelHook):
         self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK)._gate(first)
         self.blocks[-1].module._diffusers_hook.get_hook(LAST_HOOK)._refresh(self.states.get_state(), last)
 
-    def _arg(self, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        for n in names:
-            if n in kwargs:
-                return kwargs[n]
-            if n in self.params and self.params.index(n) < len(args):
-                return args[self.params.index(n)]
-        return None
-
-    def _num_steps(self) -> int | None:
-        ctx = self.states._context
-        if ctx is not None and ctx.num_inference_steps is not None:
-            return int(ctx.num_inference_steps)
-        ts = self._schedule()
-        if ts is None:
-            return None
-        begin = getattr(self.scheduler, "begin_index", None)  # img2img / inpainting start part-way (strength < 1)
-        if self._count[0] is not ts or self._count[1] != begin:  # counted once per schedule, not every call
-            self._count = (ts, begin, int(torch.unique(ts[begin:] if isinstance(begin, int) else ts).numel()))
-        return self._count[2]
-
-    def _schedule(self) -> torch.Tensor | None:
-        ts = getattr(self.scheduler, "timesteps", None)
-        return ts if isinstance(ts, torch.Tensor) and ts.numel() else None
-
-    def _matches(self, t: float | None) -> list[tuple[int, int, int]]:
-        """Where the timestep is in the scheduler's timesteps: (scale, index, number of steps) for each reading
-        that finds it, scale 0 as given, 1 divided by 1000 (as FLUX-style pipelines pass it). Unlike a count of
-        calls, this is right for trajectories that start part-way (img2img, inpainting, strength < 1) and for
-        a denoiser that takes over mid-trajectory (Wan 2.2's second transformer)."""
-        ts = self._schedule()
-        if ts is None or t is None:
-            return []
-        if self._unique[0] is not ts:
-            self._unique = (ts, torch.unique_consecutive(ts.detach().to("cpu", torch.float64)))
-        u = self._unique[1]
-        found = []
-        for scale, v in enumerate((t, t * 1000.0)):
-            d = (u - v).abs()
-            i = int(d.argmin())
-            if d[i] <= 1e-2 * max(1.0, abs(v)):  # loose: the pipeline may cast the timestep to bfloat16
-                found.append((scale, i, len(u)))
-        return found
-
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.group = shard_group(self.model) if self.model is not None else None
-        x = self._arg(("hidden_states", "sample", "x"), args, kwargs)
-        x = x if isinstance(x, torch.Tensor) else next((a for a in args if isinstance(a, torch.Tensor)), None)
-        sig = (tuple(x.shape), x.dtype, x.device) if x is not None else None
-        t = _scalar_timestep(self._arg(("timestep", "timesteps", "t"), args, kwargs))
-        self._check_weights()
-        n_steps = self._num_steps()
-        key, pos = self._branch(t, n_steps, self._matches(t))
-        st = self.states.activate(key)
-        if st.signature != sig:  # another shape, dtype or device: this branch starts afresh
-            st.reset()
-            st.signature = sig
-        st.step, st.last_t = self.states.order(self.states.context_name()).step, t
-        cfg = self.config
-        last = pos[0] >= pos[1] - 1 if pos is not None else n_steps is not None and st.step >= n_steps - 1
-        if st.step - st.warm_from < cfg.warmup_steps or st.n0 == 0 or st.nl == 0:
-            st.force = "warmup"
-        elif cfg.full_last_step and last:
-            st.force = "last"
-        elif cfg.max_consecutive is not None and st.consecutive >= cfg.max_consecutive:
-            st.force = "cap"
-        else:
-            st.force = None
+        st = self.trajectory.begin(args, kwargs)
         st.compute, st.forecast, st.refresh = True, None, True
-
-    def _check_weights(self) -> None:
-        """Every branch restarts its factors when the denoiser's LoRA state changed since the last call."""
-        version = weights_version(self.model)
-        if version != self.weights:
-            for st in self.states.states().values():
-                st.restart()
-            self.weights = version
-
-    def _branch(self, t: float | None, n_steps: int | None, found: list[tuple[int, int, int]]) -> tuple[str, tuple[int, int] | None]:
-        """The branch of this call (its context, and its position among the calls at the same timestep), and
-        the step's place in the schedule: the cache context's ``step_index``, else a reading of the timestep
-        in ``found`` that is consistent with the trajectory so far (None when there is none or two disagree)."""
-        name = self.states.context_name()
-        order = self.states.order(name)
-        ctx = self.states._context
-        sched = self._schedule()
-        # The scheduler's timesteps are a new tensor on every pipeline call (set_timesteps): a new trajectory,
-        # even when the last one was cut short (interrupted, or an exception in a callback).
-        rescheduled = sched is not None and order.schedule is not None and sched is not order.schedule
-        if t is not None and t == order.last_t and not rescheduled:
-            order.position += 1  # another call of the same step (uncond, reference image, guidance...)
-            return branch_key(name, order.position), order.pos
-        if order.step >= 0 and (
-            (t is not None and order.last_t is not None and (t - order.last_t) * order.direction < 0)
-            or (ctx is not None and ctx.step_index == 0)
-            or order.ended
-            or rescheduled
-            or (order.pos is None and n_steps is not None and order.step + 1 >= n_steps)
-        ):
-            self.states.drop(name)  # timesteps went back, past the last step, or rescheduled: a new trajectory
-        if order.direction == 0 and t is not None and order.last_t is not None:
-            order.direction = math.copysign(1.0, t - order.last_t)
-        order.step += 1
-        order.position = 0
-        order.last_t = t
-        order.schedule = sched
-        # A reading of the timestep counts only if the steps go through the schedule one entry at a time from
-        # where the trajectory started: AuraFlow's first timestep 1.0 as given is also the schedule's last
-        # value, and Lumina feeds the model 1 - t/1000.
-        if ctx is not None and ctx.step_index is not None and ctx.num_inference_steps is not None:
-            order.pos = (int(ctx.step_index), int(ctx.num_inference_steps))
-        else:
-            if order.step == 0:
-                order.origins = {k: i for k, i, _ in found}
-            ok = {k: (i, n) for k, i, n in found if order.origins.get(k) == i - order.step}
-            order.origins = {k: o for k, o in order.origins.items() if k in ok}
-            order.pos = next(iter(ok.values())) if len(set(ok.values())) == 1 else None
-        order.ended = order.pos is not None and order.pos[0] >= order.pos[1] - 1
-        return name, order.pos
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         finished = self._snapshot()
@@ -358,9 +242,21 @@ class GateHook(ModelHook):
             st.buffer = torch.empty(fl.shape[1:], dtype=fl.dtype, device=fl.device)
         return st.buffer
 
+    def _forecast(self, st: CGTaylorState, offset: float, like: torch.Tensor) -> torch.Tensor:
+        """The last block's forecast ``offset`` steps after its last full step."""
+        if self.controller.differentiable:  # a new tensor, in the gradient's graph (no reused buffer, no fused kernel)
+            return forecast(st.fl, offset, st.nl).to(like.dtype)
+        return kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
+
     @torch.compiler.disable
     def _gate(self, h: torch.Tensor) -> None:
         st = self.states.get_state()
+        if st.imposed is not None:  # a replayed step: the decision recorded by the forward pass, no gate, no block-0 factors
+            st.compute = st.imposed
+            if not st.compute:
+                st.forecast = self._forecast(st, float(st.step - st.last_full), h)
+            return
+        h = h.detach()  # the gate's factors and decisions carry no gradient
         cfg = self.config
         error: float | None = None
         reason = st.force
@@ -372,7 +268,7 @@ class GateHook(ModelHook):
             if not math.isfinite(error):
                 reason = "nonfinite"
             elif error < cfg.threshold:
-                fc = kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
+                fc = self._forecast(st, offset, h)
                 if _all_finite(fc, self.controller.group):
                     st.compute, st.forecast, reason = False, fc, "forecast"
                 else:
@@ -439,9 +335,12 @@ class LastHook(ModelHook):
             st.forecast = None
         if not st.refresh:
             return
-        if st.fl is None:
-            dtype = torch.float32 if self.config.factor_dtype == "float32" else None
-            st.fl = kernels.new_factors(h, self.config.last_order, dtype=dtype)
+        dtype = torch.float32 if self.config.factor_dtype == "float32" else None
         delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
-        st.nl = kernels.taylor_update(st.fl, h, delta, st.nl)
+        if self.controller.differentiable:  # a new stack: the old one stays valid for the backward sweep
+            st.fl, st.nl = updated(st.fl, h, delta, st.nl, self.config.last_order, dtype)
+        else:
+            if st.fl is None:
+                st.fl = kernels.new_factors(h, self.config.last_order, dtype=dtype)
+            st.nl = kernels.taylor_update(st.fl, h, delta, st.nl)
         st.last_full = st.step

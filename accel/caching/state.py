@@ -54,6 +54,7 @@ class CGTaylorState(BaseState):
         self.forecast: torch.Tensor | None = None
         self.buffer: torch.Tensor | None = None  # reused forecast memory where the consumer never keeps it (U-Nets)
         self.refresh = True  # refresh the factor stacks after this call (False on probed forecast steps)
+        self.imposed: bool | None = None  # a replayed call's recorded decision (True: full), or None: the gate decides
         self.records: list[StepRecord] = []
 
     def restart(self) -> None:

@@ -116,3 +116,45 @@ def test_compiled_module_is_unwrapped() -> None:
     accel.enable(compiled, CGTaylorConfig(threshold=0.0))
     assert accel.is_enabled(model) and accel.is_enabled(compiled)
     assert accel.disable(compiled) and not accel.is_enabled(model)
+
+
+def _internal_imports(package_dir) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports (anywhere in the file, deferred imports too)."""
+    import ast
+
+    mods = {p.stem: p for p in package_dir.glob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 1):
+                continue
+            if node.module:  # from .hooks import X
+                targets = {node.module.split(".")[0]}
+            else:  # from . import hooks, or from . import enable (a name of the package)
+                targets = {a.name if a.name in mods else "__init__" for a in node.names}
+            graph[name] |= targets & set(mods)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    def walk(node: str, path: list[str]) -> list[str] | None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                return path[path.index(nxt):] + [nxt]
+            found = walk(nxt, path + [nxt])
+            if found:
+                return found
+        return None
+
+    return next((c for m in sorted(graph) if (c := walk(m, [m]))), None)
+
+
+def test_caching_modules_import_no_circle():
+    """The caching controller is split by concern (api -> hooks -> trajectory -> state), with no import circle."""
+    from pathlib import Path
+
+    import accel.caching
+
+    graph = _internal_imports(Path(accel.caching.__file__).parent)
+    assert "api" not in graph["hooks"] and "hooks" not in graph["trajectory"]
+    assert _cycle(graph) is None, _cycle(graph)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from accel.invertible import trainset
-from accel.utils import AccelError
+from accel.errors import AccelError
 
 WITH_ATTN = dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                  up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=4, attention_head_dim=8, sample_size=32,

@@ -1,0 +1,67 @@
+"""``accel bench adjoint --cache`` and ``accel finetune adjoint ... --cache`` on a tiny random DiT pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from accel.errors import AccelError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_bare_cache_flag_means_the_shipped_setting():
+    from accel.cli.adjoint import bare_cache_flags
+
+    assert bare_cache_flags(["bench", "adjoint", "--cache"]) == ["bench", "adjoint", "--cache", "shipped"]
+    assert bare_cache_flags(["--cache", "--steps", "4"]) == ["--cache", "shipped", "--steps", "4"]
+    assert bare_cache_flags(["--cache", "0.1", "--steps", "4"]) == ["--cache", "0.1", "--steps", "4"]
+    assert bare_cache_flags(["--cache", "-1"]) == ["--cache", "-1"]  # a number, refused later with its reason
+
+
+def test_bench_through_the_cache(tiny_dit_folder):
+    from accel.adjoint.bench import BenchConfig, run_bench
+    from accel.adjoint.bench_cache import cache_markdown, run_cache_extras
+
+    cfg = BenchConfig(model=str(tiny_dit_folder), steps=(8,), methods=("discrete", "cached"), isolate=False, batch=1,
+                      repeats=1, cache_threshold=0.5)
+    recs = run_bench(cfg)
+    assert {r["method"] for r in recs} == {"autograd", "cached-autograd", "discrete", "cached"}
+    cached = [r for r in recs if r["method"] == "cached"]
+    assert len(cached) == 3 and all(r["reference"] == "cached-autograd" and r["rel_error"] < 1e-4 for r in cached)
+    assert all(0 < r["forecast_fraction"] < 1 and -1 <= r["cos_uncached"] <= 1 for r in cached)
+    extras = run_cache_extras(cfg, rounds=1, thresholds=(0.0, 0.5))
+    (timing,) = extras["timing"]
+    assert timing["steps"] == 8 and timing["discrete_s"] > 0 and timing["cached_s"] > 0
+    exact, loose = extras["fidelity"]
+    assert exact["forecast_fraction"] == 0 and all(exact[f"cos_{t}"] > 1 - 1e-9 for t in ("noise", "cond", "weights"))
+    assert loose["forecast_fraction"] > 0
+    md = cache_markdown(recs, extras)
+    assert "| 8 |" in md and "interleaved" in md and "| 0.5 | 8 |" in md
+
+
+def test_cli_bench_and_finetune_with_cache(tiny_dit_folder, tmp_path):
+    from accel.cli.main import main
+
+    out = tmp_path / "bench"
+    main(["bench", "adjoint", "--model", str(tiny_dit_folder), "--steps", "6", "--methods", "discrete", "--no-isolate",
+          "--batch", "1", "--repeats", "1", "--no-progress", "--cache", "-o", str(out)])
+    extras = json.loads((out / "bench_adjoint_cache.json").read_text())
+    assert extras["cache"]["threshold"] == 0.03  # no accel_cache.json beside this model: the default setting
+    assert {r["method"] for r in extras["records"]} >= {"cached", "cached-autograd"} and (out / "bench_adjoint_cache.md").is_file()
+    ft = tmp_path / "ft"
+    main(["finetune", "adjoint", "effect", "--model", str(tiny_dit_folder), "--out", str(ft), "--iters", "2", "--batch", "2",
+          "--steps", "6", "--no-progress", "--cache", "0.5"])
+    summary = json.loads((ft / "summary.json").read_text())
+    assert summary["config"]["cache"] == 0.5 and len(summary["seconds"]) == 2 and summary["seconds"][1] > summary["seconds"][0]
+
+
+def test_finetune_cache_settings_are_checked(tiny_dit_folder, tmp_path):
+    from accel.adjoint.finetune import FinetuneConfig
+
+    with pytest.raises(AccelError, match="threshold >= 0"):
+        FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="fast")
+    with pytest.raises(AccelError, match="method discrete or autograd"):
+        FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="shipped", method="continuous")
+    assert FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="0.2").cache == 0.2

@@ -1,7 +1,4 @@
-"""Small shared helpers: atomic safetensors checkpoints, image grids.
-
-Import ``AccelError`` from :mod:`accel.errors`; ``__all__`` still lists it here only for modules not yet moved over.
-"""
+"""Small shared helpers: atomic safetensors checkpoints, image grids (errors live in :mod:`accel.errors`)."""
 
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ from .errors import AccelError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AccelError", "atomic_write_bytes", "save_checkpoint", "load_checkpoint", "optimizer_to_tensors",
+__all__ = ["atomic_write_bytes", "save_checkpoint", "load_checkpoint", "optimizer_to_tensors",
            "optimizer_from_tensors", "to_uint8", "make_grid"]
 
 

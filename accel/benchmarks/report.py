@@ -129,3 +129,29 @@ def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     paths["md"].write_text(verdict_markdown(report) + "\n" + sweep_markdown(report))
     pareto_plot(report, paths["png"])
     return paths
+
+
+def headline_markdown(report: dict[str, Any]) -> str:
+    """One row per level: CG-Taylor's test figures beside the fastest peer that holds the level (first timing batch)."""
+    batch = next(iter(report["timing"]))
+    lines = [f"| level | CG-Taylor (rule's setting) | speedup {batch} | PSNR median | flips | fastest peer holding the level | its speedup | its PSNR | leader |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for lv, v in report["verdict"].items():
+        ours = next((e for e in v["entries"] if e["method"] == OURS and e.get("setting")), None)
+        peers = sorted((e for e in v["entries"] if e["method"] != OURS and e.get("holds_on_test")), key=lambda e: -e["speed"][batch]["speedup"])
+        lead = v["leader"].get(batch)
+
+        def fig(e: dict[str, Any] | None) -> list[str]:
+            if e is None:
+                return ["no setting qualifies", "-", "-", "-"]
+            t, s = e["test"], e["speed"][batch]
+            flips = f"{t['flip_rate']:.1%}" if "flip_rate" in t else "-"
+            held = "" if e["holds_on_test"] else " (misses the level on test)"
+            return [e["setting"].replace("cg-taylor", "") or "-", _ci(s["speedup"], s["ci"], ".2f"), f"{t['psnr_median']:.1f}{held}", flips]
+
+        p = peers[0] if peers else None
+        cells = [f">= {lv} dB", *fig(ours), p["method"] if p else "none", _ci(p["speed"][batch]["speedup"], p["speed"][batch]["ci"], ".2f") if p else "-",
+                 f"{p['test']['psnr_median']:.1f}" if p else "-",
+                 "-" if lead is None else f"{lead['method']}" + ("" if lead["clear"] else " (within intervals)")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

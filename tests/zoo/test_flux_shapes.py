@@ -246,14 +246,19 @@ def test_resume_accepts_an_extended_schedule_only(tmp_path):
 
 
 def test_shipped_cache_settings_apply():
-    """flux-shapes ships its benchmarked CG-Taylor setting (threshold and config fields) in accel_cache.json."""
+    """flux-shapes ships the benchmark rule's CG-Taylor choice (threshold and config fields) in accel_cache.json,
+    and it is what sampling with the cache reads."""
+    import json
+    from pathlib import Path
+
     from accel import CGTaylorConfig
     from accel.sampling import load_pipeline, recommended_settings, recommended_threshold
 
     pipe = load_pipeline("flux-shapes")
+    rec = json.loads((Path(pipe._accel_source) / "accel_cache.json").read_text())
     settings = recommended_settings(pipe)
-    assert settings == {"threshold": 0.3, "full_last_step": False} and recommended_threshold(pipe) == 0.3
-    assert CGTaylorConfig(**settings).full_last_step is False
+    assert settings == {"threshold": rec["threshold"], **rec.get("config", {})} and recommended_threshold(pipe) == rec["threshold"]
+    assert CGTaylorConfig(**settings).threshold > 0
 
 
 def test_bad_shipped_cache_settings_are_refused(tmp_path):

@@ -8,7 +8,7 @@ a(s) = dL/dz(s), the augmented system, integrated from s_N back to s_0, is
 with G(s_N) = 0 and dL/dtheta = G_theta(s_0). It is solved on the sampler's grid, first order (Euler, as
 the paper) or second order (the multistep exponential-integrator update of AdjointDEIS-2M, Blasingame and
 Liu 2024: the integrand extrapolated linearly in log s = -lambda and integrated exactly). This is *not* the gradient of the discrete
-sampler that ran; its error falls with N at the method's order (see accel.adjoint.bench).
+sampler that ran; its error falls with N at the method's order (see accel.benchmarks.adjoint).
 """
 
 from __future__ import annotations

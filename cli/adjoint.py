@@ -101,7 +101,7 @@ def bench_adjoint(
     interleaved timing against the uncached discrete adjoint, and bench_adjoint_cache.json / .md."""
     import torch
 
-    from accel.adjoint import bench
+    from accel.benchmarks import adjoint as bench
     from accel.errors import AccelError
     from accel.utils import atomic_write_bytes
 
@@ -124,7 +124,7 @@ def bench_adjoint(
         records = bench.run_bench(cfg, progress=lambda done, total, info: update(done, total, info=info))
     table = bench.to_markdown(records)
     if cache is not None:
-        from accel.adjoint import bench_cache
+        from accel.benchmarks import adjoint_cache as bench_cache
 
         with progress_bar("bench adjoint --cache", len(cfg.steps) + len(thresholds), progress) as update:
             extras = bench_cache.run_cache_extras(cfg, repeats, thresholds, progress=lambda done, total, info: update(done, total, info=info))

@@ -50,7 +50,8 @@ def kernels(
     import torch
 
     from accel.errors import AccelError
-    from accel.kernels import KernelError, bench
+    from accel.benchmarks import kernels as bench
+    from accel.kernels import KernelError
 
     if device not in ("auto", "cpu", "cuda"):
         raise AccelError(f"--device must be auto, cpu or cuda, got {device!r}")

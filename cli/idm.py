@@ -136,7 +136,7 @@ def bench_idm(
 ) -> None:
     """Benchmark IDM: training memory/time per mode and T; Set11 PSNR/SSIM/time against A^T y, TV, DDNM; prints Markdown
     (with --out-dir, also bench_idm.json (all records), .md and .png (the reconstructions side by side))."""
-    from accel.invertible import bench, report
+    from accel.benchmarks import idm as bench, idm_report as report
     from accel.invertible.data import default_set11, list_images, read_image
 
     if what not in ("memory", "recon", "all"):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from accel.invertible import bench
+from accel.benchmarks import idm as bench
 from accel.invertible.data import load_image, rgb_to_y
 from accel.invertible.weights import shipped_path
 from accel.utils import save_checkpoint

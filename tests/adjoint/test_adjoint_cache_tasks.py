@@ -21,8 +21,8 @@ def test_bare_cache_flag_means_the_shipped_setting():
 
 
 def test_bench_through_the_cache(tiny_dit_folder):
-    from accel.adjoint.bench import BenchConfig, run_bench
-    from accel.adjoint.bench_cache import cache_markdown, run_cache_extras
+    from accel.benchmarks.adjoint import BenchConfig, run_bench
+    from accel.benchmarks.adjoint_cache import cache_markdown, run_cache_extras
 
     cfg = BenchConfig(model=str(tiny_dit_folder), steps=(8,), methods=("discrete", "cached"), isolate=False, batch=1,
                       repeats=1, cache_threshold=0.5)

@@ -1,4 +1,4 @@
-"""accel.adjoint.bench / finetune and the CLI commands, on a tiny random DiT pipeline."""
+"""accel.benchmarks.adjoint / finetune and the CLI commands, on a tiny random DiT pipeline."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def tiny_pipe_dir(tmp_path_factory) -> Path:
 
 
 def test_bench_records_and_outputs(tiny_pipe_dir, tmp_path):
-    from accel.adjoint.bench import BenchConfig, plot, run_bench, to_markdown
+    from accel.benchmarks.adjoint import BenchConfig, plot, run_bench, to_markdown
 
     cfg = BenchConfig(model=str(tiny_pipe_dir), steps=(2, 4), methods=("discrete", "continuous", "continuous-2"), isolate=False, batch=1)
     recs = run_bench(cfg)
@@ -44,7 +44,7 @@ def test_bench_records_and_outputs(tiny_pipe_dir, tmp_path):
 
 @pytest.mark.slow
 def test_bench_isolated_subprocess(tiny_pipe_dir):
-    from accel.adjoint.bench import BenchConfig, run_bench
+    from accel.benchmarks.adjoint import BenchConfig, run_bench
 
     recs = run_bench(BenchConfig(model=str(tiny_pipe_dir), steps=(2,), methods=("discrete",), batch=1))
     assert {r["method"] for r in recs} == {"autograd", "discrete"} and all(r["isolated"] for r in recs)
@@ -52,7 +52,7 @@ def test_bench_isolated_subprocess(tiny_pipe_dir):
 
 
 def test_bench_errors(tmp_path):
-    from accel.adjoint.bench import BenchConfig, run_bench
+    from accel.benchmarks.adjoint import BenchConfig, run_bench
 
     with pytest.raises(AccelError, match="not a diffusers pipeline folder"):
         run_bench(BenchConfig(model=str(tmp_path), steps=(2,), methods=("discrete",), isolate=False))

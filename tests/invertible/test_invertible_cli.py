@@ -158,7 +158,7 @@ def test_bench_recon_with_memory_from_an_earlier_report(setup, tmp_path):
 
 def test_bench_memory_reports_each_record_as_it_comes():
     """on_record sees the records so far after each configuration (the CLI saves them: a run cut short keeps them)."""
-    from accel.invertible.bench import bench_memory
+    from accel.benchmarks.idm import bench_memory
 
     seen = []
     recs = bench_memory((1,), ("plain", "reversible"), 32, 1, "cpu", 0, TINY, on_record=lambda r: seen.append([x["mode"] for x in r]))
@@ -169,7 +169,7 @@ def test_bench_cache_reuses_and_invalidates(setup, tmp_path, monkeypatch, caplog
     """--cache-dir: a second run recomputes nothing (and says it resumes); new settings (TV iterations) recompute."""
     import importlib
 
-    from accel.invertible import bench
+    from accel.benchmarks import idm as bench
 
     rmod = importlib.import_module("accel.invertible.reconstruct")
     from accel.invertible.data import list_images
@@ -306,7 +306,7 @@ def test_bench_cache_key_follows_the_pixels(tmp_path):
     grey file is keyed by its grey levels, which the old Y reading did not measure."""
     from test_invertible_data import grey_levels, grey_storages
 
-    from accel.invertible import bench
+    from accel.benchmarks import idm as bench
 
     files = grey_storages(tmp_path, grey_levels())
     Image.fromarray(grey_levels()).save(tmp_path / "grey_L.tif")
@@ -325,7 +325,7 @@ def test_bench_uses_figures_seeded_from_an_earlier_report(tmp_path):
 
     from test_invertible_data import grey_levels, grey_storages
 
-    from accel.invertible import bench, report
+    from accel.benchmarks import idm as bench, idm_report as report
 
     files = grey_storages(tmp_path / "imgs", grey_levels())
     imgs = [files["L"], files["P"]]

@@ -9,7 +9,8 @@ import torch
 from typer.testing import CliRunner
 
 from accel.cli.bench_kernels import app
-from accel.kernels import KernelError, bench, reference
+from accel.benchmarks import kernels as bench
+from accel.kernels import KernelError, reference
 from accel.errors import AccelError
 
 

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import torch
 
-from .bench import BenchConfig, _compare, _load, cache_config, gradient_fn
-from .bench_report import TARGETS
+from .adjoint import BenchConfig, _compare, _load, cache_config, gradient_fn
+from .adjoint_report import TARGETS
 
 
 def time_interleaved(pipe: Any, cfg: BenchConfig, steps: int, rounds: int) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """``accel bench idm``: training memory / time per memory mode and T, and Set11 reconstruction quality.
 
-Memory is measured in a fresh subprocess per configuration (``python -m accel.invertible.bench``): the
+Memory is measured in a fresh subprocess per configuration (``python -m accel.benchmarks.idm``): the
 model is built, its gradients allocated and one warm-up step run on a tiny 32x32 input (so that library
 code pages and kernel caches, a fixed cost, are already resident), then one forward + backward runs at the
 benchmark size and the growth of the peak is recorded -- the process's peak resident size (VmHWM, reset
@@ -56,8 +56,8 @@ def measure_step(mode: str, T: int, size: int = 128, batch: int = 1, device: str
     """Peak memory growth (MB) and time (s) of one IDM training step; call in a fresh process."""
     from diffusers import DDPMScheduler
 
-    from .idm import IDM
-    from .operator import BlockCS, CSConfig
+    from accel.invertible.idm import IDM
+    from accel.invertible.operator import BlockCS, CSConfig
     from accel.zoo.unet_natural.recipe import SCHEDULER_CONFIG, build_unet
 
     torch.manual_seed(0)
@@ -118,7 +118,7 @@ def bench_memory(Ts: tuple[int, ...] = (1, 3, 5, 10), modes: tuple[str, ...] = M
     for i, (mode, T) in enumerate(jobs):
         args = json.dumps({"mode": mode, "T": T, "size": size, "batch": batch, "device": device, "repeats": repeats, "unet_overrides": unet_overrides})
         env = os.environ | {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536"}
-        proc = subprocess.run([sys.executable, "-m", "accel.invertible.bench", args], capture_output=True, text=True, env=env)
+        proc = subprocess.run([sys.executable, "-m", "accel.benchmarks.idm", args], capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise AccelError(f"memory benchmark for mode={mode} T={T} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
         out.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -152,7 +152,7 @@ def _pixels_hash(path: str) -> str:
     file changes its cache keys, and only of the files whose pixels it changes."""
     import hashlib
 
-    from .data import load_image
+    from accel.invertible.data import load_image
 
     pixels, space = load_image(path, "y", warn=lambda message: None)
     h = hashlib.sha256(f"{space} {pixels.shape} {pixels.dtype}".encode())
@@ -193,7 +193,7 @@ def announce_cached(images: list[Path], ratios: tuple[float, ...], methods: tupl
     benchmark resumes ("resuming from reconstruction 12 of 36 (DIR)"); returns the count."""
     from accel.training import announce_resume
 
-    from .weights import shipped_path
+    from accel.invertible.weights import shipped_path
 
     kw = _method_settings(ddnm_steps, tv_iters)
     hits = 0
@@ -227,8 +227,8 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
     """
     from accel.utils import load_checkpoint, save_checkpoint
 
-    from .reconstruct import reconstruct
-    from .weights import shipped_path
+    from accel.invertible.reconstruct import reconstruct
+    from accel.invertible.weights import shipped_path
 
     kw = _method_settings(ddnm_steps, tv_iters)
     records, recs = [], {}

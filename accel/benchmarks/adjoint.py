@@ -7,7 +7,7 @@ the resident set before. Gradients for the initial noise, the class embeddings a
 compared with exact autograd through the same sampler (relative error and cosine). The ``cached`` method
 differentiates through CG-Taylor (``sample_with_grad(..., cache=...)``): it is compared with autograd through
 the same cached forward (``cached-autograd``), and every record also carries its cosine with the uncached
-gradient (``cos_uncached``); ``adjoint/bench_cache.py`` adds interleaved timing and a threshold sweep.
+gradient (``cos_uncached``); ``accel/benchmarks/adjoint_cache.py`` adds interleaved timing and a threshold sweep.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from accel.errors import AccelError
 
-from .bench_report import TARGETS, observed_orders, plot, to_markdown  # noqa: F401  (the report's functions, importable from here)
+from .adjoint_report import TARGETS, observed_orders, plot, to_markdown  # noqa: F401  (the report's functions, importable from here)
 
 METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "autograd": dict(method="autograd"),
@@ -297,7 +297,7 @@ def _run_isolated(cfg: BenchConfig, name: str, steps: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         spec, out = Path(tmp) / "spec.json", Path(tmp) / "out.safetensors"
         spec.write_text(json.dumps({"config": asdict(cfg), "name": name, "steps": steps}))
-        code = "import sys; from accel.adjoint.bench import _worker; _worker(sys.argv[1], sys.argv[2])"
+        code = "import sys; from accel.benchmarks.adjoint import _worker; _worker(sys.argv[1], sys.argv[2])"
         proc = subprocess.run([sys.executable, "-c", code, str(spec), str(out)], capture_output=True, text=True, env=os.environ.copy())
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -74,7 +74,7 @@ def test_public_api():
 
 # Set11-dependent tests run in the clone: the packaged copy of Set11 must be found and match its SOURCE.md.
 CLONE_TESTS = ("tests/invertible/test_invertible_data.py::test_set11_ships_inside_the_package_as_listed_in_its_source_note",
-               "tests/invertible/test_invertible_prior.py::test_training_photographs_exclude_set11_scenes")
+               "tests/zoo/test_unet_natural.py::test_training_photographs_exclude_set11_scenes")
 
 
 def test_plain_clone_runs_set11_tests(tmp_path):

@@ -104,22 +104,12 @@ def generate(
     return GenerateResult(images=list(out.images), seconds=seconds, steps=steps, labels=labels)
 
 
-def recommended_settings(pipe: Any) -> dict[str, Any]:
+def recommended_settings(pipe: Any, preset: str | None = None) -> dict[str, Any]:
     """The CG-Taylor settings shipped beside a model (``accel_cache.json``): its ``threshold`` and any other
-    :class:`CGTaylorConfig` fields under ``"config"``; empty if the model ships none."""
-    folder = getattr(pipe, "_accel_source", None)
-    f = Path(folder) / "accel_cache.json" if folder is not None else None
-    if f is None or not f.is_file():
-        return {}
-    from .caching import CGTaylorConfig
+    :class:`CGTaylorConfig` fields under ``"config"``, or the named ``preset``'s; empty if the model ships none."""
+    from .caching.shipped import shipped_settings
 
-    rec = json.loads(f.read_text())
-    fields = {x.name for x in dataclasses.fields(CGTaylorConfig)}
-    unknown = sorted(set(rec.get("config", {})) - fields)
-    if "threshold" not in rec or unknown:
-        raise AccelError(f"{f}: needs a 'threshold' and only CGTaylorConfig fields under 'config' "
-                         f"(unknown: {', '.join(unknown) or 'none'}); fix or delete the file")
-    return {"threshold": float(rec["threshold"]), **rec.get("config", {})}
+    return shipped_settings(pipe, preset)
 
 
 def recommended_threshold(pipe: Any) -> float | None:
@@ -197,13 +187,15 @@ def sample_to_file(
     guidance_scale: float | None = None,
     cache: str = "none",
     threshold: float | None = None,
+    preset: str | None = None,
     compare: bool = True,
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any] | None:
     """Generate and write a PNG grid. Under ``accelerate launch`` images are split across processes
     (``PartialState.split_between_processes``) and the main process writes the gathered grid.
 
-    Returns the report dict on the main process, ``None`` elsewhere.
+    ``cache="cg-taylor"`` uses the model's shipped setting, or its ``preset`` (quality / balanced / fast);
+    ``threshold`` replaces the threshold of either. Returns the report dict on the main process, ``None`` elsewhere.
     """
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -240,7 +232,7 @@ def sample_to_file(
         if cache == "cg-taylor":
             from . import CGTaylorConfig, disable, enable, stats
 
-            settings = recommended_settings(pipe) | ({"threshold": threshold} if threshold is not None else {})
+            settings = recommended_settings(pipe, preset) | ({"threshold": threshold} if threshold is not None else {})
             cfg = CGTaylorConfig(**settings)
             enable(pipe, cfg)
             try:
@@ -249,6 +241,7 @@ def sample_to_file(
             finally:
                 disable(pipe)
             report["threshold"] = cfg.threshold
+            report["preset"] = preset
             report["forecast_fraction_local"] = st.forecast_fraction
         local = {"idx": list(idx), "images": result.images, "seconds": result.seconds,
                  "base_images": base.images if (base is not None and cache != "none") else None,

@@ -12,24 +12,32 @@ from ..errors import AccelError
 from .blocks import BlockSpec, find_blocks, find_denoiser, find_denoisers
 from .config import CGTaylorConfig
 from .hooks import CONTROLLER_HOOK, ControllerHook, attach, controller_of, install, remove
+from .shipped import shipped_config
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
 
 _controller = controller_of  # the name other modules use
 
 
-def enable(obj: Any, config: CGTaylorConfig | None = None, *, scheduler: Any = None) -> CGTaylorConfig:
+def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None = None,
+           scheduler: Any = None) -> CGTaylorConfig:
     """Enable CG-Taylor caching on a diffusers pipeline, transformer or U-Net (in place, exactly undoable).
 
     Args:
         obj: a pipeline (its ``transformer`` / ``unet`` is hooked, and ``transformer_2`` too where a second
             denoiser takes over mid-trajectory, as in Wan 2.2; each keeps its own state) or the denoiser itself.
-        config: the caching settings; ``CGTaylorConfig()`` if omitted.
+        config: the caching settings. If omitted: the settings the model folder ships (``accel_cache.json``,
+            the benchmark rule's choice for that model; ``accel.caching.shipped``), else ``CGTaylorConfig()``.
+        preset: instead of ``config``, one of the folder's named choices: ``"quality"`` (>= 40 dB per-image
+            PSNR median against uncached), ``"balanced"`` (>= 35 dB) or ``"fast"`` (>= 30 dB).
         scheduler: the scheduler driving the denoiser, to know the last step (taken from a pipeline).
     Returns:
         The active config. Enabling again with the same config is a no-op; with another config it is refused.
     """
-    config = config if config is not None else CGTaylorConfig()
+    if config is not None and preset is not None:
+        raise AccelError("pass either a config or a preset, not both")
+    if config is None:
+        config = shipped_config(obj, preset) or CGTaylorConfig()
     if not isinstance(config, CGTaylorConfig):
         raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
     models = find_denoisers(obj)

@@ -1,0 +1,81 @@
+"""The CG-Taylor settings a model folder ships (``accel_cache.json``), written by ``accel bench cache --ship`` or
+``accel calibrate --save``: the benchmark rule's choice at one quality level as the default, and the choices at
+the others as named presets (``quality`` >= 40 dB, ``balanced`` >= 35 dB, ``fast`` >= 30 dB per-image PSNR
+median against the uncached images, on that model's selection split).
+
+``accel.enable(pipe)`` without a config, ``accel.enable(pipe, preset="fast")`` and ``accel sample --cache
+cg-taylor [--preset P]`` read them from the folder the pipeline was loaded from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import AccelError
+from .config import CGTaylorConfig
+
+FILE = "accel_cache.json"
+PRESETS = ("quality", "balanced", "fast")
+
+
+def model_folder(obj: Any) -> Path | None:
+    """The local folder ``obj`` (a pipeline, or a denoiser loaded from a pipeline folder's subfolder) came from:
+    accel's loader records it; diffusers' ``from_pretrained`` keeps it as ``config._name_or_path``."""
+    source = getattr(obj, "_accel_source", None)
+    if source is None:
+        config = getattr(obj, "config", None)
+        source = getattr(config, "_name_or_path", None) if config is not None else None
+        if source is None and isinstance(config, dict):
+            source = config.get("_name_or_path")
+    if not source:
+        return None
+    folder = Path(str(source))
+    for candidate in (folder, folder.parent):
+        if (candidate / FILE).is_file():
+            return candidate
+    return folder if folder.is_dir() else None
+
+
+def _fields(settings: Any, where: str) -> dict[str, Any]:
+    """``settings`` (a dict with a threshold and CGTaylorConfig fields) checked; a clear error otherwise."""
+    names = {f.name for f in dataclasses.fields(CGTaylorConfig)}
+    if not isinstance(settings, dict) or "threshold" not in settings:
+        raise AccelError(f"{where}: needs a 'threshold'; fix or delete the file (accel calibrate --save writes it)")
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise AccelError(f"{where}: unknown CGTaylorConfig fields {', '.join(unknown)}; fix or delete the file")
+    return {**settings, "threshold": float(settings["threshold"])}
+
+
+def shipped_settings(obj: Any, preset: str | None = None) -> dict[str, Any]:
+    """The CGTaylorConfig fields shipped beside ``obj``'s model: the default choice, or the named ``preset``.
+    Empty when the model ships no ``accel_cache.json`` (then a ``preset`` is an error: there is nothing to pick)."""
+    if preset is not None and preset not in PRESETS:
+        raise AccelError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    folder = model_folder(obj)
+    path = folder / FILE if folder is not None else None
+    if path is None or not path.is_file():
+        if preset is not None:
+            raise AccelError(f"preset {preset!r} needs the model folder's {FILE}, and this model ships none; "
+                             f"write one with `accel calibrate --model FOLDER --save` or pass a CGTaylorConfig")
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AccelError(f"{path}: not valid JSON ({e}); fix or delete the file") from None
+    if preset is None:
+        return _fields({"threshold": record.get("threshold"), **record.get("config", {})} if "threshold" in record else {}, str(path))
+    presets = record.get("presets", {})
+    if preset not in presets:
+        raise AccelError(f"{path} has no preset {preset!r} (it has: {', '.join(presets) or 'none'}); "
+                         f"rerun `accel calibrate --save` to write all three")
+    return _fields(presets[preset], f"{path} preset {preset!r}")
+
+
+def shipped_config(obj: Any, preset: str | None = None) -> CGTaylorConfig | None:
+    """``CGTaylorConfig`` of :func:`shipped_settings`, or None when the model ships none."""
+    settings = shipped_settings(obj, preset)
+    return CGTaylorConfig(**settings) if settings else None

@@ -1,0 +1,119 @@
+"""``accel.enable(pipe)`` without a config: the model folder's shipped setting (``accel_cache.json``) and presets."""
+
+import json
+
+import pytest
+import torch
+
+import accel
+from accel import AccelError, CGTaylorConfig
+from accel.caching import PRESETS, shipped_settings
+
+from conftest import run_pipe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SHIPPED = {"threshold": 0.2, "config": {"warmup_steps": 2}, "level_db": 35.0,
+           "presets": {"quality": {"threshold": 0.05}, "balanced": {"threshold": 0.2, "warmup_steps": 2},
+                       "fast": {"threshold": 0.4, "full_last_step": False}}}
+
+
+@pytest.fixture
+def shipped_folder(tiny_dit_folder):
+    (tiny_dit_folder / "accel_cache.json").write_text(json.dumps(SHIPPED))
+    return tiny_dit_folder
+
+
+def _load(folder):
+    from accel.pipelines import ClassConditionalPipeline
+
+    pipe = ClassConditionalPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_enable_without_config_uses_the_folders_setting(shipped_folder):
+    pipe = _load(shipped_folder)
+    cfg = accel.enable(pipe)
+    try:
+        assert cfg == CGTaylorConfig(threshold=0.2, warmup_steps=2)
+        run_pipe(pipe, steps=12)
+        assert accel.stats(pipe).forecast_fraction > 0
+    finally:
+        accel.disable(pipe)
+    for name in PRESETS:
+        with accel.cached(pipe, preset=name) as cfg:
+            assert cfg == CGTaylorConfig(**SHIPPED["presets"][name])
+    # the denoiser alone (loaded from the folder's subfolder) finds the folder too
+    assert accel.enable(pipe.transformer) == CGTaylorConfig(threshold=0.2, warmup_steps=2)
+    accel.disable(pipe.transformer)
+
+
+def test_presets_are_the_same_output_as_their_config(shipped_folder):
+    """A preset is only a name for a config: the same images as passing that config."""
+    pipe = _load(shipped_folder)
+    with accel.cached(pipe, preset="fast"):
+        a = run_pipe(pipe, steps=12)
+    with accel.cached(pipe, CGTaylorConfig(threshold=0.4, full_last_step=False)):
+        b = run_pipe(pipe, steps=12)
+    assert torch.equal(a, b)
+
+
+def test_without_a_shipped_file_the_default_config(tiny_dit_folder, tiny_dit_pipe):
+    pipe = _load(tiny_dit_folder)
+    with accel.cached(pipe) as cfg:
+        assert cfg == CGTaylorConfig()
+    with pytest.raises(AccelError, match="ships none"):
+        accel.enable(pipe, preset="fast")
+    with accel.cached(tiny_dit_pipe) as cfg:  # built in memory: no folder at all
+        assert cfg == CGTaylorConfig()
+    assert not accel.is_enabled(pipe)
+
+
+def test_bad_preset_requests_are_one_clear_error(shipped_folder):
+    pipe = _load(shipped_folder)
+    with pytest.raises(AccelError, match="one of quality, balanced, fast"):
+        accel.enable(pipe, preset="turbo")
+    with pytest.raises(AccelError, match="either a config or a preset"):
+        accel.enable(pipe, CGTaylorConfig(), preset="fast")
+    bad = dict(SHIPPED, presets={"quality": {"threshold": 0.05, "warmup": 1}})
+    (shipped_folder / "accel_cache.json").write_text(json.dumps(bad))
+    with pytest.raises(AccelError, match="no preset 'fast'"):
+        accel.enable(pipe, preset="fast")
+    with pytest.raises(AccelError, match="unknown CGTaylorConfig fields warmup"):
+        accel.enable(pipe, preset="quality")
+    (shipped_folder / "accel_cache.json").write_text("{not json")
+    with pytest.raises(AccelError, match="not valid JSON"):
+        accel.enable(pipe)
+    assert not accel.is_enabled(pipe)
+
+
+def test_shipped_models_presets_are_valid_configs():
+    """Every shipped model's accel_cache.json has its default and all three presets, each a valid config."""
+    from accel.zoo import MODELS
+
+    for name, info in MODELS.items():
+        if not (info.weights / "accel_cache.json").is_file():
+            continue
+        holder = type("P", (), {"_accel_source": str(info.weights)})()
+        assert shipped_settings(holder)["threshold"] >= 0
+        for preset in PRESETS:
+            CGTaylorConfig(**shipped_settings(holder, preset))
+
+
+def test_sample_cli_takes_a_preset(shipped_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from accel.cli.main import app
+
+    runner = CliRunner()
+    args = ["sample", "--model", str(shipped_folder), "--class", "3", "-n", "2", "--steps", "8", "--no-progress",
+            "--out", str(tmp_path / "g.png")]
+    r = runner.invoke(app, [*args, "--cache", "cg-taylor", "--preset", "fast", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["preset"] == "fast" and report["threshold"] == 0.4
+    r = runner.invoke(app, [*args, "--preset", "fast"])
+    assert r.exit_code != 0 and "--preset fast applies to --cache cg-taylor" in str(r.exception)
+    r = runner.invoke(app, [*args, "--cache", "cg-taylor", "--preset", "turbo"])
+    assert r.exit_code != 0 and isinstance(r.exception, AccelError) and "preset must be one of" in str(r.exception)

@@ -154,11 +154,11 @@ def _flux_shapes(name: str = "flux-shapes") -> Target:
         return np.array([shapes.score(img, p).correct for img, (p, _) in zip(images, its)])
 
     target = Target(name, "flux", 28, lambda: _quiet(load(name)), items, generate,
-                    full=Sizes(selection=32, test=192, batch=16, timing=((16, 16), (1, 2)), rounds=3),
+                    full=Sizes(selection=32, test=512, batch=16, timing=((16, 16), (1, 2)), rounds=5),
                     quick=Sizes(selection=2, test=4, batch=4, timing=((4, 4),), rounds=1), quick_steps=12,
                     flips=flips, scores=scores,
                     flip_reader="objects changed: a clear object (area >= 2x the detector floor) of either image has no object of its colour and shape within 10% of the side in the other",
-                    split_note="selection: 32 prompts (prompt_set seed 2001), noise seeds 10000+; test: 96 other prompts (seed 3001, "
+                    split_note="selection: 32 prompts (prompt_set seed 2001), noise seeds 10000+; test: 256 other prompts (seed 3001, "
                                "the first 64 selection-seed prompts removed) x 2 noise seeds (20000+)")
     return target
 

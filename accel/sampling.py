@@ -3,9 +3,7 @@ per-image seeds (optionally CG-Taylor cached, split across processes), write the
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
 import logging
 import platform
 import time

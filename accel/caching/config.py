@@ -11,6 +11,7 @@ from ..errors import AccelError
 METRICS = ("rel_l1",)
 BATCH_POLICIES = ("any", "mean")
 UNET_POLICIES = ("shallow", "whole")
+GATES = ("step", "cumulative")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,16 @@ class CGTaylorConfig:
             on natural-image U-Nets).
         unet_split: how many outer down blocks (and as many up blocks) stay live under ``"shallow"``
             (default 1: the cheapest shallow path, the one DeepCache keeps; see docs/cache_unet.md).
+        residual: forecast the residual of the skipped blocks (the forecast block's output minus block 0's)
+            instead of the output itself, and add it to block 0's fresh output on forecast steps (default False).
+            The forecast then starts from what block 0 computed on this very step, as DBCache's residual cache
+            and FoCa's corrector do. Needs block 0 and the forecast block to output the same shape
+            (transformers; not U-Nets).
+        live_tail: the last ``live_tail`` blocks run on every step (default 0), on the forecast of the block
+            before them, as DBCache's Bn: they refine the forecast at the cost of their compute. Transformers only.
+        gate: ``"step"`` (default, the paper): a step is forecast when its block-0 forecast error is below the
+            threshold. ``"cumulative"``: when the sum of the errors of the forecast steps since the last full
+            step, this one included, is below it: a budget on the error a run of forecasts accumulates.
     """
 
     threshold: float = 0.03
@@ -62,6 +73,9 @@ class CGTaylorConfig:
     factor_dtype: str | None = None
     unet_policy: str = "shallow"
     unet_split: int = 1
+    residual: bool = False
+    live_tail: int = 0
+    gate: str = "step"
 
     def __post_init__(self) -> None:
         t = self.threshold
@@ -86,6 +100,13 @@ class CGTaylorConfig:
         us = self.unet_split
         if isinstance(us, bool) or not isinstance(us, int) or us < 1:
             raise AccelError(f"unet_split must be an int >= 1 (live outer blocks on each side), got {us!r}")
+        if not isinstance(self.residual, bool):
+            raise AccelError(f"residual must be True or False, got {self.residual!r}")
+        lt = self.live_tail
+        if isinstance(lt, bool) or not isinstance(lt, int) or lt < 0:
+            raise AccelError(f"live_tail must be an int >= 0 (blocks at the end that always run), got {lt!r}")
+        if self.gate not in GATES:
+            raise AccelError(f"gate must be one of {GATES}, got {self.gate!r}")
         if self.factor_dtype not in (None, "float32"):
             raise AccelError(f"factor_dtype must be None or 'float32', got {self.factor_dtype!r}")
 

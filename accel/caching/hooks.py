@@ -79,16 +79,29 @@ def remove(model: torch.nn.Module) -> bool:
     return True
 
 
+def forecast_index(config: CGTaylorConfig, blocks: list[BlockSpec]) -> int:
+    """Index of the block whose output is forecast: the last one, or the one before a ``live_tail``."""
+    tail = config.live_tail
+    if tail and any(b.kind != "transformer" for b in blocks):
+        raise AccelError("live_tail applies to transformer blocks; a U-Net's live outer blocks are set by unet_split")
+    if len(blocks) < tail + 2:
+        raise AccelError(f"live_tail={tail} leaves no block to forecast: this model runs {len(blocks)} blocks; "
+                         f"use live_tail <= {len(blocks) - 2}")
+    return len(blocks) - 1 - tail
+
+
 def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
-    """Give the blocks, in execution order, their roles: gate (block 0), skip (1..L-2), last (L-1)."""
+    """Give the blocks, in execution order, their roles: gate (block 0), skip (1..F-1), forecast (F = L-1, or
+    the block before a live tail, whose blocks keep no hook)."""
     states, config = controller.states, controller.config
+    f = forecast_index(config, blocks)
     controller.blocks = blocks
     # On a U-Net the last role is an up block or the mid block, whose consumers never keep the forecast.
-    gate = GateHook(states, config, blocks[0], controller, reuse_buffer=blocks[-1].kind == "unet_plain")
+    gate = GateHook(states, config, blocks[0], controller, reuse_buffer=blocks[f].kind == "unet_plain" and not config.residual)
     attach(blocks[0].module, gate, GATE_HOOK)
-    for spec in blocks[1:-1]:
+    for spec in blocks[1:f]:
         attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
-    attach(blocks[-1].module, LastHook(states, config, blocks[-1], controller), LAST_HOOK)
+    attach(blocks[f].module, LastHook(states, config, blocks[f], controller), LAST_HOOK)
 
 
 def _all_finite(x: torch.Tensor, group: Any) -> bool:
@@ -145,7 +158,8 @@ class ControllerHook(ModelHook):
         for spec, _ in self.trace:
             if all(spec is not o for o in order):
                 order.append(spec)
-        first, last = (self.trace[0][1], self.trace[-1][1]) if self.trace else (None, None)
+        tail = self.config.live_tail
+        first, last = (self.trace[0][1], self.trace[-1 - tail][1]) if len(self.trace) > tail else (None, None)
         self.trace = []
         for spec in self.candidates:
             reg = spec.module.__dict__.get("_diffusers_hook")
@@ -158,10 +172,16 @@ class ControllerHook(ModelHook):
             ran = ", ".join(s.name for s in order) or "none"
             raise AccelError(f"cannot cache {cls}: only {len(order)} of its blocks ran in a forward call ({ran}); "
                              "CG-Taylor needs two or more blocks run in sequence. It has been disabled on this model.")
+        try:
+            forecast_index(self.config, order)
+        except AccelError as e:
+            remove(self.model)
+            raise AccelError(f"cannot cache {type(self.model).__name__}: {e}. It has been disabled on this model.") from None
         install(self, order)
         self.model._diffusers_hook.invalidate_child_registries_cache()
         self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK)._gate(first)
-        self.blocks[-1].module._diffusers_hook.get_hook(LAST_HOOK)._refresh(self.states.get_state(), last)
+        f = forecast_index(self.config, self.blocks)
+        self.blocks[f].module._diffusers_hook.get_hook(LAST_HOOK)._refresh(self.states.get_state(), last)
 
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -203,8 +223,9 @@ class TraceHook(ModelHook):
         self.spec.learn(args, kwargs, out)
         trace = self.controller.trace
         h = self.spec.hidden_out(out)
-        if len(trace) > 1:
-            trace[-1] = (trace[-1][0], None)  # keep only the first and the latest output alive
+        keep = 1 + self.controller.config.live_tail  # the first output and the latest ``keep`` stay alive
+        if len(trace) > keep:
+            trace[-keep] = (trace[-keep][0], None)
         trace.append((self.spec, h))
 
 
@@ -242,11 +263,14 @@ class GateHook(ModelHook):
             st.buffer = torch.empty(fl.shape[1:], dtype=fl.dtype, device=fl.device)
         return st.buffer
 
-    def _forecast(self, st: CGTaylorState, offset: float, like: torch.Tensor) -> torch.Tensor:
-        """The last block's forecast ``offset`` steps after its last full step."""
+    def _forecast(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> torch.Tensor:
+        """The forecast block's output ``offset`` steps after its last full step (``residual``: block 0's output
+        ``h`` of this step plus the forecast residual)."""
         if self.controller.differentiable:  # a new tensor, in the gradient's graph (no reused buffer, no fused kernel)
-            return forecast(st.fl, offset, st.nl).to(like.dtype)
-        return kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
+            fc = forecast(st.fl, offset, st.nl).to(h.dtype)
+            return fc + h if self.config.residual else fc
+        fc = kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
+        return fc.add_(h) if self.config.residual else fc
 
     @torch.compiler.disable
     def _gate(self, h: torch.Tensor) -> None:
@@ -255,7 +279,10 @@ class GateHook(ModelHook):
             st.compute = st.imposed
             if not st.compute:
                 st.forecast = self._forecast(st, float(st.step - st.last_full), h)
+            elif self.config.residual:
+                st.h0 = h
             return
+        live = h  # the forecast's base under ``residual`` (in the gradient's graph on the gradient path)
         h = h.detach()  # the gate's factors and decisions carry no gradient
         cfg = self.config
         error: float | None = None
@@ -265,10 +292,11 @@ class GateHook(ModelHook):
             reason = "threshold0"  # the gate can never pass: skip measuring (keeps the overhead minimal)
         if reason is None:
             error = self._error(st, offset, h)
+            judged = error + st.spent if cfg.gate == "cumulative" else error
             if not math.isfinite(error):
                 reason = "nonfinite"
-            elif error < cfg.threshold:
-                fc = self._forecast(st, offset, h)
+            elif judged < cfg.threshold:
+                fc = self._forecast(st, offset, live if self.controller.differentiable else h)
                 if _all_finite(fc, self.controller.group):
                     st.compute, st.forecast, reason = False, fc, "forecast"
                 else:
@@ -279,7 +307,9 @@ class GateHook(ModelHook):
             st.compute, st.refresh = True, False  # run the blocks anyway; LastHook measures the forecast
             st.consecutive += 1
         elif st.compute:
-            st.consecutive = 0
+            st.consecutive, st.spent = 0, 0.0
+            if cfg.residual and st.refresh:
+                st.h0 = live  # the forecast block's refresh stores its output minus this
             if st.f0 is None:
                 dtype = torch.float32 if cfg.factor_dtype == "float32" else None
                 st.f0 = kernels.new_factors(h, cfg.block0_order, dtype=dtype)
@@ -287,6 +317,7 @@ class GateHook(ModelHook):
             st.n0 = kernels.taylor_update(st.f0, h, delta, st.n0)
         else:
             st.consecutive += 1
+            st.spent += error or 0.0
         computed = st.compute and st.refresh
         st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), computed, reason or "gate", error, offset=int(offset)))
 
@@ -335,6 +366,14 @@ class LastHook(ModelHook):
             st.forecast = None
         if not st.refresh:
             return
+        if self.config.residual:
+            base, st.h0 = st.h0, None
+            if base is None or base.shape != h.shape:
+                if self.controller.model is not None:
+                    remove(self.controller.model)  # nothing stays hooked after the error
+                raise AccelError(f"residual=True needs block 0 and the forecast block to output the same shape; got "
+                                 f"{None if base is None else tuple(base.shape)} and {tuple(h.shape)}: use residual=False on this model")
+            h = h - base
         dtype = torch.float32 if self.config.factor_dtype == "float32" else None
         delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
         if self.controller.differentiable:  # a new stack: the old one stays valid for the backward sweep

@@ -55,6 +55,8 @@ class CGTaylorState(BaseState):
         self.buffer: torch.Tensor | None = None  # reused forecast memory where the consumer never keeps it (U-Nets)
         self.refresh = True  # refresh the factor stacks after this call (False on probed forecast steps)
         self.imposed: bool | None = None  # a replayed call's recorded decision (True: full), or None: the gate decides
+        self.h0: torch.Tensor | None = None  # block 0's output of the step in flight (``residual``: the forecast's base)
+        self.spent = 0.0  # ``gate="cumulative"``: block-0 errors of the forecast steps since the last full step
         self.records: list[StepRecord] = []
 
     def restart(self) -> None:
@@ -62,6 +64,7 @@ class CGTaylorState(BaseState):
         adapter was loaded, switched, re-weighted, fused or unloaded), so the next steps warm up afresh."""
         self.f0, self.n0, self.fl, self.nl = None, 0, None, 0
         self.last_full, self.consecutive, self.forecast = None, 0, None
+        self.h0, self.spent = None, 0.0
         self.warm_from = self.step + 1
 
     @property

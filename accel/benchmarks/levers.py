@@ -75,15 +75,38 @@ def psnr_at(rows: list[dict[str, Any]], share: float) -> float | None:
     return max(ok) if ok else None
 
 
+def quartile_shares(rep: dict[str, Any]) -> tuple[float, ...]:
+    """The 25th, 50th and 75th percentiles of the compute shares every setting skipped: where levers are compared."""
+    return tuple(float(q) for q in np.percentile([r["selection"]["compute_skipped"] for r in rep["rows"]], [25, 50, 75], method="lower"))
+
+
+def adopt(rep: dict[str, Any]) -> dict[str, Any]:
+    """The committed rule for keeping a lever: at each quartile share (:func:`quartile_shares`) its best PSNR
+    median must reach the paper's (``baseline``), and beat it at one at least; of the levers that pass, the
+    one with the largest mean gain. Returns the lever, its fields and the gains (``baseline`` when none passes)."""
+    shares = quartile_shares(rep)
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rep["rows"]:
+        by.setdefault(r["lever"], []).append(r)
+    base = [psnr_at(by["baseline"], s) for s in shares]
+    best = {"lever": "baseline", "fields": {}, "gains_db": [0.0] * len(shares), "shares": list(shares)}
+    for lv, rows in by.items():
+        vals = [psnr_at(rows, s) for s in shares]
+        if lv == "baseline" or any(v is None for v in vals):
+            continue
+        gains = [v - (b if b is not None else -np.inf) for v, b in zip(vals, base)]
+        if min(gains) >= 0 and max(gains) > 0 and np.mean(gains) > np.mean(best["gains_db"]):
+            best = {"lever": lv, "fields": rep["levers"][lv], "gains_db": [float(g) for g in gains], "shares": list(shares)}
+    return best
+
+
 def markdown(rep: dict[str, Any], shares: tuple[float, ...] | None = None) -> str:
     """Tables: each lever's PSNR median at equal compute skipped (by default at the quartiles of all the
     settings' shares), and every setting."""
     by: dict[str, list[dict[str, Any]]] = {}
     for r in rep["rows"]:
         by.setdefault(r["lever"], []).append(r)
-    if shares is None:
-        all_shares = [r["selection"]["compute_skipped"] for r in rep["rows"]]
-        shares = tuple(float(q) for q in np.percentile(all_shares, [25, 50, 75], method="lower"))
+    shares = shares or quartile_shares(rep)
     out = [f"# CG-Taylor levers on {rep['model']} (selection split, {rep['items']} items, {rep['steps']} steps)", "",
            "Best PSNR median (dB, per image, against the uncached image) among each lever's settings that skip at "
            "least this share of the denoiser's compute (- : none of its settings skips that much):", "",
@@ -93,6 +116,11 @@ def markdown(rep: dict[str, Any], shares: tuple[float, ...] | None = None) -> st
         vals = [psnr_at(rows, s) for s in shares]
         out.append(f"| {lv} | {json.dumps(rep['levers'][lv]) if rep['levers'][lv] else 'paper'} | "
                    + " | ".join("-" if v is None else f"{v:.1f}" for v in vals) + " |")
+    if "baseline" in by:
+        a = adopt(rep)
+        gains = ", ".join(f"{g:+.1f} dB" for g in a["gains_db"])
+        out += ["", f"**Adopted by the rule** (`levers.adopt`: at least the paper's PSNR at every share above, better at one, "
+                f"largest mean gain): **{a['lever']}** {json.dumps(a['fields'])} ({gains} at the three shares)."]
     out += ["", "Every setting:", "", "| lever | threshold | compute skipped | PSNR median | PSNR p10 | flips |", "|---|---|---|---|---|---|"]
     for r in rep["rows"]:
         s = r["selection"]

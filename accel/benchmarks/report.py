@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import AccelError
+
 OURS = "cg-taylor"
 
 
@@ -155,3 +157,40 @@ def headline_markdown(report: dict[str, Any]) -> str:
                  "-" if lead is None else f"{lead['method']}" + ("" if lead["clear"] else " (within intervals)")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+VERDICT_START, VERDICT_END = "<!-- CACHE-VERDICT -->", "<!-- /CACHE-VERDICT -->"
+TARGET_ORDER = ("flux-shapes", "dit-digits", "unet-natural", "tiny-sd15")
+
+
+def readme_verdict(root: Path) -> str:
+    """The README's verdict block: :func:`headline_markdown` of every ``root/<target>/bench_cache.json``."""
+    reports = {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(root).glob("*/bench_cache.json"))}
+    names = [n for n in TARGET_ORDER if n in reports] + [n for n in reports if n not in TARGET_ORDER]
+    out = ["Verdict on each model's test split (speedup with its 95% interval; the fastest peer that holds the level on "
+           "the test split; \"within intervals\" means the lead is not outside the speed intervals). Full tables, every "
+           "peer's chosen setting, the sweep and the Pareto plots: [docs/bench/cache/](docs/bench/cache/); protocol and "
+           "limits: [docs/caching-benchmark.md](docs/caching-benchmark.md).", ""]
+    for n in names:
+        cfg = reports[n]["config"]
+        reader = cfg.get("flip_reader") or "none"
+        flips = "no flip reader" if reader == "none" else "flip = " + reader.split(":")[0]
+        out += [f"**{n}** ({cfg['kind']} denoiser, {cfg['steps']} steps, {cfg['sizes']['test']} test items, {flips}; "
+                f"command: `accel bench cache --model {n}`)", "", headline_markdown(reports[n])]
+    return "\n".join(out)
+
+
+def fill_readme(readme: Path, root: Path) -> None:
+    """Replace the text between the README's verdict markers with :func:`readme_verdict` of ``root``."""
+    text = Path(readme).read_text()
+    if VERDICT_START not in text or VERDICT_END not in text:
+        raise AccelError(f"{readme} has no {VERDICT_START} ... {VERDICT_END} block to fill")
+    head, rest = text.split(VERDICT_START, 1)
+    _, tail = rest.split(VERDICT_END, 1)
+    Path(readme).write_text(f"{head}{VERDICT_START}\n{readme_verdict(root)}{VERDICT_END}{tail}")
+
+
+if __name__ == "__main__":  # python -m accel.benchmarks.report README.md docs/bench/cache
+    import sys
+
+    fill_readme(Path(sys.argv[1]), Path(sys.argv[2]))

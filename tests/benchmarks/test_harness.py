@@ -160,3 +160,25 @@ def test_flux_flip_reader_ignores_specks_and_catches_moves():
     assert not targets._same_objects(a, moved, tol=3.2, min_area=12)
     other = [Detection("red", "square", 10, 10, 60, 0.9)]
     assert not targets._same_objects(a, other, tol=3.2, min_area=12)
+
+
+def test_readme_verdict_is_the_committed_results(tmp_path):
+    """The README's verdict block is exactly what the committed benchmark JSONs give (regenerate it with
+    ``python -m accel.benchmarks.report README.md docs/bench/cache``), and filling a file rewrites only the block."""
+    from pathlib import Path
+
+    from accel.benchmarks.report import VERDICT_END, VERDICT_START, fill_readme, readme_verdict
+
+    root = Path(__file__).resolve().parents[2]
+    block = readme_verdict(root / "docs/bench/cache")
+    readme = (root / "README.md").read_text()
+    assert f"{VERDICT_START}\n{block}{VERDICT_END}" in readme
+    for name in ("flux-shapes", "dit-digits", "unet-natural"):
+        assert f"**{name}**" in block
+    f = tmp_path / "R.md"
+    f.write_text(f"intro\n{VERDICT_START}\nold\n{VERDICT_END}\noutro\n")
+    fill_readme(f, root / "docs/bench/cache")
+    assert f.read_text() == f"intro\n{VERDICT_START}\n{block}{VERDICT_END}\noutro\n"
+    f.write_text("no markers")
+    with pytest.raises(AccelError, match="no <!-- CACHE-VERDICT -->"):
+        fill_readme(f, root / "docs/bench/cache")

@@ -193,14 +193,15 @@ def test_lever_adoption_rule():
         return [{"lever": lever, "params": {"threshold": 0.1 * i}, "selection": {"compute_skipped": c, "psnr_median": p}}
                 for i, (c, p) in enumerate(pts)]
 
-    base = [(0.5, 40.0), (0.6, 36.0), (0.7, 32.0)]
+    base = [(0.5, 40.0), (0.6, 36.0), (0.7, 32.0), (0.8, 28.0)]
     rep = {"levers": {"baseline": {}, "better": {"residual": True}, "mixed": {"live_tail": 1}, "best": {"gate": "cumulative"}},
-           "rows": rows("baseline", base) + rows("better", [(0.5, 40.5), (0.6, 36.0), (0.7, 33.0)])
-           + rows("mixed", [(0.5, 45.0), (0.6, 37.0), (0.7, 30.0)]) + rows("best", [(0.5, 41.0), (0.6, 38.0), (0.7, 34.0)])}
+           "rows": rows("baseline", base) + rows("better", [(0.5, 40.5), (0.6, 36.0), (0.7, 33.0), (0.8, 28.0)])
+           + rows("mixed", [(0.5, 45.0), (0.6, 35.0), (0.7, 31.0), (0.8, 27.0)])
+           + rows("best", [(0.5, 41.0), (0.6, 38.0), (0.7, 34.0), (0.8, 29.0)])}
     a = levers.adopt(rep)
     assert a["lever"] == "best" and a["fields"] == {"gate": "cumulative"} and min(a["gains_db"]) > 0
     rep["rows"] = [r for r in rep["rows"] if r["lever"] in ("baseline", "mixed")]
     assert levers.adopt(rep)["lever"] == "baseline"  # a lever that loses at one share is not kept
     assert "**Adopted by the rule**" in levers.markdown(rep) and levers.psnr_at(rows("x", base), 0.65) == 32.0
-    assert levers.psnr_at(rows("x", base), 0.75) is None
+    assert levers.psnr_at(rows("x", base), 0.85) is None
     assert [p["threshold"] for p in levers.settings("cumulative", "flux")] == list(levers.THRESHOLDS["cumulative"]["flux"])

@@ -194,7 +194,7 @@ def test_lever_adoption_rule():
                 for i, (c, p) in enumerate(pts)]
 
     base = [(0.5, 40.0), (0.6, 36.0), (0.7, 32.0), (0.8, 28.0)]
-    rep = {"levers": {"baseline": {}, "better": {"residual": True}, "mixed": {"live_tail": 1}, "best": {"gate": "cumulative"}},
+    rep = {"model": "m", "items": 4, "steps": 10, "levers": {"baseline": {}, "better": {"residual": True}, "mixed": {"live_tail": 1}, "best": {"gate": "cumulative"}},
            "rows": rows("baseline", base) + rows("better", [(0.5, 40.5), (0.6, 36.0), (0.7, 33.0), (0.8, 28.0)])
            + rows("mixed", [(0.5, 45.0), (0.6, 35.0), (0.7, 31.0), (0.8, 27.0)])
            + rows("best", [(0.5, 41.0), (0.6, 38.0), (0.7, 34.0), (0.8, 29.0)])}

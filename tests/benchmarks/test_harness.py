@@ -190,7 +190,7 @@ def test_lever_adoption_rule():
     from accel.benchmarks import levers
 
     def rows(lever, pts):
-        return [{"lever": lever, "params": {"threshold": 0.1 * i}, "selection": {"compute_skipped": c, "psnr_median": p}}
+        return [{"lever": lever, "params": {"threshold": 0.1 * i}, "selection": {"compute_skipped": c, "psnr_median": p, "psnr_p10": p - 3}}
                 for i, (c, p) in enumerate(pts)]
 
     base = [(0.5, 40.0), (0.6, 36.0), (0.7, 32.0), (0.8, 28.0)]

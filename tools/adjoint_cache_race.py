@@ -114,7 +114,8 @@ def plot(rec: dict[str, Any], path: Path) -> None:
     c = rec["config"]
     ax.set(xlabel="training wall-clock seconds (one core)", ylabel="training loss",
            title=f"finetune adjoint {c['task']}, {c['model']}, N={c['steps']}, batch {c['batch']}")
-    ax.grid(True, alpha=0.3)
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -58,15 +58,24 @@ class Task:
 
 
 def _cache_config(pipe: Any, cache: float | str | None) -> Any:
-    """The CG-Taylor setting of the training gradients: None, the model's shipped one, or it with another threshold."""
+    """The CG-Taylor setting of the training gradients: None; ``"shipped"``, the model's ``quality`` preset (its
+    setting for >= 40 dB: training follows the gradient for many steps, and on dit-digits the 35 dB setting left
+    the fine-tuning race 5x above the uncached loss while the 40 dB one reached it, docs/adjoint.md), else its
+    default; a preset by name; or the default with another threshold."""
     if cache is None:
         return None
-    from accel.caching import CGTaylorConfig
+    from accel.caching import PRESETS, CGTaylorConfig
     from accel.sampling import recommended_settings
 
+    if cache in PRESETS:
+        return CGTaylorConfig(**recommended_settings(pipe, cache))
+    if cache == "shipped":
+        try:
+            return CGTaylorConfig(**recommended_settings(pipe, "quality"))
+        except AccelError:  # no accel_cache.json, or one without presets
+            return CGTaylorConfig(**recommended_settings(pipe))
     settings = recommended_settings(pipe)
-    if cache != "shipped":
-        settings["threshold"] = float(cache)
+    settings["threshold"] = float(cache)
     return CGTaylorConfig(**settings)
 
 

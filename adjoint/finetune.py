@@ -38,7 +38,8 @@ class FinetuneConfig:
     ``lr`` defaults per task: effect 0.05 (Adam on the embedding), style 2e-3 (Adam on LoRA), attack 0.05
     (signed-gradient step on the noise, radius ``eps``). ``stop_after`` ends this run early after that many
     iterations (to test interruption and resume). ``cache``: None (uncached gradients), ``"shipped"`` (the
-    model's CG-Taylor setting, ``accel_cache.json``) or a threshold (the shipped setting's other fields kept);
+    model's ``quality`` preset of ``accel_cache.json``, else its setting), a preset by name (``quality``,
+    ``balanced``, ``fast``) or a threshold (the shipped setting's other fields kept);
     needs ``method`` discrete or autograd.
     """
 
@@ -82,15 +83,18 @@ class FinetuneConfig:
 
 
 def _cache_setting(cache: float | str | None) -> float | str | None:
-    """None, ``"shipped"`` or a threshold >= 0 (a number, or its text from the command line)."""
-    if cache is None or cache == "shipped":
+    """None, ``"shipped"``, a preset name or a threshold >= 0 (a number, or its text from the command line)."""
+    from accel.caching import PRESETS
+
+    if cache is None or cache == "shipped" or cache in PRESETS:
         return cache
     try:
         value = float(cache)
     except (TypeError, ValueError):
         value = float("nan")
     if not value >= 0 or value == float("inf"):
-        raise AccelError(f"cache must be 'shipped' (the model's setting) or a threshold >= 0, got {cache!r}")
+        raise AccelError(f"cache must be 'shipped' (the model's quality preset), a preset ({', '.join(PRESETS)}) "
+                         f"or a threshold >= 0, got {cache!r}")
     return value
 
 

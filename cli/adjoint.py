@@ -24,9 +24,10 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 SHIPPED = "shipped"
 Cache = Annotated[Optional[str], typer.Option(
-    "--cache", metavar="[THRESHOLD]",
-    help="Gradients through the CG-Taylor-cached sampler: bare, the model's shipped setting (accel_cache.json); "
-         "with a number, that threshold.")]
+    "--cache", metavar="[THRESHOLD|PRESET]",
+    help="Gradients through the CG-Taylor-cached sampler: bare, the model's shipped setting (accel_cache.json; for "
+         "finetune its 'quality' preset, which training needs); with a number, that threshold; finetune also takes a "
+         "preset name (quality, balanced, fast).")]
 
 
 def bare_cache_flags(args: list[str]) -> list[str]:

@@ -61,7 +61,28 @@ def test_finetune_cache_settings_are_checked(tiny_dit_folder, tmp_path):
     from accel.adjoint.finetune import FinetuneConfig
 
     with pytest.raises(AccelError, match="threshold >= 0"):
-        FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="fast")
+        FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="turbo")
+    assert FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="fast").cache == "fast"
     with pytest.raises(AccelError, match="method discrete or autograd"):
         FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="shipped", method="continuous")
     assert FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="0.2").cache == 0.2
+
+
+def test_finetune_shipped_cache_is_the_quality_preset(tiny_dit_folder):
+    """Bare ``--cache`` on fine-tuning takes the model's quality preset (training needs the tight setting); a
+    preset by name, a threshold on the default, and a folder without presets falls back to its default."""
+    import json
+
+    from accel.adjoint._tasks import _cache_config
+    from accel.caching import CGTaylorConfig
+    from accel.sampling import load_pipeline
+
+    (tiny_dit_folder / "accel_cache.json").write_text(json.dumps({
+        "threshold": 0.2, "config": {"warmup_steps": 2},
+        "presets": {"quality": {"threshold": 0.05}, "balanced": {"threshold": 0.2}, "fast": {"threshold": 0.4}}}))
+    pipe = load_pipeline(str(tiny_dit_folder))
+    assert _cache_config(pipe, "shipped") == CGTaylorConfig(threshold=0.05)
+    assert _cache_config(pipe, "fast") == CGTaylorConfig(threshold=0.4)
+    assert _cache_config(pipe, 0.1) == CGTaylorConfig(threshold=0.1, warmup_steps=2)
+    (tiny_dit_folder / "accel_cache.json").write_text(json.dumps({"threshold": 0.2}))
+    assert _cache_config(pipe, "shipped") == CGTaylorConfig(threshold=0.2)

@@ -166,7 +166,7 @@ def main() -> None:
     p.add_argument("--guidance-scale", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-count", type=int, default=16)
-    p.add_argument("--cache", default="shipped", help="'shipped' (accel_cache.json) or a threshold")
+    p.add_argument("--cache", default="shipped", help="'shipped' (the model's quality preset for fine-tuning), a preset name, or a threshold")
     p.add_argument("--chunk", type=int, default=5, help="iterations per interleaved chunk")
     p.add_argument("--window", type=int, default=5, help="iterations averaged into the final loss")
     p.add_argument("--out", required=True, help="folder for race.json, race.md, race.png and the after-samples")

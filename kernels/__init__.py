@@ -16,8 +16,9 @@ import sys as _sys
 if __name__ == "kernels":  # pragma: no cover - exercised in a subprocess by tests/kernels/test_kernels_shadow.py
     # Imported as a top-level ``kernels`` because a checkout's root is on sys.path (``python -m ...`` from the
     # root): that name belongs to Hugging Face's ``kernels`` distribution, which transformers and diffusers import
-    # when it is installed. Hand the import over to it (or fail as if this folder were not there); this folder is
-    # ``accel.kernels``. The rest of this file then runs on a module object that the import discards.
+    # when it is installed. Hand the import over to it; this folder is ``accel.kernels``. The rest of this file
+    # then runs on a module object that the import discards. Without that distribution, the import goes on as
+    # this folder, as before (transformers' availability probe imports it and finds no version).
     import importlib.machinery
     import importlib.util
     import os
@@ -25,11 +26,10 @@ if __name__ == "kernels":  # pragma: no cover - exercised in a subprocess by tes
     _root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     _spec = importlib.machinery.PathFinder.find_spec(
         "kernels", [p for p in _sys.path if os.path.abspath(p or os.curdir) != _root])
-    if _spec is None or _spec.loader is None:
-        raise ModuleNotFoundError("No module named 'kernels'", name="kernels")
-    _real = importlib.util.module_from_spec(_spec)
-    _sys.modules["kernels"] = _real
-    _spec.loader.exec_module(_real)
+    if _spec is not None and _spec.loader is not None:
+        _real = importlib.util.module_from_spec(_spec)
+        _sys.modules["kernels"] = _real
+        _spec.loader.exec_module(_real)
 
 import torch
 

@@ -68,6 +68,14 @@ def run(model: str, levers: list[str], selection: int | None = None, say: Any = 
             "seconds": time.perf_counter() - t0}
 
 
+def _by_lever(rep: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The sweep's rows grouped by lever, in the order they ran."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rep["rows"]:
+        by.setdefault(r["lever"], []).append(r)
+    return by
+
+
 def psnr_at(rows: list[dict[str, Any]], share: float) -> float | None:
     """A lever's best PSNR median among its settings that skip at least ``share`` of the compute (its Pareto
     front at that share); None when none skips that much."""
@@ -85,9 +93,7 @@ def adopt(rep: dict[str, Any]) -> dict[str, Any]:
     median must reach the paper's (``baseline``), and beat it at one at least; of the levers that pass, the
     one with the largest mean gain. Returns the lever, its fields and the gains (``baseline`` when none passes)."""
     shares = quartile_shares(rep)
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in rep["rows"]:
-        by.setdefault(r["lever"], []).append(r)
+    by = _by_lever(rep)
     base = [psnr_at(by["baseline"], s) for s in shares]
     best = {"lever": "baseline", "fields": {}, "gains_db": [0.0] * len(shares), "shares": list(shares)}
     for lv, rows in by.items():
@@ -103,9 +109,7 @@ def adopt(rep: dict[str, Any]) -> dict[str, Any]:
 def markdown(rep: dict[str, Any], shares: tuple[float, ...] | None = None) -> str:
     """Tables: each lever's PSNR median at equal compute skipped (by default at the quartiles of all the
     settings' shares), and every setting."""
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in rep["rows"]:
-        by.setdefault(r["lever"], []).append(r)
+    by = _by_lever(rep)
     shares = shares or quartile_shares(rep)
     out = [f"# CG-Taylor levers on {rep['model']} (selection split, {rep['items']} items, {rep['steps']} steps)", "",
            "Best PSNR median (dB, per image, against the uncached image) among each lever's settings that skip at "
@@ -136,9 +140,7 @@ def plot(rep: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    by: dict[str, list[dict[str, Any]]] = {}
-    for r in rep["rows"]:
-        by.setdefault(r["lever"], []).append(r)
+    by = _by_lever(rep)
     for lv, rows in by.items():
         pts = sorted((r["selection"]["compute_skipped"], r["selection"]["psnr_median"]) for r in rows)
         ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], marker="o", label=lv)

@@ -90,9 +90,9 @@ def forecast_index(config: CGTaylorConfig, blocks: list[BlockSpec]) -> int:
     return len(blocks) - 1 - tail
 
 
-def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
+def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> int:
     """Give the blocks, in execution order, their roles: gate (block 0), skip (1..F-1), forecast (F = L-1, or
-    the block before a live tail, whose blocks keep no hook)."""
+    the block before a live tail, whose blocks keep no hook). Returns F; refuses before hooking anything."""
     states, config = controller.states, controller.config
     f = forecast_index(config, blocks)
     controller.blocks = blocks
@@ -102,6 +102,7 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> None:
     for spec in blocks[1:f]:
         attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
     attach(blocks[f].module, LastHook(states, config, blocks[f], controller), LAST_HOOK)
+    return f
 
 
 def _all_finite(x: torch.Tensor, group: Any) -> bool:
@@ -173,14 +174,12 @@ class ControllerHook(ModelHook):
             raise AccelError(f"cannot cache {cls}: only {len(order)} of its blocks ran in a forward call ({ran}); "
                              "CG-Taylor needs two or more blocks run in sequence. It has been disabled on this model.")
         try:
-            forecast_index(self.config, order)
+            f = install(self, order)
         except AccelError as e:
             remove(self.model)
             raise AccelError(f"cannot cache {type(self.model).__name__}: {e}. It has been disabled on this model.") from None
-        install(self, order)
         self.model._diffusers_hook.invalidate_child_registries_cache()
         self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK)._gate(first)
-        f = forecast_index(self.config, self.blocks)
         self.blocks[f].module._diffusers_hook.get_hook(LAST_HOOK)._refresh(self.states.get_state(), last)
 
     @torch.compiler.disable

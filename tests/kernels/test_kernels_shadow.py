@@ -25,14 +25,11 @@ def test_top_level_kernels_is_the_installed_distribution(tmp_path):
     assert r.stdout.split() == ["hub-kernels", "7", "backend"]
 
 
-def test_without_the_distribution_top_level_kernels_is_absent():
-    r = _run("import importlib.util, sys\n"
-             "try:\n    import kernels\nexcept ModuleNotFoundError as e:\n    print('absent', e.name, 'kernels' in sys.modules)\n"
-             "import accel.kernels; print(accel.kernels.backend.__name__)")
-    if "hub-kernels" in r.stdout or (r.returncode == 0 and "absent" not in r.stdout):
-        import importlib.util
-
-        assert importlib.util.find_spec("kernels") is not None  # Hugging Face's kernels is installed here: nothing to check
-        return
+def test_without_the_distribution_the_import_stays_as_before():
+    """No Hugging Face ``kernels`` on the path: ``import kernels`` from the root is this folder, as it always was
+    (transformers' availability probe imports it; raising there broke ``python -m pytest`` from the root)."""
+    r = _run("import importlib.metadata as m\n"
+             "try:\n    m.version('kernels'); print('installed')\nexcept m.PackageNotFoundError:\n"
+             "    import kernels, accel.kernels as ak; print(kernels.backend.__name__, ak.backend.__name__)")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["absent", "kernels", "False", "backend"]
+    assert r.stdout.split() in (["installed"], ["backend", "backend"])

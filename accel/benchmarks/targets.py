@@ -125,10 +125,12 @@ def _flux_shapes(name: str = "flux-shapes") -> Target:
     from ..zoo import load, shapes
 
     def items(split: str, n: int) -> list[tuple[str, int]]:
-        # Two prompt sets drawn from different generator seeds; test prompts that also occur in the
-        # selection set are dropped. Test items: each prompt with two noise seeds.
-        sel = shapes.prompt_set(64, seed=2_001)
+        # Two prompt sets drawn from different generator seeds; test prompts that also occur in the first
+        # 128 selection-seed prompts are dropped. Test items: each prompt with two noise seeds.
+        sel = shapes.prompt_set(128, seed=2_001)
         if split == "selection":
+            if n > 128:
+                raise AccelError(f"flux-shapes' selection split holds at most 128 items, got {n}")
             return [(p, 10_000 + i) for i, p in enumerate(shapes.prompt_set(n, seed=2_001))]
         pool, seen = [], set(sel)
         k = 0
@@ -154,12 +156,12 @@ def _flux_shapes(name: str = "flux-shapes") -> Target:
         return np.array([shapes.score(img, p).correct for img, (p, _) in zip(images, its)])
 
     target = Target(name, "flux", 28, lambda: _quiet(load(name)), items, generate,
-                    full=Sizes(selection=32, test=512, batch=16, timing=((16, 16), (1, 2)), rounds=5),
+                    full=Sizes(selection=96, test=512, batch=16, timing=((16, 16), (1, 2)), rounds=5),
                     quick=Sizes(selection=2, test=4, batch=4, timing=((4, 4),), rounds=1), quick_steps=12,
                     flips=flips, scores=scores,
                     flip_reader="objects changed: a clear object (area >= 2x the detector floor) of either image has no object of its colour and shape within 10% of the side in the other",
-                    split_note="selection: 32 prompts (prompt_set seed 2001), noise seeds 10000+; test: 256 other prompts (seed 3001, "
-                               "the first 64 selection-seed prompts removed) x 2 noise seeds (20000+)")
+                    split_note="selection: 96 prompts (prompt_set seed 2001, repeats allowed), noise seeds 10000+; test: 256 other prompts "
+                               "(seed 3001, the first 128 selection-seed prompts removed) x 2 noise seeds (20000+)")
     return target
 
 

@@ -34,6 +34,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     "residual-tail1": {"residual": True, "live_tail": 1},
     "short-ends": {"warmup_steps": 1, "full_last_step": False},  # fewer forced full steps at both ends
     "residual-short-ends": {"residual": True, "warmup_steps": 1, "full_last_step": False},
+    # U-Nets: the split inside the outer blocks (DeepCache's branch 0), alone and with the residual forecast
+    "layer": {"unet_policy": "layer"},
+    "layer-residual": {"unet_policy": "layer", "residual": True},
+    "layer-short-ends": {"unet_policy": "layer", "warmup_steps": 1, "full_last_step": False},
 }
 THRESHOLDS = {
     "step": {"dit": (0.05, 0.1, 0.15, 0.2, 0.3, 0.5), "flux": (0.02, 0.05, 0.1, 0.2, 0.3, 0.5), "unet": (0.05, 0.1, 0.2, 0.3, 0.5, 0.8)},

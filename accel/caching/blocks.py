@@ -55,7 +55,10 @@ class BlockSpec:
     """How one block's inputs and outputs look.
 
     kind: "transformer" (hidden [+ encoder] states in and out), "unet_down" (returns (hidden, residuals)),
-    "unet_plain" (returns a hidden tensor).
+    "unet_plain" (returns a hidden tensor), "unet_layer" (a resnet, attention or resampler inside a U-Net block:
+    returns a tensor, or a 1-tuple as Transformer2DModel does with ``return_dict=False``).
+    keep_shape: a skipped block returns a tensor of its last output's shape (zeros) where its input's shape
+    differs, because a live consumer concatenates it (the layer split of ``accel.caching.unet``).
     """
 
     name: str
@@ -68,6 +71,9 @@ class BlockSpec:
     params: list[str] = field(default_factory=list)
     n_res: int | None = None  # residuals a U-Net down block returns (learned from a real call)
     streams: dict[int, str] | None = None  # output index -> input argument it updates (learned for unknown blocks)
+    keep_shape: bool = False
+    out_shape: tuple[int, ...] | None = None  # the hidden output's shape at the last full call (keep_shape, unet_layer)
+    _zeros: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     def arg(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The value of a forward argument given by name, positionally or by keyword."""
@@ -86,6 +92,8 @@ class BlockSpec:
     def learn(self, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """Read an unknown block's output layout from a real call: the hidden output matches the hidden input."""
         if self.kind != "transformer" or self.known:
+            if self.keep_shape or self.kind == "unet_layer":
+                self.out_shape = tuple(self.hidden_out(output).shape)
             if isinstance(output, tuple):
                 self.tuple_len = len(output)
                 if self.kind == "unet_down":
@@ -107,6 +115,17 @@ class BlockSpec:
             self.tuple_len = len(output)
         self.known = True
 
+    def _shaped(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` if it has the shape of this block's output (the batch taken from ``h``), else zeros of that shape:
+        what a skipped block whose output a live block concatenates must return (its value is never used)."""
+        shape = (h.shape[0], *self.out_shape[1:])
+        if tuple(h.shape) == shape:
+            return h
+        z = self._zeros
+        if z is None or tuple(z.shape) != shape or z.dtype != h.dtype or z.device != h.device:
+            z = self._zeros = torch.zeros(shape, dtype=h.dtype, device=h.device)
+        return z
+
     def _match_streams(self, args: tuple[Any, ...], kwargs: dict[str, Any], output: tuple[Any, ...]) -> dict[int, str]:
         """Which input argument each further tensor output updates (text states, LTX-2's audio stream...): the
         first argument, in signature order, of the same shape; ``encoder_hidden_states`` when it matches."""
@@ -125,6 +144,8 @@ class BlockSpec:
     def hidden_out(self, output: Any) -> torch.Tensor:
         if self.kind == "unet_down":
             return output[0]
+        if self.kind == "unet_layer" and not isinstance(output, (torch.Tensor, tuple)):
+            return output.sample  # a Transformer2DModel called with return_dict=True
         if isinstance(output, torch.Tensor):
             return output
         return output[self.hidden_index if self.hidden_index is not None else 0]
@@ -132,6 +153,10 @@ class BlockSpec:
     def passthrough(self, args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor | None = None) -> Any:
         """What a skipped block returns: its inputs unchanged (``hidden`` replaces the hidden states if given)."""
         h = hidden if hidden is not None else self.hidden_in(args, kwargs)
+        if hidden is None and self.out_shape is not None and (self.keep_shape or self.kind == "unet_layer"):
+            h = self._shaped(h)
+        if self.kind == "unet_layer":
+            return (h,) if self.tuple_len else h
         if self.kind == "unet_down":
             n = self.n_res
             if n is None:  # not seen run yet: what a 2D/3D down block returns

@@ -10,7 +10,7 @@ from ..errors import AccelError
 
 METRICS = ("rel_l1",)
 BATCH_POLICIES = ("any", "mean")
-UNET_POLICIES = ("shallow", "whole")
+UNET_POLICIES = ("shallow", "layer", "whole")
 GATES = ("step", "cumulative")
 
 
@@ -45,11 +45,15 @@ class CGTaylorConfig:
             blocks (conv_in, ``unet_split`` down and up blocks, the head) run on every step; the gate is on the
             last live down block and the deep part's output (the input of the first live up block) is
             forecast (``accel.caching.unet``); a U-Net whose down and up paths differ in length (UNet1D) has
-            no such split and is cached as under ``"whole"``. ``"whole"``: the gate is on down block 0 and the last up
+            no such split and is cached as under ``"whole"``. ``"layer"``: the split is inside the outer blocks, as
+            DeepCache's branches are: ``unet_split`` layers (resnet [+ attention]) of down block 0 and the layers of
+            the last up block that consume their skip connections (and conv_in's) stay live; the gate is on the
+            last live down layer and the input of the first live up layer is forecast. ``"whole"``: the gate is on down block 0 and the last up
             block's output is forecast, skipping everything in between (the transformer recipe; loses quality
             on natural-image U-Nets).
         unet_split: how many outer down blocks (and as many up blocks) stay live under ``"shallow"``
-            (default 1: the cheapest shallow path, the one DeepCache keeps; see docs/cache_unet.md).
+            (default 1: the cheapest shallow path, the one DeepCache keeps at block level; see docs/cache_unet.md);
+            under ``"layer"``, how many layers of down block 0 stay live (1: DeepCache's branch 0).
         residual: forecast the residual of the skipped blocks (the forecast block's output minus block 0's)
             instead of the output itself, and add it to block 0's fresh output on forecast steps (default False).
             The forecast then starts from what block 0 computed on this very step, as DBCache's residual cache
@@ -99,7 +103,7 @@ class CGTaylorConfig:
             raise AccelError(f"unet_policy must be one of {UNET_POLICIES}, got {self.unet_policy!r}")
         us = self.unet_split
         if isinstance(us, bool) or not isinstance(us, int) or us < 1:
-            raise AccelError(f"unet_split must be an int >= 1 (live outer blocks on each side), got {us!r}")
+            raise AccelError(f"unet_split must be an int >= 1 (live outer blocks, or layers under unet_policy='layer'), got {us!r}")
         if not isinstance(self.residual, bool):
             raise AccelError(f"residual must be True or False, got {self.residual!r}")
         lt = self.live_tail

@@ -97,7 +97,7 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> int:
     f = forecast_index(config, blocks)
     controller.blocks = blocks
     # On a U-Net the last role is an up block or the mid block, whose consumers never keep the forecast.
-    gate = GateHook(states, config, blocks[0], controller, reuse_buffer=blocks[f].kind == "unet_plain" and not config.residual)
+    gate = GateHook(states, config, blocks[0], controller, reuse_buffer=blocks[f].kind in ("unet_plain", "unet_layer") and not config.residual)
     attach(blocks[0].module, gate, GATE_HOOK)
     for spec in blocks[1:f]:
         attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
@@ -331,8 +331,8 @@ class SkipHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         if self.states.get_state().compute:
             out = self.fn_ref.original_forward(*args, **kwargs)
-            if not self.spec.known or self.spec.tuple_len is None:
-                self.spec.learn(args, kwargs, out)
+            if not self.spec.known or self.spec.tuple_len is None or self.spec.out_shape is not None:
+                self.spec.learn(args, kwargs, out)  # (the output's shape of this trajectory, for keep_shape)
             return out
         return self.spec.passthrough(args, kwargs)
 

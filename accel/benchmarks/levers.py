@@ -34,6 +34,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     "residual-tail1": {"residual": True, "live_tail": 1},
     "short-ends": {"warmup_steps": 1, "full_last_step": False},  # fewer forced full steps at both ends
     "residual-short-ends": {"residual": True, "warmup_steps": 1, "full_last_step": False},
+    # a damped extrapolation (HiCache's idea in the Taylor basis), alone and on dit-digits' kept lever
+    "damped": {"damping": 0.8},
+    "residual-short-ends-damped": {"residual": True, "warmup_steps": 1, "full_last_step": False, "damping": 0.8},
+    "residual-short-ends-damped6": {"residual": True, "warmup_steps": 1, "full_last_step": False, "damping": 0.6},
     # U-Nets: the split inside the outer blocks (DeepCache's branch 0), alone and with the residual forecast
     "layer": {"unet_policy": "layer"},
     "layer-residual": {"unet_policy": "layer", "residual": True},

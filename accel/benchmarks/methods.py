@@ -256,7 +256,7 @@ def _deepcache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
 def _deepcache_block(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from .deepcache_block import DeepCacheBlock
 
-    return DeepCacheBlock(pipe.unet, params["cache_interval"]).reset
+    return DeepCacheBlock(pipe.unet, params["cache_interval"], params.get("split", "block")).reset
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
@@ -273,7 +273,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("dbcache-foca", ("dit", "flux"), _cache_dit("foca"), "cache-dit DBCache + FoCaCalibratorConfig"),
     MethodSpec("dbcache-dmd", ("dit", "flux"), _cache_dit("dmd"), "cache-dit DBCache + DMDCalibratorConfig"),
     MethodSpec("deepcache", ("unet",), _deepcache, "DeepCache package DeepCacheSDHelper"),
-    MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy at block granularity (re-implemented here)"),
+    MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy on a block or layer (branch 0) split (re-implemented here)"),
 )}
 
 

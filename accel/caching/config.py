@@ -64,6 +64,10 @@ class CGTaylorConfig:
         gate: ``"step"`` (default, the paper): a step is forecast when its block-0 forecast error is below the
             threshold. ``"cumulative"``: when the sum of the errors of the forecast steps since the last full
             step, this one included, is below it: a budget on the error a run of forecasts accumulates.
+        damping: the forecasts (block 0's, which the gate judges, and the forecast block's) are evaluated at
+            ``damping`` times the steps since the last full step (default 1.0, the plain Taylor series): each
+            order-k term is scaled by ``damping ** k``, a damped extrapolation in the spirit of HiCache's
+            contracted basis. Must be in (0, 1].
     """
 
     threshold: float = 0.03
@@ -80,6 +84,7 @@ class CGTaylorConfig:
     residual: bool = False
     live_tail: int = 0
     gate: str = "step"
+    damping: float = 1.0
 
     def __post_init__(self) -> None:
         t = self.threshold
@@ -111,6 +116,9 @@ class CGTaylorConfig:
             raise AccelError(f"live_tail must be an int >= 0 (blocks at the end that always run), got {lt!r}")
         if self.gate not in GATES:
             raise AccelError(f"gate must be one of {GATES}, got {self.gate!r}")
+        d = self.damping
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
+            raise AccelError(f"damping must be a number in (0, 1] (1: the plain Taylor forecast), got {d!r}")
         if self.factor_dtype not in (None, "float32"):
             raise AccelError(f"factor_dtype must be None or 'float32', got {self.factor_dtype!r}")
 

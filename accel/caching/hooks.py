@@ -245,7 +245,7 @@ class GateHook(ModelHook):
         return out
 
     def _error(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> float:
-        err, ref = kernels.forecast_error(st.f0, offset, st.n0, h)
+        err, ref = kernels.forecast_error(st.f0, offset * self.config.damping, st.n0, h)
         err, ref = sum_over_shards(err, ref, self.controller.group)  # context parallelism: h is this rank's shard
         if self.config.batch_policy == "mean":
             return float((err.sum() / ref.sum().clamp_min(1e-30)).item())
@@ -264,7 +264,9 @@ class GateHook(ModelHook):
 
     def _forecast(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> torch.Tensor:
         """The forecast block's output ``offset`` steps after its last full step (``residual``: block 0's output
-        ``h`` of this step plus the forecast residual)."""
+        ``h`` of this step plus the forecast residual). ``damping`` shortens the extrapolation: the series is
+        evaluated at ``damping * offset`` (each order-k term scaled by ``damping ** k``)."""
+        offset = offset * self.config.damping
         if self.controller.differentiable:  # a new tensor, in the gradient's graph (no reused buffer, no fused kernel)
             fc = forecast(st.fl, offset, st.nl).to(h.dtype)
             return fc + h if self.config.residual else fc

@@ -16,7 +16,8 @@ from accel import AccelError, CGTaylorConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-VARIANTS = [{"residual": True}, {"live_tail": 2}, {"gate": "cumulative"}, {"residual": True, "live_tail": 1, "gate": "cumulative"}]
+VARIANTS = [{"residual": True}, {"live_tail": 2}, {"gate": "cumulative"}, {"residual": True, "live_tail": 1, "gate": "cumulative"},
+            {"damping": 0.7}]
 
 
 @pytest.mark.parametrize("fields", VARIANTS, ids=str)
@@ -59,6 +60,25 @@ def test_live_tail_runs_on_forecast_steps(tiny_dit_pipe):
     finally:
         for h in hooks:
             h.remove()
+
+
+def test_damping_scales_each_order_by_its_power(tiny_dit_pipe):
+    """The damped forecast is the Taylor series at ``damping * offset``: with a first-order last-block forecast
+    its outputs on forecast steps lie between the plain forecast and the last full step's output."""
+    from accel.caching.api import _controller
+    from accel.caching.taylor import forecast
+
+    with accel.cached(tiny_dit_pipe, CGTaylorConfig(threshold=1e3, warmup_steps=2, full_last_step=False, damping=0.5)):
+        run_pipe(tiny_dit_pipe, steps=6)
+        ctrl = _controller(tiny_dit_pipe.transformer)
+        gate = ctrl.blocks[0].module._diffusers_hook.get_hook("accel_cg_taylor_gate")
+        st = ctrl.states.get_state()
+        plain, damped = forecast(st.fl, 2.0, st.nl), gate._forecast(st, 4.0, st.fl[0])
+        assert torch.allclose(damped, plain, atol=1e-6)
+        assert st.nl == 2 and not torch.allclose(gate._forecast(st, 2.0, st.fl[0]), plain)
+    for bad in (0, 1.5, -0.1, True):
+        with pytest.raises(AccelError, match="damping must be a number in"):
+            CGTaylorConfig(damping=bad)
 
 
 def test_cumulative_gate_forecasts_no_more_than_the_step_gate(tiny_dit_pipe):

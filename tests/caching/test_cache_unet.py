@@ -286,7 +286,7 @@ def test_unet_bench_on_tiny_sd15(tmp_path: Any) -> None:
     from accel.benchmarks import harness
 
     grids = {"cg-taylor": {"unet": [{"threshold": 0.0}, {"threshold": 1e3, "warmup_steps": 1}]},
-             "deepcache-block": {"unet": [{"cache_interval": 2}, {"cache_interval": 3}]},
+             "deepcache-block": {"unet": [{"cache_interval": 2}, {"cache_interval": 2, "split": "layer"}]},
              "deepcache": {"unet": [{"cache_interval": 2, "cache_branch_id": 0}, {"cache_interval": 3, "cache_branch_id": 0}]}}
     (tmp_path / "grids.json").write_text(json.dumps({"budget": 2, "quick": [0], "grids": grids}))
     import importlib.util
@@ -300,3 +300,5 @@ def test_unet_bench_on_tiny_sd15(tmp_path: Any) -> None:
     assert rows["cg-taylor(threshold=0.0)"]["selection"]["compute_skipped"] == 0
     assert 0 < rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["selection"]["compute_skipped"] < 1
     assert rows["deepcache-block(cache_interval=2)"]["selection"]["compute_skipped"] > 0.1
+    # DeepCache's branch 0 (the layer split) keeps a cheaper shallow path than the block split
+    assert rows["deepcache-block(cache_interval=2, split=layer)"]["selection"]["compute_skipped"] > rows["deepcache-block(cache_interval=2)"]["selection"]["compute_skipped"] + 0.05

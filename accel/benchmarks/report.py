@@ -148,7 +148,8 @@ def headline_markdown(report: dict[str, Any]) -> str:
                 return ["no setting qualifies", "-", "-", "-"]
             t, s = e["test"], e["speed"][batch]
             flips = f"{t['flip_rate']:.1%}" if "flip_rate" in t else "-"
-            held = "" if e["holds_on_test"] else " (misses the level on test)"
+            held = "" if e["holds_on_test"] else (" (misses the level on test)" if t["psnr_median"] < float(lv)
+                                                  else " (holds the PSNR level; too many flips on test)")
             return [e["setting"].replace("cg-taylor", "") or "-", _ci(s["speedup"], s["ci"], ".2f"), f"{t['psnr_median']:.1f}{held}", flips]
 
         p = peers[0] if peers else None

@@ -86,7 +86,7 @@ def _cache_config(pipe: Any, cache: float | str | None) -> Any:
     ``finetune`` entry of ``accel_cache.json`` (chosen by the fine-tuning race: on dit-digits the sampling presets,
     picked for 50-step sampling, left the race above the uncached loss while threshold 0.05 with the paper's ends
     met it, docs/adjoint.md), else its ``quality`` preset, else its default; ``"finetune"`` or a preset by name;
-    or a threshold on the ``finetune`` entry's other fields (else the default's)."""
+    or the default with another threshold."""
     if cache is None:
         return None
     from accel.caching import PRESETS, CGTaylorConfig
@@ -108,7 +108,7 @@ def _cache_config(pipe: Any, cache: float | str | None) -> Any:
             return CGTaylorConfig(**recommended_settings(pipe, "quality"))
         except AccelError:  # no accel_cache.json, or one without presets
             return CGTaylorConfig(**recommended_settings(pipe))
-    settings = finetune_settings(pipe) or recommended_settings(pipe)
+    settings = recommended_settings(pipe)
     settings["threshold"] = float(cache)
     return CGTaylorConfig(**settings)
 

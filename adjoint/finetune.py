@@ -39,8 +39,8 @@ class FinetuneConfig:
     (signed-gradient step on the noise, radius ``eps``). ``stop_after`` ends this run early after that many
     iterations (to test interruption and resume). ``cache``: None (uncached gradients), ``"shipped"`` (the
     model's ``finetune`` entry of ``accel_cache.json``, else its ``quality`` preset, else its setting),
-    ``"finetune"`` or a preset by name (``quality``, ``balanced``, ``fast``), or a threshold (the ``finetune``
-    entry's other fields kept, else the shipped setting's); needs ``method`` discrete or autograd.
+    ``"finetune"`` or a preset by name (``quality``, ``balanced``, ``fast``), or a threshold (the shipped
+    setting's other fields kept); needs ``method`` discrete or autograd.
     """
 
     task: str

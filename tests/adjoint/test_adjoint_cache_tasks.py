@@ -91,8 +91,9 @@ def test_finetune_shipped_cache_is_the_quality_preset(tiny_dit_folder):
 
 def test_finetune_bare_cache_is_the_finetune_entry(tiny_dit_folder):
     """Bare ``--cache`` on ``accel finetune`` (``"shipped"`` after :func:`bare_cache_flags`) takes the model's
-    ``finetune`` entry of accel_cache.json when it has one (all its fields), also by name; a threshold keeps the
-    entry's other fields; a malformed entry is a one-line error; without one, ``"finetune"`` by name is refused."""
+    ``finetune`` entry of accel_cache.json when it has one (all its fields), also by name; a threshold still keeps
+    the shipped setting's other fields; a malformed entry is a one-line error; without one, bare ``--cache`` falls
+    back to the quality preset and ``"finetune"`` by name is refused."""
     from accel.adjoint._tasks import _cache_config
     from accel.adjoint.finetune import FinetuneConfig
     from accel.cli.adjoint import bare_cache_flags
@@ -109,7 +110,7 @@ def test_finetune_bare_cache_is_the_finetune_entry(tiny_dit_folder):
     bare = FinetuneConfig(task="effect", out_dir="unused", cache=args[-1]).cache
     assert _cache_config(pipe, bare) == CGTaylorConfig(**finetune) == _cache_config(pipe, "finetune")
     assert _cache_config(pipe, "quality") == CGTaylorConfig(**shipped["presets"]["quality"])
-    assert _cache_config(pipe, 0.03) == CGTaylorConfig(threshold=0.03)  # the entry's warm-up and last step, not the residual
+    assert _cache_config(pipe, 0.03) == CGTaylorConfig(threshold=0.03, **shipped["config"])
     (tiny_dit_folder / "accel_cache.json").write_text(json.dumps(shipped | {"finetune": {"threshold": 0.05, "warmup": 3}}))
     with pytest.raises(AccelError, match="entry 'finetune': unknown CGTaylorConfig fields warmup") as e:
         _cache_config(pipe, "shipped")

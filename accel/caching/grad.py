@@ -161,7 +161,9 @@ class CachedRun:
         if traj.replay is None:
             fl, nl, last_full = traj.before
             self.plans.append(StepPlan(bool(st.compute), nl, last_full))
-            if st.fl is not None and st.fl is not fl:  # the step refreshed the factors: keep the new first row only (a copy, not a view of the stack)
+            # a step that refreshed the factors keeps the new first row only (a copy, not a view of the stack); no
+            # step follows the last one, so its refresh is not kept
+            if st.fl is not None and st.fl is not fl and traj.step < self.steps - 1:
                 delta = float(st.last_full - last_full) if last_full is not None else 1.0
                 self._rows.append(_Row(traj.step, st.fl[0].detach().clone(), delta))
         return st.fl

@@ -233,7 +233,7 @@ def test_forecast_variants_keep_the_adjoint_exact(model, fields):
         assert r.norm() > 0 and _rel(g, r) < 1e-8, (_rel(g, r), computed)
 
 
-@pytest.mark.parametrize("cache", [CGTaylorConfig(threshold=0.2, warmup_steps=2, last_order=2),
+@pytest.mark.parametrize("cache", [CGTaylorConfig(threshold=0.2, warmup_steps=4, last_order=2),
                                    CGTaylorConfig(threshold=0.2, warmup_steps=2, residual=True, factor_dtype="float32")],
                          ids=["order2", "residual-float32"])
 def test_rebuilt_factor_stacks_are_the_forwards(monkeypatch, cache):

@@ -8,10 +8,11 @@ The cached sampler is a recurrence on the pair (x_i, F_i), F_i the last block's 
 
 The gate's decisions are taken in the forward pass and held fixed (a piecewise-smooth function is
 differentiated on its piece). ``method="discrete"`` is the exact adjoint of that recurrence: the forward pass
-runs without a graph and keeps the states x_i and the factor stacks (one per full step, shared by the forecast
-steps that follow it); the backward sweep re-runs step i with its recorded decision and factors and pulls
-(a_x, a_F) back through one step's graph, so memory holds one network call's activations, the states and the
-stored factors, whatever the number of steps. ``method="autograd"`` is plain backprop through the same cached
+runs without a graph and keeps the states x_i and, per full step, the new first row of the factor stack (the
+last block's output); the backward sweep rebuilds the stack step i started from out of those rows (exactly:
+``CachedRun.factors``), re-runs step i with its recorded decision and factors and pulls (a_x, a_F) back through
+one step's graph, so memory holds one network call's activations, the states and one stored output per full
+step, whatever the number of steps. ``method="autograd"`` is plain backprop through the same cached
 forward (the reference: the factors stay attached to the graph).
 """
 
@@ -109,7 +110,8 @@ def _step_vjp(
     with torch.enable_grad():
         xi = x.detach().requires_grad_(True)
         ci = carry.detach().requires_grad_(True) if carry is not None else None
-        fi = plan.factors.detach().requires_grad_(True) if plan.factors is not None else None
+        factors = run.factors(i)
+        fi = factors.detach().requires_grad_(True) if factors is not None else None
         run.begin_step(i, replay=True, factors=fi)
         x_next, carry_next, _ = spec.step(spec.denoiser, spec.grid, i, xi, cond, ci)
         f_next = run.end_step()

@@ -57,19 +57,53 @@ class Task:
     # subclasses: trainables(), loss(x0), state(), load_state(tensors)
 
 
+FINETUNE = "finetune"
+
+
+def finetune_settings(pipe: Any) -> dict[str, Any]:
+    """The ``finetune`` entry of the model folder's ``accel_cache.json`` (a threshold and CGTaylorConfig fields: the
+    setting chosen for training gradients by the fine-tuning race, docs/adjoint.md); empty when the model ships no
+    file or the file has no such entry. A malformed entry is a one-line error, as for the presets."""
+    import json
+
+    from accel.caching.shipped import FILE, _fields, model_folder
+
+    folder = model_folder(pipe)
+    path = folder / FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AccelError(f"{path}: not valid JSON ({e}); fix or delete the file") from None
+    if FINETUNE not in record:
+        return {}
+    return _fields(record[FINETUNE], f"{path} entry {FINETUNE!r}")
+
+
 def _cache_config(pipe: Any, cache: float | str | None) -> Any:
-    """The CG-Taylor setting of the training gradients: None; ``"shipped"``, the model's ``quality`` preset (its
-    setting for >= 40 dB: training follows the gradient for many steps, and on dit-digits the 35 dB setting left
-    the fine-tuning race 5x above the uncached loss while the 40 dB one reached it, docs/adjoint.md), else its
-    default; a preset by name; or the default with another threshold."""
+    """The CG-Taylor setting of the training gradients: None; ``"shipped"`` (bare ``--cache``), the model's
+    ``finetune`` entry of ``accel_cache.json`` (chosen by the fine-tuning race: on dit-digits the sampling presets,
+    picked for 50-step sampling, left the race above the uncached loss while threshold 0.05 with the paper's ends
+    met it, docs/adjoint.md), else its ``quality`` preset, else its default; ``"finetune"`` or a preset by name;
+    or the default with another threshold."""
     if cache is None:
         return None
     from accel.caching import PRESETS, CGTaylorConfig
     from accel.sampling import recommended_settings
 
+    if cache == FINETUNE:
+        settings = finetune_settings(pipe)
+        if not settings:
+            raise AccelError(f"cache {FINETUNE!r} needs a {FINETUNE!r} entry in the model folder's accel_cache.json, "
+                             f"and this model ships none; pass a preset ({', '.join(PRESETS)}) or a threshold")
+        return CGTaylorConfig(**settings)
     if cache in PRESETS:
         return CGTaylorConfig(**recommended_settings(pipe, cache))
     if cache == "shipped":
+        settings = finetune_settings(pipe)
+        if settings:
+            return CGTaylorConfig(**settings)
         try:
             return CGTaylorConfig(**recommended_settings(pipe, "quality"))
         except AccelError:  # no accel_cache.json, or one without presets

@@ -28,7 +28,7 @@ from accel.training import announce_resume
 from accel.errors import AccelError
 from accel.utils import load_checkpoint, make_grid, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint, to_uint8
 
-from ._tasks import TASKS, Task, build_task
+from ._tasks import FINETUNE, TASKS, Task, build_task
 
 
 @dataclass
@@ -38,9 +38,9 @@ class FinetuneConfig:
     ``lr`` defaults per task: effect 0.05 (Adam on the embedding), style 2e-3 (Adam on LoRA), attack 0.05
     (signed-gradient step on the noise, radius ``eps``). ``stop_after`` ends this run early after that many
     iterations (to test interruption and resume). ``cache``: None (uncached gradients), ``"shipped"`` (the
-    model's ``quality`` preset of ``accel_cache.json``, else its setting), a preset by name (``quality``,
-    ``balanced``, ``fast``) or a threshold (the shipped setting's other fields kept);
-    needs ``method`` discrete or autograd.
+    model's ``finetune`` entry of ``accel_cache.json``, else its ``quality`` preset, else its setting),
+    ``"finetune"`` or a preset by name (``quality``, ``balanced``, ``fast``), or a threshold (the shipped
+    setting's other fields kept); needs ``method`` discrete or autograd.
     """
 
     task: str
@@ -86,15 +86,15 @@ def _cache_setting(cache: float | str | None) -> float | str | None:
     """None, ``"shipped"``, a preset name or a threshold >= 0 (a number, or its text from the command line)."""
     from accel.caching import PRESETS
 
-    if cache is None or cache == "shipped" or cache in PRESETS:
+    if cache is None or cache in ("shipped", FINETUNE) or cache in PRESETS:
         return cache
     try:
         value = float(cache)
     except (TypeError, ValueError):
         value = float("nan")
     if not value >= 0 or value == float("inf"):
-        raise AccelError(f"cache must be 'shipped' (the model's quality preset), a preset ({', '.join(PRESETS)}) "
-                         f"or a threshold >= 0, got {cache!r}")
+        raise AccelError(f"cache must be 'shipped' (the model's finetune entry, else its quality preset), "
+                         f"'{FINETUNE}', a preset ({', '.join(PRESETS)}) or a threshold >= 0, got {cache!r}")
     return value
 
 

@@ -3,7 +3,8 @@
 Mount with ``bench_app.command("adjoint")(bench_adjoint)`` and ``finetune_app.command("adjoint")(finetune_adjoint)``;
 ``app`` here has both as ``bench`` and ``finetune`` for testing.
 
-``--cache [THRESHOLD]`` takes gradients through the CG-Taylor-cached sampler: bare, the model's shipped setting;
+``--cache [THRESHOLD]`` takes gradients through the CG-Taylor-cached sampler: bare, the model's shipped setting
+(for ``finetune``, the ``finetune`` entry of ``accel_cache.json`` when it has one, else the ``quality`` preset);
 with a number, that threshold. Click options cannot take an optional value, so :func:`bare_cache_flags` turns a
 bare ``--cache`` into ``--cache shipped`` before parsing (``accel`` and ``python -m accel.cli.adjoint`` both do).
 """
@@ -26,8 +27,8 @@ SHIPPED = "shipped"
 Cache = Annotated[Optional[str], typer.Option(
     "--cache", metavar="[THRESHOLD|PRESET]",
     help="Gradients through the CG-Taylor-cached sampler: bare, the model's shipped setting (accel_cache.json; for "
-         "finetune its 'quality' preset, which training needs); with a number, that threshold; finetune also takes a "
-         "preset name (quality, balanced, fast).")]
+         "finetune its 'finetune' entry, the setting chosen for training, else its 'quality' preset); with a number, "
+         "that threshold; finetune also takes 'finetune' or a preset name (quality, balanced, fast).")]
 
 
 def bare_cache_flags(args: list[str]) -> list[str]:

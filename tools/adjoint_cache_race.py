@@ -49,8 +49,7 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.work)
     common = dict(task=args.task, model=args.model, iters=args.iters, batch=args.batch, steps=args.steps, seed=args.seed,
                   eval_count=args.eval_count, checkpoint_every=args.chunk, guidance_scale=args.guidance_scale)
-    cache = None if args.cache == "shipped" else float(args.cache)
-    runs = {"uncached": dict(common, cache=None), "cached": dict(common, cache="shipped" if cache is None else cache)}
+    runs = {"uncached": dict(common, cache=None), "cached": dict(common, cache=args.cache)}  # as `accel finetune --cache` takes it
     for name in runs:
         shutil.rmtree(out / name, ignore_errors=True)  # a race starts from scratch
     results: dict[str, dict[str, Any]] = {}
@@ -91,7 +90,7 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
     setting = _cache_config(load_pipeline(args.model), cfg_cached.cache).to_dict()
     return {
         "command": args.command, "threads": torch.get_num_threads(), "interleaved_chunk": args.chunk,
-        "config": common, "cache_setting": setting,
+        "config": common, "cache_arg": args.cache, "cache_setting": setting,
         "runs": {k: {"losses": r["losses"], "seconds": r["seconds"], "running_mean": smooth[k]} for k, r in results.items()},
         "verdict": verdict,
     }
@@ -166,7 +165,8 @@ def main() -> None:
     p.add_argument("--guidance-scale", type=float, default=4.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-count", type=int, default=16)
-    p.add_argument("--cache", default="shipped", help="'shipped' (the model's quality preset for fine-tuning), a preset name, or a threshold")
+    p.add_argument("--cache", default="shipped", help="'shipped' (what bare `accel finetune --cache` takes: the model's finetune entry, else its quality "
+                   "preset), 'finetune', a preset name, or a threshold")
     p.add_argument("--chunk", type=int, default=5, help="iterations per interleaved chunk")
     p.add_argument("--window", type=int, default=5, help="iterations averaged into the final loss")
     p.add_argument("--out", required=True, help="folder for race.json, race.md, race.png and the after-samples")

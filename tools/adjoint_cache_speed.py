@@ -1,6 +1,6 @@
 """Time per gradient through the CG-Taylor-cached sampler against the uncached discrete adjoint, interleaved in one
 process (``accel.benchmarks.adjoint_cache.time_interleaved``), at a named preset of the model's ``accel_cache.json``
-(all of the preset's fields, not only its threshold) or at its shipped setting: the timing part of
+or its ``finetune`` entry (all of their fields, not only the threshold), or at its shipped setting: the timing part of
 ``accel bench adjoint --cache`` without the isolated sweep.
 
     OMP_NUM_THREADS=1 taskset -c 1 python tools/adjoint_cache_speed.py --model flux-shapes --preset balanced --steps 10,20,50 --out DIR
@@ -23,7 +23,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="dit-digits")
-    p.add_argument("--preset", default=None, help="a preset of accel_cache.json (quality, balanced, fast); default: the shipped setting")
+    p.add_argument("--preset", default=None, help="a preset of accel_cache.json (quality, balanced, fast) or its finetune entry (finetune); default: the shipped setting")
     p.add_argument("--steps", default="10,20,50")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch", type=int, default=2)
@@ -37,7 +37,7 @@ def main() -> None:
     setting = bench.cache_config(pipe, cfg)
     if args.preset is not None:
         rec = json.loads((Path(pipe._accel_source) / "accel_cache.json").read_text())
-        setting = CGTaylorConfig(**rec["presets"][args.preset])
+        setting = CGTaylorConfig(**(rec["finetune"] if args.preset == "finetune" else rec["presets"][args.preset]))
         bench.cache_config = lambda pipe, cfg: setting  # the bench's cached method runs at the preset
     timing = [time_interleaved(pipe, cfg, n, args.rounds) for n in cfg.steps]
     extras = {"model": cfg.model, "preset": args.preset or "shipped", "cache": setting.to_dict(), "threads": torch.get_num_threads(),

@@ -9,8 +9,11 @@ nothing stays hooked between the forward pass and the backward sweep, or after a
   place and the forecast is computed from it with autograd-visible operations (``taylor.py``), so a forecast
   step's output depends on the stored factors, and through them on the last block's outputs at earlier full
   steps. The gate's own (block-0) factors and its decisions carry no gradient.
-- The forward pass records, per step, the gate's decision and the factor stack the step started from
-  (:class:`StepPlan`). A replay pass re-runs single steps with those decisions imposed and those factors
+- The forward pass records, per step, the gate's decision (:class:`StepPlan`), and per full step only the new
+  first row of the last block's factor stack (its output). :meth:`CachedRun.factors` rebuilds the stack any step
+  started from out of the rows of the last K+1 full steps before it, with the forward's own update: bit for bit
+  the stack the forward used (row k of a stack depends only on the k+1 latest outputs), at 1/(K+1) of the memory
+  of keeping every stack. A replay pass re-runs single steps with those decisions imposed and those factors
   given, which is what the discrete adjoint's backward sweep needs.
 """
 
@@ -28,6 +31,7 @@ from .blocks import BlockSpec, find_denoiser
 from .config import CGTaylorConfig
 from .hooks import ControllerHook, controller_of, remove
 from .state import CGTaylorState, ContextStates, branch_key
+from .taylor import updated
 from .trajectory import forced
 
 GRAD_BATCH_POLICIES = ("any", "mean")
@@ -36,14 +40,23 @@ GRAD_BATCH_POLICIES = ("any", "mean")
 
 @dataclass
 class StepPlan:
-    """What the forward pass did at one step: run in full (``computed``) or forecast, and the last block's
-    factor stack (K+1, *S) the step started from (None before the first full step), its valid orders and the
-    step of the last full step."""
+    """What the forward pass did at one step: run in full (``computed``) or forecast, and, of the last block's
+    factor stack the step started from, its valid orders and the step of the last full step (the stack itself:
+    :meth:`CachedRun.factors`)."""
 
     computed: bool
-    factors: torch.Tensor | None
     n_valid: int
     last_full: int | None
+
+
+@dataclass
+class _Row:
+    """One refresh of the last block's factors in the forward pass: its step, the stack's new first row (the
+    block's output, in the factors' dtype) and the steps since the previous refresh."""
+
+    step: int
+    row: torch.Tensor
+    delta: float
 
 
 class ScriptedTrajectory:
@@ -55,7 +68,7 @@ class ScriptedTrajectory:
         self.step, self.calls = 0, 0
         self.replay: StepPlan | None = None
         self.factors: torch.Tensor | None = None  # replay: the factors to start from (a leaf that requires grad)
-        self.before: StepPlan | None = None  # forward: the factor state the current step started from
+        self.before: tuple[torch.Tensor | None, int, int | None] | None = None  # forward: (fl, nl, last_full) the step started from
 
     def expect(self, step: int, replay: StepPlan | None = None, factors: torch.Tensor | None = None) -> None:
         self.step, self.calls, self.replay, self.factors = step, 0, replay, factors
@@ -72,7 +85,7 @@ class ScriptedTrajectory:
             st.fl, st.nl, st.last_full = self.factors, p.n_valid, p.last_full
             st.imposed, st.force = p.computed, None
         else:
-            self.before = StepPlan(True, st.fl, st.nl, st.last_full)
+            self.before = (st.fl, st.nl, st.last_full)
             st.imposed, st.force = None, forced(st, self.config, last=self.step == self.steps - 1)
         return st
 
@@ -116,6 +129,8 @@ class CachedRun:
         self.model = check(model, config)
         self.config, self.steps = config, steps
         self.plans: list[StepPlan] = []
+        self._rows: list[_Row] = []  # per refresh of the last block's factors, in order
+        self._rebuilt: tuple[int, torch.Tensor] | None = None  # (refreshes it holds, stack): the stack last rebuilt
         self._order: list[BlockSpec] | None = None  # the blocks in execution order, once a pass has found it
         self._controller: ControllerHook | None = None
 
@@ -144,8 +159,33 @@ class CachedRun:
             raise AccelError(f"the sampler made no denoiser call in step {traj.step}; the cached gradient path needs one call per step")
         st = self._controller.states.get_state()
         if traj.replay is None:
-            self.plans.append(StepPlan(bool(st.compute), traj.before.factors, traj.before.n_valid, traj.before.last_full))
+            fl, nl, last_full = traj.before
+            self.plans.append(StepPlan(bool(st.compute), nl, last_full))
+            # a step that refreshed the factors keeps the new first row only (a copy, not a view of the stack); no
+            # step follows the last one, so its refresh is not kept
+            if st.fl is not None and st.fl is not fl and traj.step < self.steps - 1:
+                delta = float(st.last_full - last_full) if last_full is not None else 1.0
+                self._rows.append(_Row(traj.step, st.fl[0].detach().clone(), delta))
         return st.fl
+
+    def factors(self, i: int) -> torch.Tensor | None:
+        """The last block's factor stack (K+1, *S) that step ``i`` of the forward pass started from (None before
+        the first full step), rebuilt from the rows of the last K+1 refreshes before it with the forward's update
+        (:func:`~accel.caching.taylor.updated`), so bit for bit the stack the forward used. The last one rebuilt
+        is kept: the steps after one full step share its stack."""
+        k = sum(r.step < i for r in self._rows)
+        if k == 0:
+            return None
+        if self._rebuilt is not None and self._rebuilt[0] == k:
+            return self._rebuilt[1]
+        self._rebuilt = None  # free the previous stack before building the next
+        fl, nl = None, 0
+        for r in self._rows[max(0, k - self.config.last_order - 1):k]:
+            fl, nl = updated(fl, r.row, r.delta, nl, self.config.last_order, r.row.dtype)
+        if nl != self.plans[i].n_valid:
+            raise AccelError(f"internal: the rebuilt factor stack of step {i} has {nl} valid orders, the forward's had {self.plans[i].n_valid}")
+        self._rebuilt = (k, fl)
+        return fl
 
     def _trajectory(self) -> ScriptedTrajectory:
         if self._controller is None:

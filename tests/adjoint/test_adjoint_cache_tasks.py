@@ -66,6 +66,7 @@ def test_finetune_cache_settings_are_checked(tiny_dit_folder, tmp_path):
     with pytest.raises(AccelError, match="method discrete or autograd"):
         FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="shipped", method="continuous")
     assert FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="0.2").cache == 0.2
+    assert FinetuneConfig(task="effect", out_dir=str(tmp_path), cache="finetune").cache == "finetune"
 
 
 def test_finetune_shipped_cache_is_the_quality_preset(tiny_dit_folder):
@@ -86,3 +87,46 @@ def test_finetune_shipped_cache_is_the_quality_preset(tiny_dit_folder):
     assert _cache_config(pipe, 0.1) == CGTaylorConfig(threshold=0.1, warmup_steps=2)
     (tiny_dit_folder / "accel_cache.json").write_text(json.dumps({"threshold": 0.2}))
     assert _cache_config(pipe, "shipped") == CGTaylorConfig(threshold=0.2)
+
+
+def test_finetune_bare_cache_is_the_finetune_entry(tiny_dit_folder):
+    """Bare ``--cache`` on ``accel finetune`` (``"shipped"`` after :func:`bare_cache_flags`) takes the model's
+    ``finetune`` entry of accel_cache.json when it has one (all its fields), also by name; a threshold still keeps
+    the shipped setting's other fields; a malformed entry is a one-line error; without one, bare ``--cache`` falls
+    back to the quality preset and ``"finetune"`` by name is refused."""
+    from accel.adjoint._tasks import _cache_config
+    from accel.adjoint.finetune import FinetuneConfig
+    from accel.cli.adjoint import bare_cache_flags
+
+    from accel.caching import CGTaylorConfig
+    from accel.sampling import load_pipeline
+
+    finetune = CGTaylorConfig(threshold=0.05).to_dict()  # the paper's ends: 3 warm-up steps, last step full, no residual
+    shipped = {"threshold": 0.1, "config": {"residual": True, "warmup_steps": 1, "full_last_step": False},
+               "presets": {"quality": {"threshold": 0.07, "residual": True, "warmup_steps": 1, "full_last_step": False}}}
+    (tiny_dit_folder / "accel_cache.json").write_text(json.dumps(shipped | {"finetune": finetune}))
+    pipe = load_pipeline(str(tiny_dit_folder))
+    args = bare_cache_flags(["finetune", "adjoint", "effect", "--cache"])
+    bare = FinetuneConfig(task="effect", out_dir="unused", cache=args[-1]).cache
+    assert _cache_config(pipe, bare) == CGTaylorConfig(**finetune) == _cache_config(pipe, "finetune")
+    assert _cache_config(pipe, "quality") == CGTaylorConfig(**shipped["presets"]["quality"])
+    assert _cache_config(pipe, 0.03) == CGTaylorConfig(threshold=0.03, **shipped["config"])
+    (tiny_dit_folder / "accel_cache.json").write_text(json.dumps(shipped | {"finetune": {"threshold": 0.05, "warmup": 3}}))
+    with pytest.raises(AccelError, match="entry 'finetune': unknown CGTaylorConfig fields warmup") as e:
+        _cache_config(pipe, "shipped")
+    assert "\n" not in str(e.value)
+    (tiny_dit_folder / "accel_cache.json").write_text(json.dumps(shipped))
+    assert _cache_config(pipe, "shipped") == CGTaylorConfig(**shipped["presets"]["quality"])  # no entry: the quality preset
+    with pytest.raises(AccelError, match="needs a 'finetune' entry"):
+        _cache_config(pipe, "finetune")
+
+
+def test_dit_digits_ships_the_race_setting_for_finetuning():
+    """dit-digits' accel_cache.json ships the fine-tuning race's choice (threshold 0.05 with the paper's ends, every
+    CGTaylorConfig field written) as its ``finetune`` entry, beside its sampling setting and presets."""
+    from accel.caching import CGTaylorConfig
+    from accel.zoo._registry import MODELS
+
+    rec = json.loads((MODELS["dit-digits"].weights / "accel_cache.json").read_text())
+    assert rec["finetune"] == CGTaylorConfig(threshold=0.05).to_dict()
+    assert rec["threshold"] == 0.1 and rec["config"]["residual"] and set(rec["presets"]) == {"quality", "balanced", "fast"}

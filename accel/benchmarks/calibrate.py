@@ -43,6 +43,12 @@ def ship(report: dict[str, Any], folder: str | Path, level: str, command: str) -
     path = Path(folder) / "accel_cache.json"
     if not path.parent.is_dir():
         raise AccelError(f"{path.parent} is not a folder; --ship needs a local model folder")
+    if path.is_file():  # entries this does not write (the fine-tuning setting ``finetune``) are kept
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = {}
+        rec.update({k: v for k, v in old.items() if k not in rec} if isinstance(old, dict) else {})
     atomic_write_bytes(path, (json.dumps(rec, indent=2) + "\n").encode())
     rec["saved_to"] = str(path)
     return rec

@@ -101,6 +101,17 @@ def _unet() -> Case:
     return Case(m, None, ddim(), steps=10, cache=CGTaylorConfig(threshold=0.2, warmup_steps=2))
 
 
+def _unet_layers() -> Case:
+    """Two layers per block, so the layer split (``unet_policy="layer"``) has a layer of down block 0 to skip."""
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    m = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=2,
+                    down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                    norm_num_groups=4, attention_head_dim=8).double().eval()
+    return Case(m, None, ddim(), steps=10, cache=CGTaylorConfig(threshold=0.2, warmup_steps=2, unet_policy="layer"))
+
+
 CASES = {"dit-labels": lambda: _dit(True), "dit-embeddings": lambda: _dit(False), "dit-lora": _dit_lora, "flux": _flux, "unet": _unet}
 
 
@@ -213,16 +224,18 @@ def test_refusals_leave_nothing_hooked():
 
 
 VARIANTS = [("dit", {"residual": True}), ("dit", {"live_tail": 1}), ("dit", {"gate": "cumulative", "threshold": 0.4}),
-            ("dit", {"residual": True, "live_tail": 1}), ("flux", {"residual": True}), ("flux", {"gate": "cumulative", "threshold": 0.6})]
+            ("dit", {"residual": True, "live_tail": 1}), ("flux", {"residual": True}), ("flux", {"gate": "cumulative", "threshold": 0.6}),
+            ("dit", {"damping": 0.7}), ("unet-layers", {}), ("unet-layers", {"residual": True})]
 
 
 @pytest.mark.parametrize("model, fields", VARIANTS, ids=[f"{m}-{f}" for m, f in VARIANTS])
 def test_forecast_variants_keep_the_adjoint_exact(model, fields):
-    """The levers of the forecast (residual on block 0's fresh output, a live tail, the cumulative gate): the
+    """The levers of the forecast (residual on block 0's fresh output, a live tail, the cumulative gate, damping, the
+    U-Net's layer split): the
     discrete adjoint still equals autograd through the same cached forward, which forecasts some steps."""
     import dataclasses
 
-    case = _dit(False) if model == "dit" else _flux()
+    case = {"dit": lambda: _dit(False), "flux": _flux, "unet-layers": _unet_layers}[model]()
     cfg = dataclasses.replace(case.cache, **fields)
     seen: list = []
     got = case.grads("discrete", cache=cfg, seen=seen)

@@ -117,3 +117,19 @@ def test_sample_cli_takes_a_preset(shipped_folder, tmp_path):
     assert r.exit_code != 0 and "--preset fast applies to --cache cg-taylor" in str(r.exception)
     r = runner.invoke(app, [*args, "--cache", "cg-taylor", "--preset", "turbo"])
     assert r.exit_code != 0 and isinstance(r.exception, AccelError) and "preset must be one of" in str(r.exception)
+
+
+def test_ship_rewrites_its_entries_and_keeps_the_others(tmp_path):
+    """``accel bench cache --ship`` replaces the benchmark's entries of ``accel_cache.json`` and keeps what it does
+    not write (the fine-tuning entry ``finetune``, chosen by the race of docs/adjoint.md)."""
+    from accel.benchmarks.calibrate import ship
+
+    (tmp_path / "accel_cache.json").write_text(json.dumps({**SHIPPED, "finetune": {"threshold": 0.05}}))
+    entry = {"method": "cg-taylor", "setting": "cg-taylor(threshold=0.3)", "selection": {"psnr_median": 36.0},
+             "test": {"psnr_median": 35.5, "compute_skipped": 0.6}, "holds_on_test": True, "speed": {"batch4": {"speedup": 2.0}}}
+    report = {"verdict": {"35": {"entries": [entry]}}, "sweep": [{"label": "cg-taylor(threshold=0.3)", "params": {"threshold": 0.3}}],
+              "config": {"rule": "the rule"}}
+    ship(report, tmp_path, "35", "accel bench cache ...")
+    rec = json.loads((tmp_path / "accel_cache.json").read_text())
+    assert rec["threshold"] == 0.3 and rec["config"] == {} and rec["presets"] == {"balanced": {"threshold": 0.3}}
+    assert rec["finetune"] == {"threshold": 0.05} and rec["source"] == "accel bench cache ..."

@@ -221,6 +221,10 @@ def sample_to_file(
                               "class_labels": class_labels, "prompt": prompt, "cache": cache,
                               "processes": state.num_processes, "host": platform.node(),
                               "load_seconds": round(load_seconds, 4)}
+    if cache == "cg-taylor":  # the sampler the shipped setting was calibrated with (uncached comparison included)
+        from .caching.shipped import use_calibrated_scheduler
+
+        report["scheduler"] = use_calibrated_scheduler(pipe)
     with state.split_between_processes(list(range(num_images))) as idx:
         step_cb = on_step if state.is_main_process else None
         base = None
@@ -286,6 +290,8 @@ def summary_line(r: dict[str, Any]) -> str:
     s += ")"
     if r["cache"] != "none":
         s += f"; cache {r['cache']} threshold {r['threshold']:g}: {100 * (r['forecast_fraction'] or 0):.0f}% of steps forecast"
+        if r.get("scheduler"):
+            s += f" (sampled with {r['scheduler']}, the scheduler the model's cache setting was calibrated with)"
         if "speedup" in r:
             s += f", speedup {r['speedup']:.2f}x vs uncached ({r['uncached_seconds']:.2f} s), PSNR {r['psnr_vs_uncached']:.1f} dB"
     return s

@@ -75,6 +75,39 @@ def shipped_settings(obj: Any, preset: str | None = None) -> dict[str, Any]:
     return _fields(presets[preset], f"{path} preset {preset!r}")
 
 
+def shipped_scheduler(obj: Any) -> str | None:
+    """The diffusers scheduler class the shipped setting was calibrated with (``"scheduler"`` of ``accel_cache.json``),
+    or None. A setting calibrated on a deterministic sampler keeps its gate shut under one that adds fresh noise
+    every step (DDPM's ancestral sampling): nothing is forecast there."""
+    folder = model_folder(obj)
+    path = folder / FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        name = json.loads(path.read_text()).get("scheduler")
+    except (json.JSONDecodeError, AttributeError):
+        return None  # shipped_settings reports a broken file
+    if name is not None and not isinstance(name, str):
+        raise AccelError(f"{path}: 'scheduler' must be a diffusers scheduler class name, got {name!r}; fix or delete it")
+    return name
+
+
+def use_calibrated_scheduler(pipe: Any) -> str | None:
+    """Give ``pipe`` the scheduler its shipped cache setting was calibrated with, from its own scheduler's config;
+    returns that class name when it swapped one in, else None."""
+    name = shipped_scheduler(pipe)
+    current = getattr(pipe, "scheduler", None)
+    if name is None or current is None or type(current).__name__ == name:
+        return None
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_config"):
+        raise AccelError(f"accel_cache.json names scheduler {name!r}, which diffusers {diffusers.__version__} does not have")
+    pipe.scheduler = cls.from_config(current.config)
+    return name
+
+
 def shipped_config(obj: Any, preset: str | None = None) -> CGTaylorConfig | None:
     """``CGTaylorConfig`` of :func:`shipped_settings`, or None when the model ships none."""
     settings = shipped_settings(obj, preset)

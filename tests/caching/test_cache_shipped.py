@@ -133,3 +133,28 @@ def test_ship_rewrites_its_entries_and_keeps_the_others(tmp_path):
     rec = json.loads((tmp_path / "accel_cache.json").read_text())
     assert rec["threshold"] == 0.3 and rec["config"] == {} and rec["presets"] == {"balanced": {"threshold": 0.3}}
     assert rec["finetune"] == {"threshold": 0.05} and rec["source"] == "accel bench cache ..."
+
+
+def test_calibrated_scheduler_is_swapped_in(shipped_folder):
+    """``"scheduler"`` in accel_cache.json names the sampler the setting was calibrated with; ``accel sample --cache``
+    swaps it in from the pipeline's own scheduler config (unet-natural ships DDPM and was calibrated on DDIM)."""
+    from accel.caching.shipped import shipped_scheduler, use_calibrated_scheduler
+
+    pipe = _load(shipped_folder)
+    assert shipped_scheduler(pipe) is None and use_calibrated_scheduler(pipe) is None
+    other = "DDPMScheduler" if type(pipe.scheduler).__name__ != "DDPMScheduler" else "DDIMScheduler"
+    (shipped_folder / "accel_cache.json").write_text(json.dumps({**SHIPPED, "scheduler": other}))
+    config = dict(pipe.scheduler.config)
+    assert use_calibrated_scheduler(pipe) == other and type(pipe.scheduler).__name__ == other
+    assert pipe.scheduler.config["num_train_timesteps"] == config["num_train_timesteps"]
+    assert use_calibrated_scheduler(pipe) is None  # already the calibrated one
+    (shipped_folder / "accel_cache.json").write_text(json.dumps({**SHIPPED, "scheduler": "NoSuchScheduler"}))
+    with pytest.raises(AccelError, match="names scheduler 'NoSuchScheduler'"):
+        use_calibrated_scheduler(pipe)
+
+
+def test_unet_natural_names_its_calibration_scheduler():
+    from accel.caching.shipped import shipped_scheduler
+    from accel.zoo import load
+
+    assert shipped_scheduler(load("unet-natural")) == "DDIMScheduler"

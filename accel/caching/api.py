@@ -12,7 +12,7 @@ from ..errors import AccelError
 from .blocks import BlockSpec, find_blocks, find_denoiser, find_denoisers
 from .config import CGTaylorConfig
 from .hooks import CONTROLLER_HOOK, ControllerHook, attach, controller_of, forecast_index, install, remove
-from .shipped import shipped_config
+from .shipped import shipped_config, shipped_scheduler
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
 
@@ -38,6 +38,7 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
         raise AccelError("pass either a config or a preset, not both")
     if config is None:
         config = shipped_config(obj, preset) or CGTaylorConfig()
+        _check_scheduler(obj)
     if not isinstance(config, CGTaylorConfig):
         raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
     models = find_denoisers(obj)
@@ -52,6 +53,19 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
         if _controller(model) is None:
             attach_controller(model, config, scheduler)
     return config
+
+
+def _check_scheduler(obj: Any) -> None:
+    """Warn when the shipped setting was calibrated with another scheduler than the pipeline's (see
+    ``shipped_scheduler``: under DDPM's fresh noise a DDIM-calibrated gate never opens)."""
+    name = shipped_scheduler(obj)
+    current = getattr(obj, "scheduler", None)
+    if name is not None and current is not None and type(current).__name__ != name:
+        import warnings
+
+        warnings.warn(f"this model's cache setting was calibrated with {name}, the pipeline samples with "
+                      f"{type(current).__name__}, where it may forecast nothing; set pipe.scheduler = "
+                      f"{name}.from_config(pipe.scheduler.config) before accel.enable", stacklevel=3)
 
 
 def attach_controller(model: torch.nn.Module, config: CGTaylorConfig, scheduler: Any = None,

@@ -158,3 +158,12 @@ def test_unet_natural_names_its_calibration_scheduler():
     from accel.zoo import load
 
     assert shipped_scheduler(load("unet-natural")) == "DDIMScheduler"
+
+
+def test_enable_warns_when_the_shipped_setting_expects_another_scheduler(shipped_folder):
+    pipe = _load(shipped_folder)
+    other = "DDPMScheduler" if type(pipe.scheduler).__name__ != "DDPMScheduler" else "DDIMScheduler"
+    (shipped_folder / "accel_cache.json").write_text(json.dumps({**SHIPPED, "scheduler": other}))
+    with pytest.warns(UserWarning, match=f"calibrated with {other}"):
+        accel.enable(pipe)
+    accel.disable(pipe)

@@ -60,27 +60,6 @@ class Task:
 FINETUNE = "finetune"
 
 
-def finetune_settings(pipe: Any) -> dict[str, Any]:
-    """The ``finetune`` entry of the model folder's ``accel_cache.json`` (a threshold and CGTaylorConfig fields: the
-    setting chosen for training gradients by the fine-tuning race, docs/adjoint.md); empty when the model ships no
-    file or the file has no such entry. A malformed entry is a one-line error, as for the presets."""
-    import json
-
-    from accel.caching.shipped import FILE, _fields, model_folder
-
-    folder = model_folder(pipe)
-    path = folder / FILE if folder is not None else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AccelError(f"{path}: not valid JSON ({e}); fix or delete the file") from None
-    if FINETUNE not in record:
-        return {}
-    return _fields(record[FINETUNE], f"{path} entry {FINETUNE!r}")
-
-
 def _cache_config(pipe: Any, cache: float | str | None) -> Any:
     """The CG-Taylor setting of the training gradients: None; ``"shipped"`` (bare ``--cache``), the model's
     ``finetune`` entry of ``accel_cache.json`` (chosen by the fine-tuning race: on dit-digits the sampling presets,
@@ -90,10 +69,11 @@ def _cache_config(pipe: Any, cache: float | str | None) -> Any:
     if cache is None:
         return None
     from accel.caching import PRESETS, CGTaylorConfig
+    from accel.caching.shipped import shipped_entry
     from accel.sampling import recommended_settings
 
     if cache == FINETUNE:
-        settings = finetune_settings(pipe)
+        settings = shipped_entry(pipe, FINETUNE)
         if not settings:
             raise AccelError(f"cache {FINETUNE!r} needs a {FINETUNE!r} entry in the model folder's accel_cache.json, "
                              f"and this model ships none; pass a preset ({', '.join(PRESETS)}) or a threshold")
@@ -101,7 +81,7 @@ def _cache_config(pipe: Any, cache: float | str | None) -> Any:
     if cache in PRESETS:
         return CGTaylorConfig(**recommended_settings(pipe, cache))
     if cache == "shipped":
-        settings = finetune_settings(pipe)
+        settings = shipped_entry(pipe, FINETUNE)
         if settings:
             return CGTaylorConfig(**settings)
         try:

@@ -139,3 +139,16 @@ class PipelineRun:
         left = sorted(n for n in now if now[n] != self.before[n])
         assert not left, f"hooks or forward overrides left behind after disable on {left}"
         assert not any("_accel_pristine" in m.__dict__ for m in self.model.modules())
+
+
+def call_counts(model, names):
+    """Calls of ``model``'s submodules ``names`` (forward pre-hooks): ``(counts, handles)``; remove the handles after."""
+    counts = {n: 0 for n in names}
+    mods = dict(model.named_modules())
+
+    def hit(n):
+        def f(*_):
+            counts[n] += 1
+        return f
+
+    return counts, [mods[n].register_forward_pre_hook(hit(n)) for n in names]

@@ -50,22 +50,32 @@ def _fields(settings: Any, where: str) -> dict[str, Any]:
     return {**settings, "threshold": float(settings["threshold"])}
 
 
+def _record(obj: Any) -> tuple[Path | None, dict[str, Any]]:
+    """The model folder's ``accel_cache.json`` and what it holds; ``(None, {})`` when the model ships none."""
+    folder = model_folder(obj)
+    path = folder / FILE if folder is not None else None
+    if path is None or not path.is_file():
+        return None, {}
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AccelError(f"{path}: not valid JSON ({e}); fix or delete the file") from None
+    if not isinstance(record, dict):
+        raise AccelError(f"{path}: expected a JSON object; fix or delete the file")
+    return path, record
+
+
 def shipped_settings(obj: Any, preset: str | None = None) -> dict[str, Any]:
     """The CGTaylorConfig fields shipped beside ``obj``'s model: the default choice, or the named ``preset``.
     Empty when the model ships no ``accel_cache.json`` (then a ``preset`` is an error: there is nothing to pick)."""
     if preset is not None and preset not in PRESETS:
         raise AccelError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    folder = model_folder(obj)
-    path = folder / FILE if folder is not None else None
-    if path is None or not path.is_file():
+    path, record = _record(obj)
+    if path is None:
         if preset is not None:
             raise AccelError(f"preset {preset!r} needs the model folder's {FILE}, and this model ships none; "
                              f"write one with `accel calibrate --model FOLDER --save` or pass a CGTaylorConfig")
         return {}
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AccelError(f"{path}: not valid JSON ({e}); fix or delete the file") from None
     if preset is None:
         return _fields({"threshold": record.get("threshold"), **record.get("config", {})} if "threshold" in record else {}, str(path))
     presets = record.get("presets", {})
@@ -75,18 +85,19 @@ def shipped_settings(obj: Any, preset: str | None = None) -> dict[str, Any]:
     return _fields(presets[preset], f"{path} preset {preset!r}")
 
 
+def shipped_entry(obj: Any, name: str) -> dict[str, Any]:
+    """The CGTaylorConfig fields of another named entry of ``accel_cache.json`` (``finetune``: the setting chosen
+    for training gradients, docs/adjoint.md); empty when the model ships no file or the file no such entry."""
+    path, record = _record(obj)
+    return _fields(record[name], f"{path} entry {name!r}") if name in record else {}
+
+
 def shipped_scheduler(obj: Any) -> str | None:
     """The diffusers scheduler class the shipped setting was calibrated with (``"scheduler"`` of ``accel_cache.json``),
     or None. A setting calibrated on a deterministic sampler keeps its gate shut under one that adds fresh noise
     every step (DDPM's ancestral sampling): nothing is forecast there."""
-    folder = model_folder(obj)
-    path = folder / FILE if folder is not None else None
-    if path is None or not path.is_file():
-        return None
-    try:
-        name = json.loads(path.read_text()).get("scheduler")
-    except (json.JSONDecodeError, AttributeError):
-        return None  # shipped_settings reports a broken file
+    path, record = _record(obj)
+    name = record.get("scheduler")
     if name is not None and not isinstance(name, str):
         raise AccelError(f"{path}: 'scheduler' must be a diffusers scheduler class name, got {name!r}; fix or delete it")
     return name

@@ -18,6 +18,7 @@ from accel.caching.api import _controller
 from accel.caching.hooks import GateHook, LastHook
 from accel.caching.unet import deep_split_blocks
 from accel.errors import AccelError
+from conftest import call_counts
 
 STEPS = 6
 PERMISSIVE = accel.CGTaylorConfig(threshold=1e3, warmup_steps=1)
@@ -111,18 +112,6 @@ def fam(request: pytest.FixtureRequest) -> Any:
     accel.disable(f.pipe)
 
 
-def _counts(unet: torch.nn.Module, names: list[str]) -> tuple[dict[str, int], list[Any]]:
-    counts = {n: 0 for n in names}
-    mods = dict(unet.named_modules())
-
-    def hit(n: str) -> Callable[..., None]:
-        def f(*_: Any) -> None:
-            counts[n] += 1
-        return f
-
-    return counts, [mods[n].register_forward_pre_hook(hit(n)) for n in names]
-
-
 def test_default_policy_is_shallow_and_roles(fam: Fam) -> None:
     cfg = accel.CGTaylorConfig()
     assert (cfg.unet_policy, cfg.unet_split) == ("shallow", 1)
@@ -157,7 +146,7 @@ def test_shallow_path_runs_every_step_deep_part_skipped(fam: Fam) -> None:
     # Sub-modules: a hooked block is still called on skipped steps, its layers are not.
     names = ["conv_in", "down_blocks.0.resnets.0", f"up_blocks.{n - 1}.resnets.0", "conv_out", "mid_block.resnets.0",
              f"down_blocks.{n - 1}.resnets.0", "up_blocks.0.resnets.0"]
-    counts, handles = _counts(fam.unet, names)
+    counts, handles = call_counts(fam.unet, names)
     try:
         with accel.cached(fam.pipe, PERMISSIVE):
             out = fam.run()
@@ -178,7 +167,7 @@ def test_shallow_path_runs_every_step_deep_part_skipped(fam: Fam) -> None:
 
 def test_whole_policy_still_selectable(fam: Fam) -> None:
     n = len(fam.unet.down_blocks)
-    counts, handles = _counts(fam.unet, [f"up_blocks.{n - 1}.resnets.0", "down_blocks.0.resnets.0"])
+    counts, handles = call_counts(fam.unet, [f"up_blocks.{n - 1}.resnets.0", "down_blocks.0.resnets.0"])
     try:
         with accel.cached(fam.pipe, accel.CGTaylorConfig(threshold=1e3, warmup_steps=1, unet_policy="whole")):
             fam.run()
@@ -193,7 +182,7 @@ def test_whole_policy_still_selectable(fam: Fam) -> None:
 
 def test_split_two_keeps_two_blocks_live() -> None:
     f = _BUILT.get("ddim_unet2d") or Fam("ddim_unet2d")
-    counts, handles = _counts(f.unet, ["down_blocks.1.resnets.0", "up_blocks.1.resnets.0", "mid_block.resnets.0", "up_blocks.0.resnets.0"])
+    counts, handles = call_counts(f.unet, ["down_blocks.1.resnets.0", "up_blocks.1.resnets.0", "mid_block.resnets.0", "up_blocks.0.resnets.0"])
     try:
         with accel.cached(f.pipe, accel.CGTaylorConfig(threshold=1e3, warmup_steps=1, unet_split=2)):
             out = f.run()

@@ -14,6 +14,7 @@ import accel
 from accel.caching.api import _controller
 from accel.caching.hooks import GateHook, LastHook
 from accel.errors import AccelError
+from conftest import call_counts
 
 STEPS = 6
 
@@ -53,20 +54,13 @@ BUILDERS = {"ddim": _ddim, "sd15": _sd15}
 # block's first layer (its three layers consume layer 1's, layer 0's and conv_in's skips; the last two stay live)
 ROLES = {"ddim": ("down_blocks.0.resnets.0", "up_blocks.2.resnets.0"), "sd15": ("down_blocks.0.attentions.0", "up_blocks.1.attentions.0")}
 _BUILT: dict[str, Any] = {}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
     with torch.no_grad():
         out = pipe(**kwargs).images
     return torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out).clone()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Any:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(params=list(BUILDERS))
@@ -76,18 +70,6 @@ def fam(request: pytest.FixtureRequest) -> Any:
         _BUILT[request.param] = (request.param, pipe, kw, _run(pipe, kw()))
     yield _BUILT[request.param]
     accel.disable(_BUILT[request.param][1])
-
-
-def _counts(unet: torch.nn.Module, names: list[str]) -> tuple[dict[str, int], list[Any]]:
-    counts = {n: 0 for n in names}
-    mods = dict(unet.named_modules())
-
-    def hit(n: str) -> Callable[..., None]:
-        def f(*_: Any) -> None:
-            counts[n] += 1
-        return f
-
-    return counts, [mods[n].register_forward_pre_hook(hit(n)) for n in names]
 
 
 @pytest.mark.parametrize("fields", [{}, {"residual": True}])
@@ -114,7 +96,7 @@ def test_only_the_shallow_layers_run_on_forecast_steps(fam: Any) -> None:
     # inside the hooked modules: a hooked module is still called on skipped steps, its insides are not
     deep = ["down_blocks.0.resnets.1.conv1", "down_blocks.0.downsamplers.0.conv", "mid_block.resnets.0", f"up_blocks.{n - 2}.resnets.0",
             f"up_blocks.{n - 1}.resnets.0.conv1"]
-    counts, handles = _counts(pipe.unet, live + deep)
+    counts, handles = call_counts(pipe.unet, live + deep)
     try:
         with accel.cached(pipe, accel.CGTaylorConfig(threshold=1e3, warmup_steps=1, unet_policy="layer")):
             out = _run(pipe, kw())

@@ -38,6 +38,13 @@ LEVERS: dict[str, dict[str, Any]] = {
     "damped": {"damping": 0.8},
     "residual-short-ends-damped": {"residual": True, "warmup_steps": 1, "full_last_step": False, "damping": 0.8},
     "residual-short-ends-damped6": {"residual": True, "warmup_steps": 1, "full_last_step": False, "damping": 0.6},
+    # forecasters (accel.caching.forecasters): FoCa's horizon rule, and block 0 choosing the forecast per step
+    "horizon": {"forecaster": "horizon"},
+    "select": {"forecaster": "select", "last_order": 2},
+    "residual-short-ends-horizon": {"residual": True, "warmup_steps": 1, "full_last_step": False, "forecaster": "horizon"},
+    "residual-short-ends-select": {"residual": True, "warmup_steps": 1, "full_last_step": False, "forecaster": "select", "last_order": 2},
+    "cumulative-horizon": {"gate": "cumulative", "forecaster": "horizon"},
+    "cumulative-select": {"gate": "cumulative", "forecaster": "select", "last_order": 2},
     # U-Nets: the split inside the outer blocks (DeepCache's branch 0), alone and with the residual forecast
     "layer": {"unet_policy": "layer"},
     "layer-residual": {"unet_policy": "layer", "residual": True},

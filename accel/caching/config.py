@@ -12,6 +12,7 @@ METRICS = ("rel_l1",)
 BATCH_POLICIES = ("any", "mean")
 UNET_POLICIES = ("shallow", "layer", "whole")
 GATES = ("step", "cumulative")
+FORECASTERS = ("taylor", "horizon", "select")  # accel.caching.forecasters
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ class CGTaylorConfig:
             ``damping`` times the steps since the last full step (default 1.0, the plain Taylor series): each
             order-k term is scaled by ``damping ** k``, a damped extrapolation in the spirit of HiCache's
             contracted basis. Must be in (0, 1].
+        forecaster: how the factors are extrapolated, for block 0's forecast and the forecast block's alike
+            (``accel.caching.forecasters``): ``"taylor"`` (default, the paper), ``"horizon"`` (FoCa's horizon
+            rule: beyond 3 steps since the last full step the forecast is blended back towards that step's value)
+            or ``"select"`` (on every gated step block 0 picks the candidate among reuse, first order, damped
+            first order and second order that forecasts its own output best, and the forecast block uses it;
+            second order needs ``last_order >= 2``).
     """
 
     threshold: float = 0.03
@@ -85,6 +92,7 @@ class CGTaylorConfig:
     live_tail: int = 0
     gate: str = "step"
     damping: float = 1.0
+    forecaster: str = "taylor"
 
     def __post_init__(self) -> None:
         t = self.threshold
@@ -119,6 +127,8 @@ class CGTaylorConfig:
         d = self.damping
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
             raise AccelError(f"damping must be a number in (0, 1] (1: the plain Taylor forecast), got {d!r}")
+        if self.forecaster not in FORECASTERS:
+            raise AccelError(f"forecaster must be one of {FORECASTERS}, got {self.forecaster!r}")
         if self.factor_dtype not in (None, "float32"):
             raise AccelError(f"factor_dtype must be None or 'float32', got {self.factor_dtype!r}")
 

@@ -47,6 +47,7 @@ class StepPlan:
     computed: bool
     n_valid: int
     last_full: int | None
+    choice: int | None = None  # ``forecaster="select"``: the candidate the forecast used
 
 
 @dataclass
@@ -83,7 +84,7 @@ class ScriptedTrajectory:
         if self.replay is not None:
             p = self.replay
             st.fl, st.nl, st.last_full = self.factors, p.n_valid, p.last_full
-            st.imposed, st.force = p.computed, None
+            st.imposed, st.force, st.choice = p.computed, None, p.choice
         else:
             self.before = (st.fl, st.nl, st.last_full)
             st.imposed, st.force = None, forced(st, self.config, last=self.step == self.steps - 1)
@@ -160,7 +161,7 @@ class CachedRun:
         st = self._controller.states.get_state()
         if traj.replay is None:
             fl, nl, last_full = traj.before
-            self.plans.append(StepPlan(bool(st.compute), nl, last_full))
+            self.plans.append(StepPlan(bool(st.compute), nl, last_full, None if st.compute else st.choice))
             # a step that refreshed the factors keeps the new first row only (a copy, not a view of the stack); no
             # step follows the last one, so its refresh is not kept
             if st.fl is not None and st.fl is not fl and traj.step < self.steps - 1:

@@ -25,10 +25,11 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook
 from .. import kernels
 from ..errors import AccelError
 from .blocks import BlockSpec
+from . import forecasters
 from .config import CGTaylorConfig
 from .parallel import all_reduce_sum, shard_group, sum_over_shards
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
-from .taylor import forecast, updated
+from .taylor import updated
 from .trajectory import Trajectory
 
 CONTROLLER_HOOK = "accel_cg_taylor"
@@ -245,7 +246,23 @@ class GateHook(ModelHook):
         return out
 
     def _error(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> float:
-        err, ref = kernels.forecast_error(st.f0, offset * self.config.damping, st.n0, h)
+        """Block 0's relative forecast error ``offset`` steps after the last full step (``forecaster="select"``:
+        the smallest over the candidates, whose index goes to ``st.choice``)."""
+        cfg = self.config
+        offset = offset * cfg.damping
+        if cfg.forecaster != "select":
+            return self._judge(*forecasters.forecast_error(st.f0, forecasters.terms(cfg.forecaster, offset, st.n0), h))
+        top = min(cfg.block0_order, cfg.last_order)  # a candidate both stacks can evaluate
+        best, st.choice = math.inf, None
+        for c, (order, _) in enumerate(forecasters.CANDIDATES):
+            if order <= top:
+                e = self._judge(*forecasters.forecast_error(st.f0, forecasters.terms("select", offset, st.n0, c), h))
+                if st.choice is None or e < best:  # a non-finite error is never below: it only wins alone
+                    best, st.choice = e, c
+        return best
+
+    def _judge(self, err: torch.Tensor, ref: torch.Tensor) -> float:
+        """One relative error from per-sample L1 sums, by the batch policy."""
         err, ref = sum_over_shards(err, ref, self.controller.group)  # context parallelism: h is this rank's shard
         if self.config.batch_policy == "mean":
             return float((err.sum() / ref.sum().clamp_min(1e-30)).item())
@@ -266,11 +283,11 @@ class GateHook(ModelHook):
         """The forecast block's output ``offset`` steps after its last full step (``residual``: block 0's output
         ``h`` of this step plus the forecast residual). ``damping`` shortens the extrapolation: the series is
         evaluated at ``damping * offset`` (each order-k term scaled by ``damping ** k``)."""
-        offset = offset * self.config.damping
+        t = forecasters.terms(self.config.forecaster, offset * self.config.damping, st.nl, st.choice)
         if self.controller.differentiable:  # a new tensor, in the gradient's graph (no reused buffer, no fused kernel)
-            fc = forecast(st.fl, offset, st.nl).to(h.dtype)
+            fc = forecasters.evaluate_differentiable(st.fl, t).to(h.dtype)
             return fc + h if self.config.residual else fc
-        fc = kernels.taylor_forecast(st.fl, offset, st.nl, out=self._buffer(st))
+        fc = forecasters.evaluate(st.fl, t, out=self._buffer(st))
         return fc.add_(h) if self.config.residual else fc
 
     @torch.compiler.disable
@@ -283,6 +300,7 @@ class GateHook(ModelHook):
             elif self.config.residual:
                 st.h0 = h
             return
+        st.choice = None
         live = h  # the forecast's base under ``residual`` (in the gradient's graph on the gradient path)
         h = h.detach()  # the gate's factors and decisions carry no gradient
         cfg = self.config
@@ -320,7 +338,8 @@ class GateHook(ModelHook):
             st.consecutive += 1
             st.spent += error or 0.0
         computed = st.compute and st.refresh
-        st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), computed, reason or "gate", error, offset=int(offset)))
+        st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), computed, reason or "gate", error,
+                                     offset=int(offset), choice=None if st.compute else st.choice))
 
 
 class SkipHook(ModelHook):

@@ -29,6 +29,7 @@ class StepRecord:
     error: float | None = None  # block-0 relative L1 forecast error (None when not measured)
     last_error: float | None = None  # last-block forecast error; measured only in probe mode
     offset: int | None = None  # steps since the last full step
+    choice: int | None = None  # ``forecaster="select"``: the candidate block 0 picked (forecasters.CANDIDATES)
 
 
 class CGTaylorState(BaseState):
@@ -57,6 +58,7 @@ class CGTaylorState(BaseState):
         self.imposed: bool | None = None  # a replayed call's recorded decision (True: full), or None: the gate decides
         self.h0: torch.Tensor | None = None  # block 0's output of the step in flight (``residual``: the forecast's base)
         self.spent = 0.0  # ``gate="cumulative"``: block-0 errors of the forecast steps since the last full step
+        self.choice: int | None = None  # ``forecaster="select"``: the candidate of the step in flight (or imposed on a replay)
         self.records: list[StepRecord] = []
 
     def restart(self) -> None:

@@ -17,7 +17,7 @@ from accel import AccelError, CGTaylorConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 VARIANTS = [{"residual": True}, {"live_tail": 2}, {"gate": "cumulative"}, {"residual": True, "live_tail": 1, "gate": "cumulative"},
-            {"damping": 0.7}]
+            {"damping": 0.7}, {"forecaster": "horizon"}, {"forecaster": "select", "last_order": 2}]
 
 
 @pytest.mark.parametrize("fields", VARIANTS, ids=str)
@@ -79,6 +79,46 @@ def test_damping_scales_each_order_by_its_power(tiny_dit_pipe):
     for bad in (0, 1.5, -0.1, True):
         with pytest.raises(AccelError, match="damping must be a number in"):
             CGTaylorConfig(damping=bad)
+
+
+def test_horizon_blends_back_to_the_last_full_step_beyond_three_steps():
+    from accel.caching import forecasters
+    from accel.caching.taylor import forecast
+
+    torch.manual_seed(0)
+    f = torch.randn(3, 2, 5)
+    for off in (1.0, 3.0):
+        assert torch.allclose(forecasters.evaluate(f, forecasters.terms("horizon", off, 3)), forecast(f, off, 3))
+    w = 3.0 / 6.0
+    want = w * forecast(f, 3.0, 3) + (1 - w) * f[0]
+    assert torch.allclose(forecasters.evaluate(f, forecasters.terms("horizon", 6.0, 3)), want, atol=1e-6)
+    assert torch.allclose(forecasters.evaluate_differentiable(f, forecasters.terms("horizon", 6.0, 3)), want, atol=1e-6)
+    err, ref = forecasters.forecast_error(f, forecasters.terms("horizon", 6.0, 3), f[1])
+    assert torch.allclose(err, (want - f[1]).abs().sum(-1), rtol=1e-5) and torch.allclose(ref, f[1].abs().sum(-1))
+
+
+def test_select_gates_on_the_best_candidate_and_forecasts_with_it(tiny_dit_pipe):
+    """Block 0's error under ``select`` is the smallest of the candidates' (never above the plain forecast's), the
+    records name the candidate, and the forecast block's forecast is that candidate's series."""
+    from accel.caching import forecasters
+    from accel.caching.api import _controller
+
+    cfg = CGTaylorConfig(threshold=1e3, warmup_steps=3, full_last_step=False, last_order=2, forecaster="select")
+    with accel.cached(tiny_dit_pipe, cfg):
+        run_pipe(tiny_dit_pipe, steps=6)
+        rows = [r for v in accel.stats(tiny_dit_pipe).steps.values() for r in v]
+        assert [r.choice is not None for r in rows] == [not r.computed for r in rows] and not rows[-1].computed
+        ctrl = _controller(tiny_dit_pipe.transformer)
+        gate = ctrl.blocks[0].module._diffusers_hook.get_hook("accel_cg_taylor_gate")
+        st = ctrl.states.get_state()
+        h = st.f0[0] + 0.01 * torch.randn_like(st.f0[0])
+        errs = [gate._judge(*forecasters.forecast_error(st.f0, forecasters.terms("select", 2.0, st.n0, c), h))
+                for c in range(len(forecasters.CANDIDATES))]
+        assert gate._error(st, 2.0, h) == min(errs) and st.choice == errs.index(min(errs))
+        order, damping = forecasters.CANDIDATES[st.choice]
+        assert torch.equal(gate._forecast(st, 2.0, h), forecasters.evaluate(st.fl, [(1.0, 2.0 * damping, min(st.nl, order + 1))]))
+    with pytest.raises(AccelError, match="forecaster must be one of"):
+        CGTaylorConfig(forecaster="hermite")
 
 
 def test_cumulative_gate_forecasts_no_more_than_the_step_gate(tiny_dit_pipe):

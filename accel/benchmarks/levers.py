@@ -45,6 +45,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "residual-short-ends-select": {"residual": True, "warmup_steps": 1, "full_last_step": False, "forecaster": "select", "last_order": 2},
     "cumulative-horizon": {"gate": "cumulative", "forecaster": "horizon"},
     "cumulative-select": {"gate": "cumulative", "forecaster": "select", "last_order": 2},
+    "exp": {"forecaster": "exp", "last_order": 2},
+    "residual-short-ends-exp": {"residual": True, "warmup_steps": 1, "full_last_step": False, "forecaster": "exp", "last_order": 2},
+    "cumulative-exp": {"gate": "cumulative", "forecaster": "exp", "last_order": 2},
     # U-Nets: the split inside the outer blocks (DeepCache's branch 0), alone and with the residual forecast
     "layer": {"unet_policy": "layer"},
     "layer-residual": {"unet_policy": "layer", "residual": True},

@@ -12,7 +12,7 @@ METRICS = ("rel_l1",)
 BATCH_POLICIES = ("any", "mean")
 UNET_POLICIES = ("shallow", "layer", "whole")
 GATES = ("step", "cumulative")
-FORECASTERS = ("taylor", "horizon", "select")  # accel.caching.forecasters
+FORECASTERS = ("taylor", "horizon", "exp", "select")  # accel.caching.forecasters
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,9 @@ class CGTaylorConfig:
             contracted basis. Must be in (0, 1].
         forecaster: how the factors are extrapolated, for block 0's forecast and the forecast block's alike
             (``accel.caching.forecasters``): ``"taylor"`` (default, the paper), ``"horizon"`` (FoCa's horizon
-            rule: beyond 3 steps since the last full step the forecast is blended back towards that step's value)
-            or ``"select"`` (on every gated step block 0 picks the candidate among reuse, first order, damped
+            rule: beyond 3 steps since the last full step the forecast is blended back towards that step's value),
+            ``"exp"`` (an exponential basis per element, its rate from the second-order factors: needs
+            ``last_order >= 2``) or ``"select"`` (on every gated step block 0 picks the candidate among reuse, first order, damped
             first order and second order that forecasts its own output best, and the forecast block uses it;
             second order needs ``last_order >= 2``).
     """
@@ -129,6 +130,8 @@ class CGTaylorConfig:
             raise AccelError(f"damping must be a number in (0, 1] (1: the plain Taylor forecast), got {d!r}")
         if self.forecaster not in FORECASTERS:
             raise AccelError(f"forecaster must be one of {FORECASTERS}, got {self.forecaster!r}")
+        if self.forecaster == "exp" and min(self.block0_order, self.last_order) < 2:
+            raise AccelError("forecaster='exp' takes its rates from second-order factors: set block0_order >= 2 and last_order >= 2")
         if self.factor_dtype not in (None, "float32"):
             raise AccelError(f"factor_dtype must be None or 'float32', got {self.factor_dtype!r}")
 

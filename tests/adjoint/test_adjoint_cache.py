@@ -226,13 +226,14 @@ def test_refusals_leave_nothing_hooked():
 VARIANTS = [("dit", {"residual": True}), ("dit", {"live_tail": 1}), ("dit", {"gate": "cumulative", "threshold": 0.4}),
             ("dit", {"residual": True, "live_tail": 1}), ("flux", {"residual": True}), ("flux", {"gate": "cumulative", "threshold": 0.6}),
             ("dit", {"damping": 0.7}), ("unet-layers", {}), ("unet-layers", {"residual": True}),
-            ("dit", {"forecaster": "horizon", "threshold": 0.4}), ("dit", {"forecaster": "select", "last_order": 2, "residual": True})]
+            ("dit", {"forecaster": "horizon", "threshold": 0.4}), ("dit", {"forecaster": "select", "last_order": 2, "residual": True}),
+            ("dit", {"forecaster": "exp", "last_order": 2})]
 
 
 @pytest.mark.parametrize("model, fields", VARIANTS, ids=[f"{m}-{f}" for m, f in VARIANTS])
 def test_forecast_variants_keep_the_adjoint_exact(model, fields):
     """The levers of the forecast (residual on block 0's fresh output, a live tail, the cumulative gate, damping, the
-    U-Net's layer split, the horizon and select forecasters): the
+    U-Net's layer split, the horizon, exp and select forecasters): the
     discrete adjoint still equals autograd through the same cached forward, which forecasts some steps."""
     import dataclasses
 

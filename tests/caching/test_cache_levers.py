@@ -17,7 +17,8 @@ from accel import AccelError, CGTaylorConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 VARIANTS = [{"residual": True}, {"live_tail": 2}, {"gate": "cumulative"}, {"residual": True, "live_tail": 1, "gate": "cumulative"},
-            {"damping": 0.7}, {"forecaster": "horizon"}, {"forecaster": "select", "last_order": 2}]
+            {"damping": 0.7}, {"forecaster": "horizon"}, {"forecaster": "select", "last_order": 2},
+            {"forecaster": "exp", "last_order": 2}]
 
 
 @pytest.mark.parametrize("fields", VARIANTS, ids=str)
@@ -95,6 +96,23 @@ def test_horizon_blends_back_to_the_last_full_step_beyond_three_steps():
     assert torch.allclose(forecasters.evaluate_differentiable(f, forecasters.terms("horizon", 6.0, 3)), want, atol=1e-6)
     err, ref = forecasters.forecast_error(f, forecasters.terms("horizon", 6.0, 3), f[1])
     assert torch.allclose(err, (want - f[1]).abs().sum(-1), rtol=1e-5) and torch.allclose(ref, f[1].abs().sum(-1))
+
+
+def test_exp_levels_off_where_the_factors_decay():
+    """Per element: a decaying trajectory (D_2 of opposite sign to D_1) levels off, as e^(l o) with l = D_2 / D_1;
+    a growing one (same signs) gets the first-order series; the rate is clamped; gradients flow."""
+    from accel.caching import forecasters
+
+    f = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 2.0], [-0.5, 0.5, -100.0]], dtype=torch.float64, requires_grad=True)
+    got = forecasters.evaluate_differentiable(f, forecasters.terms("exp", 2.0, 3))
+    rate = torch.tensor([-0.5, 0.0, -forecasters.EXP_MAX_RATE], dtype=torch.float64)
+    want = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64) + f.detach()[1] * torch.where(rate < 0, torch.expm1(2 * rate) / rate, torch.tensor(2.0, dtype=torch.float64))
+    assert torch.allclose(got, want) and torch.allclose(forecasters.evaluate(f.detach(), forecasters.terms("exp", 2.0, 3)), want)
+    got.sum().backward()
+    assert torch.isfinite(f.grad).all()
+    assert forecasters.terms("exp", 2.0, 2) == [(1.0, 2.0, 2)]  # too few factors: the Taylor series
+    with pytest.raises(AccelError, match="forecaster='exp' takes its rates from second-order factors"):
+        CGTaylorConfig(forecaster="exp")
 
 
 def test_select_gates_on_the_best_candidate_and_forecasts_with_it(tiny_dit_pipe):

@@ -45,6 +45,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "residual-short-ends-select": {"residual": True, "warmup_steps": 1, "full_last_step": False, "forecaster": "select", "last_order": 2},
     "cumulative-horizon": {"gate": "cumulative", "forecaster": "horizon"},
     "cumulative-select": {"gate": "cumulative", "forecaster": "select", "last_order": 2},
+    "cumulative-cap2": {"gate": "cumulative", "max_consecutive": 2},  # SeaCache's and DBCache's run-length cap
+    "cumulative-cap3": {"gate": "cumulative", "max_consecutive": 3},
     "exp": {"forecaster": "exp", "last_order": 2},
     "residual-short-ends-exp": {"residual": True, "warmup_steps": 1, "full_last_step": False, "forecaster": "exp", "last_order": 2},
     "cumulative-exp": {"gate": "cumulative", "forecaster": "exp", "last_order": 2},

@@ -32,16 +32,17 @@ HORIZON = 3.0
 CANDIDATES: tuple[tuple[int, float], ...] = ((0, 1.0), (1, 1.0), (1, 0.5), (2, 1.0))
 """``select``'s candidates: (Taylor order, damping): reuse, first order, damped first order, second order."""
 
-Terms = list[tuple[float, float, int]]  # (weight, offset, valid orders) of each Taylor series in the sum
+Terms = list[tuple[float, float, int]]
+"""(weight, offset, valid orders) of each series in the sum: a Taylor series, or the ``exp`` series where the count is negative."""
 
 
 def terms(kind: str, offset: float, n_valid: int, choice: int | None = None) -> Terms:
-    """The forecast ``offset`` steps (already damped) after the last full step as weighted Taylor series."""
+    """The forecast ``offset`` steps (already damped) after the last full step as weighted series (:data:`Terms`)."""
     if kind == "horizon" and offset > HORIZON:
         w = HORIZON / offset
         return [(w, HORIZON, n_valid), (1.0 - w, 0.0, 1)]
     if kind == "exp" and n_valid >= 3:
-        return [(1.0, offset, -n_valid)]  # a negative count marks the exponential series (:func:`series`)
+        return [(1.0, offset, -n_valid)]  # a negative count marks the exponential series
     if kind == "select" and choice is not None:
         order, damping = CANDIDATES[choice]
         return [(1.0, offset * damping, min(n_valid, order + 1))]
@@ -50,8 +51,7 @@ def terms(kind: str, offset: float, n_valid: int, choice: int | None = None) -> 
 
 def exp_forecast(factors: torch.Tensor, offset: float, n_valid: int) -> torch.Tensor:
     """The ``"exp"`` forecast (module docstring) in the factors' dtype, with autograd-visible operations; it reads
-    ``D_0..D_2`` (:func:`terms` sends it only stacks with three valid factors)."""
-    assert n_valid >= 3
+    ``D_0..D_2`` (:func:`terms` sends it only stacks with ``n_valid >= 3``)."""
     d1, d2 = factors[1], factors[2]
     tiny = torch.finfo(d1.dtype).tiny
     rate = (d2 / torch.where(d1.abs() > tiny, d1, torch.full_like(d1, tiny))).clamp(-EXP_MAX_RATE, 0.0)

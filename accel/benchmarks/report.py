@@ -178,7 +178,18 @@ def readme_verdict(root: Path) -> str:
         flips = "no flip reader" if reader == "none" else "flip = " + reader.split(":")[0]
         out += [f"**{n}** ({cfg['kind']} denoiser, {cfg['steps']} steps, {cfg['sizes']['test']} test items, {flips}; "
                 f"command: `accel bench cache --model {n}`)", "", headline_markdown(reports[n])]
+        floor = Path(root) / n / "flip-floor" / "flip_floor.json"
+        if floor.exists():
+            out += [floor_line(json.loads(floor.read_text()), f"docs/bench/cache/{n}/flip-floor/flip_floor.md"), ""]
     return "\n".join(out)
+
+
+def floor_line(floor: dict[str, Any], link: str) -> str:
+    """One sentence on the flip reader's floor (``tools/flip_floor.py``): how often it fires on the uncached
+    sampler with its initial noise nudged, at each nudge's PSNR median."""
+    parts = [f"{r['psnr_median']:.1f} dB: {r['flip_rate']:.1%}" for r in floor["rows"]]
+    return (f"The flip reader's floor ({floor['split']} split, nothing cached, the initial noise nudged; flips at each "
+            f"nudge's PSNR median): {', '.join(parts)} ([flip floor]({link}); `python tools/flip_floor.py`).")
 
 
 def fill_readme(readme: Path, root: Path) -> None:

@@ -175,6 +175,7 @@ def test_readme_verdict_is_the_committed_results(tmp_path):
     assert f"{VERDICT_START}\n{block}{VERDICT_END}" in readme
     for name in ("flux-shapes", "dit-digits", "unet-natural"):
         assert f"**{name}**" in block
+    assert "The flip reader's floor (test split" in block  # flux-shapes' committed flip-floor run
     f = tmp_path / "R.md"
     f.write_text(f"intro\n{VERDICT_START}\nold\n{VERDICT_END}\noutro\n")
     fill_readme(f, root / "docs/bench/cache")

@@ -1,9 +1,9 @@
 """How CG-Taylor extrapolates its stored factors (``CGTaylorConfig.forecaster``).
 
 Every forecaster reads the same finite-difference stack ``D_0..D_K`` (``accel.kernels``) and is a weighted sum of
-Taylor series evaluated at some offsets (:func:`terms`), so block 0's forecast (which the gate judges) and the
-forecast block's (which replaces blocks 1..L-1) always take the same shape, and autograd sees a linear function
-of the factors:
+series evaluated at some offsets (:func:`terms`), so block 0's forecast (which the gate judges) and the forecast
+block's (which replaces blocks 1..L-1) always take the same shape. The Taylor-series forecasters are linear in the
+factors; ``exp`` is not, and autograd differentiates it as written (:func:`evaluate_differentiable`):
 
 - ``"taylor"``: the series at the offset (the paper; ``damping`` shortens the offset).
 - ``"horizon"``: FoCa's horizon rule: beyond ``HORIZON`` steps since the last full step the extrapolation is
@@ -24,9 +24,11 @@ from __future__ import annotations
 import torch
 
 from .. import kernels
+from .config import FORECASTERS
 from .taylor import forecast
 
-FORECASTERS = ("taylor", "horizon", "exp", "select")
+__all__ = ["CANDIDATES", "FORECASTERS", "evaluate", "evaluate_differentiable", "forecast_error", "terms"]
+
 EXP_MAX_RATE = 2.0
 HORIZON = 3.0
 CANDIDATES: tuple[tuple[int, float], ...] = ((0, 1.0), (1, 1.0), (1, 0.5), (2, 1.0))
@@ -54,15 +56,20 @@ def exp_forecast(factors: torch.Tensor, offset: float, n_valid: int) -> torch.Te
     ``D_0..D_2`` (:func:`terms` sends it only stacks with ``n_valid >= 3``)."""
     d1, d2 = factors[1], factors[2]
     tiny = torch.finfo(d1.dtype).tiny
-    rate = (d2 / torch.where(d1.abs() > tiny, d1, torch.full_like(d1, tiny))).clamp(-EXP_MAX_RATE, 0.0)
-    lo = rate * offset
-    gain = torch.where(lo < -1e-6, torch.expm1(lo) / torch.where(lo < -1e-6, rate, torch.ones_like(rate)), torch.full_like(rate, offset))
+    rate = (d2 / torch.where(d1.abs() > tiny, d1, tiny)).clamp(-EXP_MAX_RATE, 0.0)
+    decays = rate * offset < -1e-6  # elsewhere (e^(l o) - 1) / l is o to within 1e-6: the first-order series
+    gain = torch.where(decays, torch.expm1(rate * offset) / torch.where(decays, rate, 1.0), offset)
     return factors[0] + d1 * gain
+
+
+def _plain(t: Terms) -> bool:
+    """Whether ``t`` is one Taylor series with weight 1: what the fused kernels compute."""
+    return len(t) == 1 and t[0][0] == 1.0 and t[0][2] >= 0
 
 
 def forecast_error(factors: torch.Tensor, t: Terms, actual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample ``(sum |F^ - actual|, sum |actual|)`` of the forecast ``t`` (the fused kernel for one series)."""
-    if len(t) == 1 and t[0][0] == 1.0 and t[0][2] >= 0:
+    if _plain(t):
         return kernels.forecast_error(factors, t[0][1], t[0][2], actual)
     fc = evaluate(factors, t, torch.float64 if actual.dtype == torch.float64 else torch.float32)
     b = actual.shape[0]
@@ -74,7 +81,7 @@ def forecast_error(factors: torch.Tensor, t: Terms, actual: torch.Tensor) -> tup
 def evaluate(factors: torch.Tensor, t: Terms, dtype: torch.dtype | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """The forecast ``t`` as a new tensor (``dtype``, default the factors'), or written into ``out``; one series
     with weight 1 goes through the fused kernel."""
-    if len(t) == 1 and t[0][0] == 1.0 and dtype is None and t[0][2] >= 0:
+    if _plain(t) and dtype is None:
         return kernels.taylor_forecast(factors, t[0][1], t[0][2], out=out)
     acc = None
     for w, off, n in t:

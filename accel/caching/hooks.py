@@ -24,8 +24,8 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from .. import kernels
 from ..errors import AccelError
-from .blocks import BlockSpec
 from . import forecasters
+from .blocks import BlockSpec
 from .config import CGTaylorConfig
 from .parallel import all_reduce_sum, shard_group, sum_over_shards
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
@@ -253,20 +253,22 @@ class GateHook(ModelHook):
         if cfg.forecaster != "select":
             return self._judge(*forecasters.forecast_error(st.f0, forecasters.terms(cfg.forecaster, offset, st.n0), h))
         top = min(cfg.block0_order, cfg.last_order)  # a candidate both stacks can evaluate
-        best, st.choice = math.inf, None
-        for c, (order, _) in enumerate(forecasters.CANDIDATES):
-            if order <= top:
-                e = self._judge(*forecasters.forecast_error(st.f0, forecasters.terms("select", offset, st.n0, c), h))
-                if st.choice is None or e < best:  # a non-finite error is never below: it only wins alone
-                    best, st.choice = e, c
-        return best
+        picks = [c for c, (order, _) in enumerate(forecasters.CANDIDATES) if order <= top]
+        sums = [forecasters.forecast_error(st.f0, forecasters.terms("select", offset, st.n0, c), h) for c in picks]
+        errors = self._judge(torch.stack([e for e, _ in sums]), torch.stack([r for _, r in sums]))  # one sync, not one per candidate
+        best = min(range(len(picks)), key=lambda i: errors[i] if math.isfinite(errors[i]) else math.inf)
+        st.choice = picks[best]
+        return errors[best]
 
-    def _judge(self, err: torch.Tensor, ref: torch.Tensor) -> float:
-        """One relative error from per-sample L1 sums, by the batch policy."""
+    def _judge(self, err: torch.Tensor, ref: torch.Tensor) -> Any:
+        """The relative error from per-sample L1 sums (B,), by the batch policy: a float; or a list of floats, one per
+        row, from stacked sums (C, B)."""
         err, ref = sum_over_shards(err, ref, self.controller.group)  # context parallelism: h is this rank's shard
         if self.config.batch_policy == "mean":
-            return float((err.sum() / ref.sum().clamp_min(1e-30)).item())
-        return float((err / ref.clamp_min(1e-30)).max().item())  # "any": the worst sample decides
+            rel = err.sum(-1) / ref.sum(-1).clamp_min(1e-30)
+        else:
+            rel = (err / ref.clamp_min(1e-30)).amax(-1)  # "any": the worst sample decides
+        return rel.tolist() if rel.dim() else float(rel.item())
 
     def _buffer(self, st: CGTaylorState) -> torch.Tensor | None:
         """Where the forecast may be written in place of a fresh tensor: on U-Nets the forecast feeds an up block,

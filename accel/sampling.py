@@ -102,12 +102,13 @@ def generate(
     return GenerateResult(images=list(out.images), seconds=seconds, steps=steps, labels=labels)
 
 
-def recommended_settings(pipe: Any, preset: str | None = None) -> dict[str, Any]:
+def recommended_settings(pipe: Any, preset: str | None = None, steps: int | None = None) -> dict[str, Any]:
     """The CG-Taylor settings shipped beside a model (``accel_cache.json``): its ``threshold`` and any other
-    :class:`CGTaylorConfig` fields under ``"config"``, or the named ``preset``'s; empty if the model ships none."""
+    :class:`CGTaylorConfig` fields under ``"config"``, or the named ``preset``'s, those calibrated for ``steps``
+    sampling steps where the file has them; empty if the model ships none."""
     from .caching.shipped import shipped_settings
 
-    return shipped_settings(pipe, preset)
+    return shipped_settings(pipe, preset, steps)
 
 
 def recommended_threshold(pipe: Any) -> float | None:
@@ -192,7 +193,8 @@ def sample_to_file(
     """Generate and write a PNG grid. Under ``accelerate launch`` images are split across processes
     (``PartialState.split_between_processes``) and the main process writes the gathered grid.
 
-    ``cache="cg-taylor"`` uses the model's shipped setting, or its ``preset`` (quality / balanced / fast);
+    ``cache="cg-taylor"`` uses the model's shipped setting, or its ``preset`` (quality / balanced / fast), the
+    one calibrated for ``steps`` where the model ships one (``accel calibrate --steps N --save``);
     ``threshold`` replaces the threshold of either. Returns the report dict on the main process, ``None`` elsewhere.
     """
     from accelerate import PartialState
@@ -234,7 +236,7 @@ def sample_to_file(
         if cache == "cg-taylor":
             from . import CGTaylorConfig, disable, enable, stats
 
-            settings = recommended_settings(pipe, preset) | ({"threshold": threshold} if threshold is not None else {})
+            settings = recommended_settings(pipe, preset, steps) | ({"threshold": threshold} if threshold is not None else {})
             cfg = CGTaylorConfig(**settings)
             enable(pipe, cfg)
             try:

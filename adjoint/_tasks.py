@@ -23,7 +23,7 @@ class Task:
         self.cfg, self.pipe, self.device, self.rank = cfg, pipe, device, rank
         c = pipe.transformer.config
         self.sample_shape = (c.in_channels, c.sample_size, c.sample_size)
-        self.cache = _cache_config(pipe, cfg.cache)
+        self.cache = _cache_config(pipe, cfg.cache, cfg.steps)
 
     def labels(self, n: int) -> torch.Tensor:
         """Class labels of a batch of n: every digit in turn (offset per process)."""
@@ -60,12 +60,13 @@ class Task:
 FINETUNE = "finetune"
 
 
-def _cache_config(pipe: Any, cache: float | str | None) -> Any:
+def _cache_config(pipe: Any, cache: float | str | None, steps: int | None = None) -> Any:
     """The CG-Taylor setting of the training gradients: None; ``"shipped"`` (bare ``--cache``), the model's
     ``finetune`` entry of ``accel_cache.json`` (chosen by the fine-tuning race: on dit-digits the sampling presets,
     picked for 50-step sampling, left the race above the uncached loss while threshold 0.05 with the paper's ends
     met it, docs/adjoint.md), else its ``quality`` preset, else its default; ``"finetune"`` or a preset by name;
-    or the default with another threshold."""
+    or the default with another threshold. Presets and the default are those calibrated for ``steps`` where the
+    model ships them (``by_steps`` of accel_cache.json)."""
     if cache is None:
         return None
     from accel.caching import PRESETS, CGTaylorConfig
@@ -79,16 +80,16 @@ def _cache_config(pipe: Any, cache: float | str | None) -> Any:
                              f"and this model ships none; pass a preset ({', '.join(PRESETS)}) or a threshold")
         return CGTaylorConfig(**settings)
     if cache in PRESETS:
-        return CGTaylorConfig(**recommended_settings(pipe, cache))
+        return CGTaylorConfig(**recommended_settings(pipe, cache, steps))
     if cache == "shipped":
         settings = shipped_entry(pipe, FINETUNE)
         if settings:
             return CGTaylorConfig(**settings)
         try:
-            return CGTaylorConfig(**recommended_settings(pipe, "quality"))
+            return CGTaylorConfig(**recommended_settings(pipe, "quality", steps))
         except AccelError:  # no accel_cache.json, or one without presets
-            return CGTaylorConfig(**recommended_settings(pipe))
-    settings = recommended_settings(pipe)
+            return CGTaylorConfig(**recommended_settings(pipe, steps=steps))
+    settings = recommended_settings(pipe, steps=steps)
     settings["threshold"] = float(cache)
     return CGTaylorConfig(**settings)
 

@@ -16,8 +16,12 @@ def calibrate(
     selection: Annotated[Optional[int], typer.Option(help="Items in the selection split (default: the target's).")] = None,
     test: Annotated[Optional[int], typer.Option(help="Items in the test split (default: the target's).")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="Timing rounds (default: the target's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Sampling steps to calibrate for (default: the target's; with --save "
+                                                 "the choice is kept for that step count: accel.enable(pipe, steps=N)).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Two settings, a few items: a fast check.")] = False,
     save: Annotated[bool, typer.Option(help="Write the choice into the model folder (accel_cache.json).")] = False,
+    from_report: Annotated[Optional[Path], typer.Option("--from-report", help="An earlier run's bench_cache.json: "
+                                                        "choose from it instead of sweeping again (its step count is kept).")] = None,
     out_dir: OutDir = Path("calibration"),
 ) -> None:
     """Sweep CG-Taylor's grid on the selection split, pick a setting per level by the benchmark's rule, report
@@ -32,15 +36,39 @@ def calibrate(
     if level not in {f"{lv:g}" for lv in harness.LEVELS}:
         raise AccelError(f"--level must be one of {', '.join(f'{lv:g}' for lv in harness.LEVELS)}, got {level!r}")
     t0 = time.perf_counter()
-    sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
-    rep = harness.run(model, methods=["cg-taylor"], quick=quick, sizes=sizes or None,
-                      progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr, flush=True))
-    report.write(rep, out_dir)
+    if from_report is not None:
+        rep = _read_report(from_report, model, steps)
+    else:
+        sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
+        rep = harness.run(model, methods=["cg-taylor"], quick=quick, sizes=sizes or None, steps=steps,
+                          progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr, flush=True))
+        report.write(rep, out_dir)
     for lv, c in cg_taylor_choices(rep).items():
         typer.echo(f">= {lv} dB: {c['params']} (selection {c['selection_psnr_median']:.1f} dB, test {c['test_psnr_median']:.1f} dB, "
                    f"{c['compute_skipped']:.0%} compute skipped, {c['speedup']:.2f}x)")
     if save:
         from accel.zoo import resolve
 
-        rec = ship(rep, resolve(model), level, "accel calibrate " + " ".join(sys.argv[2:]))
+        rec = ship(rep, resolve(model), level, "accel calibrate " + " ".join(sys.argv[2:]), steps=steps)
         typer.echo(f"saved to {rec['saved_to']}")
+
+
+def _read_report(path: Path, model: str, steps: int | None) -> dict:
+    """An earlier ``accel calibrate`` / ``accel bench cache`` report, checked against ``--model`` and ``--steps``."""
+    import json
+
+    from accel.benchmarks.targets import get_target
+    from accel.errors import AccelError
+
+    try:
+        rep = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AccelError(f"--from-report {path}: cannot read a report there ({e})") from None
+    cfg = rep.get("config", {}) if isinstance(rep, dict) else {}
+    if not {"verdict", "sweep"} <= set(rep) or "steps" not in cfg:
+        raise AccelError(f"--from-report {path}: not a bench_cache.json written by accel calibrate or accel bench cache")
+    if cfg.get("model") not in (model, get_target(model).name):
+        raise AccelError(f"--from-report {path} was measured on {cfg.get('model')!r}, not {model!r}")
+    if steps is not None and int(cfg["steps"]) != steps:
+        raise AccelError(f"--from-report {path} was measured at {cfg['steps']} steps, not --steps {steps}")
+    return rep

@@ -32,7 +32,7 @@ def check(model: str, steps: int, guidance: float, eps: float, seed: int = 0, ba
     cfg = BenchConfig(model=model, steps=(steps,), methods=("cached",), batch=batch, guidance_scale=guidance,
                       dtype="float64", seed=seed, cache_threshold=threshold)
     pipe = _load(cfg)
-    cache = cache_config(pipe, cfg)
+    cache = cache_config(pipe, cfg, steps)
     noise, emb, target, extra = _inputs(pipe, cfg)
     noise, target = noise.double(), target.double()
     emb = emb.double() if emb is not None else None

@@ -87,7 +87,7 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
     from accel.adjoint._tasks import _cache_config
     from accel.sampling import load_pipeline
 
-    setting = _cache_config(load_pipeline(args.model), cfg_cached.cache).to_dict()
+    setting = _cache_config(load_pipeline(args.model), cfg_cached.cache, cfg_cached.steps).to_dict()
     return {
         "command": args.command, "threads": torch.get_num_threads(), "interleaved_chunk": args.chunk,
         "config": common, "cache_arg": args.cache, "cache_setting": setting,

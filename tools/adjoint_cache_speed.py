@@ -34,11 +34,11 @@ def main() -> None:
     cfg = bench.BenchConfig(model=args.model, steps=tuple(int(s) for s in args.steps.split(",")), methods=("cached",),
                             batch=args.batch, guidance_scale=guidance, isolate=False)
     pipe = bench._load(cfg)
-    setting = bench.cache_config(pipe, cfg)
+    setting = bench.cache_config(pipe, cfg, max(cfg.steps))
     if args.preset is not None:
         rec = json.loads((Path(pipe._accel_source) / "accel_cache.json").read_text())
         setting = CGTaylorConfig(**(rec["finetune"] if args.preset == "finetune" else rec["presets"][args.preset]))
-        bench.cache_config = lambda pipe, cfg: setting  # the bench's cached method runs at the preset
+        bench.cache_config = lambda pipe, cfg, steps=None: setting  # the bench's cached method runs at the preset
     timing = [time_interleaved(pipe, cfg, n, args.rounds) for n in cfg.steps]
     extras = {"model": cfg.model, "preset": args.preset or "shipped", "cache": setting.to_dict(), "threads": torch.get_num_threads(),
               "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch, "guidance_scale": cfg.guidance_scale,

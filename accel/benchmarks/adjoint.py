@@ -202,12 +202,13 @@ def _load(cfg: BenchConfig) -> Any:
     return pipe
 
 
-def cache_config(pipe: Any, cfg: BenchConfig) -> Any:
-    """The CG-Taylor setting of the ``cached`` methods: the model's shipped one, with ``cache_threshold`` if given."""
+def cache_config(pipe: Any, cfg: BenchConfig, steps: int | None = None) -> Any:
+    """The CG-Taylor setting of the ``cached`` methods: the model's shipped one (the one calibrated for ``steps``
+    where the model ships one), with ``cache_threshold`` if given."""
     from accel.caching import CGTaylorConfig
     from accel.sampling import recommended_settings
 
-    settings = recommended_settings(pipe)
+    settings = recommended_settings(pipe, steps=steps)
     if cfg.cache_threshold is not None:
         settings["threshold"] = float(cfg.cache_threshold)
     return CGTaylorConfig(**settings)
@@ -226,10 +227,11 @@ def gradient_fn(pipe: Any, cfg: BenchConfig, name: str) -> Callable[[int], tuple
     extra = tuple(t.to(dev, dtype) for t in extra)
     params = [p for p in find_denoiser(pipe).parameters() if p.requires_grad]
     kwargs = dict(METHOD_KWARGS[name])
-    if kwargs.get("cache"):
-        kwargs["cache"] = cache_config(pipe, cfg)
+    cached = bool(kwargs.get("cache"))
 
     def once(n: int) -> tuple[tuple[torch.Tensor, ...], float]:
+        if cached:
+            kwargs["cache"] = cache_config(pipe, cfg, n)
         for p in params:
             p.grad = None
         x = noise.clone().requires_grad_()

@@ -35,7 +35,8 @@ def time_interleaved(pipe: Any, cfg: BenchConfig, steps: int, rounds: int) -> di
             forecast = fraction if name == "cached" else forecast
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {"steps": steps, "rounds": rounds, "discrete_s": med["discrete"], "cached_s": med["cached"],
-            "speedup": med["discrete"] / med["cached"], "forecast_fraction": forecast, "times": times}
+            "speedup": med["discrete"] / med["cached"], "forecast_fraction": forecast,
+            "bound": 1 / (1 - forecast) if forecast < 1 else None, "cache": cache_config(pipe, cfg, steps).to_dict(), "times": times}
 
 
 def fidelity(pipe: Any, cfg: BenchConfig, steps: int, thresholds: tuple[float, ...]) -> list[dict[str, Any]]:
@@ -68,9 +69,17 @@ def run_cache_extras(cfg: BenchConfig, rounds: int, thresholds: tuple[float, ...
     fid = fidelity(pipe, cfg, max(cfg.steps), thresholds) if thresholds else []
     if progress is not None:
         progress(total, total, "done")
-    return {"model": cfg.model, "cache": cache_config(pipe, cfg).to_dict(), "threads": torch.get_num_threads(),
+    return {"model": cfg.model, "cache": cache_config(pipe, cfg, max(cfg.steps)).to_dict(), "threads": torch.get_num_threads(),
             "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch, "guidance_scale": cfg.guidance_scale,
             "timing": timing, "fidelity": fid}
+
+
+def _brief(setting: dict[str, Any]) -> str:
+    """A setting's fields that differ from CGTaylorConfig's defaults (the threshold always)."""
+    from accel.caching import CGTaylorConfig
+
+    base = CGTaylorConfig().to_dict()
+    return ", ".join(f"{k}={v}" for k, v in setting.items() if k == "threshold" or base.get(k) != v)
 
 
 def _row(values: list[Any]) -> str:
@@ -98,10 +107,17 @@ def cache_markdown(records: list[dict[str, Any]], extras: dict[str, Any] | None)
                              " / ".join(f"{r['cos_uncached']:.4f}" for r in rows),
                              "-" if mb is None else f"{mb:.1f}", "-" if dmb is None else f"{dmb:.1f}", ratio]))
     if extras:
-        out += ["", f"Time per gradient, interleaved ({extras['threads']} thread(s); setting {extras['cache']}):", "",
-                "| N | discrete s | cached s | speedup | forecast | rounds |", "|---|---|---|---|---|---|"]
-        out += [_row([t["steps"], f"{t['discrete_s']:.3f}", f"{t['cached_s']:.3f}", f"{t['speedup']:.2f}x",
-                      f"{t['forecast_fraction']:.0%}", t["rounds"]]) for t in extras["timing"]]
+        per_n = any(t.get("cache", extras["cache"]) != extras["cache"] for t in extras["timing"])
+        setting = "the setting of each row" if per_n else f"setting {extras['cache']}"
+        out += ["", f"Time per gradient, interleaved ({extras['threads']} thread(s); {setting}; bound: 1 / (1 - forecast), "
+                "the speedup if forecast steps cost nothing):", "",
+                "| N | discrete s | cached s | speedup | forecast | bound | rounds |" + (" setting |" if per_n else ""),
+                "|---|---|---|---|---|---|---|" + ("---|" if per_n else "")]
+        for t in extras["timing"]:
+            f = t["forecast_fraction"]
+            cells = [t["steps"], f"{t['discrete_s']:.3f}", f"{t['cached_s']:.3f}", f"{t['speedup']:.2f}x", f"{f:.0%}",
+                     f"{1 / (1 - f):.2f}x" if f < 1 else "-", t["rounds"]]
+            out.append(_row(cells + ([_brief(t.get("cache", extras["cache"]))] if per_n else [])))
         if extras["fidelity"]:
             out += ["", "Fidelity: cosine of the cached gradient with the uncached one:", "",
                     "| threshold | N | forecast | cos noise | cos cond | cos weights |", "|---|---|---|---|---|---|"]

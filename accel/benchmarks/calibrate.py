@@ -30,9 +30,24 @@ def cg_taylor_choices(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def ship(report: dict[str, Any], folder: str | Path, level: str, command: str) -> dict[str, Any]:
-    """Write ``folder/accel_cache.json``: the rule's choice at ``level`` as the default, the others as presets."""
+def ship(report: dict[str, Any], folder: str | Path, level: str, command: str, steps: int | None = None) -> dict[str, Any]:
+    """Write ``folder/accel_cache.json``: the rule's choice at ``level`` as the default, the others as presets.
+
+    With ``steps`` (the report's step count), the entry goes under ``by_steps[steps]`` instead, which
+    ``accel.enable(pipe, steps=N)`` and every caller that knows its step count read in place of the default.
+    Such an entry replaces the default without the user asking, so it keeps only choices that hold their level on
+    the test split, and a ``level`` whose choice does not hold is refused."""
     choices = cg_taylor_choices(report)
+    if steps is not None:
+        if int(report["config"]["steps"]) != int(steps):
+            raise AccelError(f"the report was measured at {report['config']['steps']} steps, not {steps}")
+        missed = {lv: c for lv, c in choices.items() if not c["holds_on_test"]}
+        if level in missed:
+            c = missed[level]
+            raise AccelError(f"at {steps} steps the rule's {level} dB choice {c['params']} does not hold on the test "
+                             f"split (median {c['test_psnr_median']:.1f} dB); ship a level that holds "
+                             f"(holding: {', '.join(lv for lv in choices if lv not in missed) or 'none'})")
+        choices = {lv: c for lv, c in choices.items() if lv not in missed}
     if level not in choices:
         raise AccelError(f"no CG-Taylor setting meets {level} dB on the selection split; ship another level "
                          f"(available: {', '.join(choices) or 'none'})")
@@ -40,15 +55,23 @@ def ship(report: dict[str, Any], folder: str | Path, level: str, command: str) -
     rec = {"threshold": pick.pop("threshold"), "config": pick, "level_db": float(level),
            "presets": {name: choices[lv]["params"] for name, lv in PRESETS.items() if lv in choices},
            "figures": choices, "criterion": report["config"]["rule"], "source": command}
+    if "steps" in report.get("config", {}):
+        rec["steps"] = int(report["config"]["steps"])
     path = Path(folder) / "accel_cache.json"
     if not path.parent.is_dir():
         raise AccelError(f"{path.parent} is not a folder; --ship needs a local model folder")
-    if path.is_file():  # entries this does not write (the fine-tuning setting ``finetune``) are kept
+    old: Any = {}
+    if path.is_file():  # entries this does not write (the fine-tuning setting ``finetune``, other step counts) are kept
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError:
             old = {}
-        rec.update({k: v for k, v in old.items() if k not in rec} if isinstance(old, dict) else {})
-    atomic_write_bytes(path, (json.dumps(rec, indent=2) + "\n").encode())
-    rec["saved_to"] = str(path)
-    return rec
+        old = old if isinstance(old, dict) else {}
+    if steps is not None:
+        by_steps = dict(old.get("by_steps") or {})
+        by_steps[str(int(steps))] = rec
+        out = {**old, "by_steps": dict(sorted(by_steps.items(), key=lambda kv: int(kv[0])))}
+    else:
+        out = {**rec, **{k: v for k, v in old.items() if k not in rec}}
+    atomic_write_bytes(path, (json.dumps(out, indent=2) + "\n").encode())
+    return {**rec, "saved_to": str(path)}

@@ -20,7 +20,7 @@ _controller = controller_of  # the name other modules use
 
 
 def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None = None,
-           scheduler: Any = None) -> CGTaylorConfig:
+           scheduler: Any = None, steps: int | None = None) -> CGTaylorConfig:
     """Enable CG-Taylor caching on a diffusers pipeline, transformer or U-Net (in place, exactly undoable).
 
     Args:
@@ -31,13 +31,15 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
         preset: instead of ``config``, one of the folder's named choices: ``"quality"`` (>= 40 dB per-image
             PSNR median against uncached), ``"balanced"`` (>= 35 dB) or ``"fast"`` (>= 30 dB).
         scheduler: the scheduler driving the denoiser, to know the last step (taken from a pipeline).
+        steps: the ``num_inference_steps`` you will sample with: without ``config``, the shipped setting
+            calibrated for that step count where the folder has one (``accel calibrate --steps N --save``).
     Returns:
         The active config. Enabling again with the same config is a no-op; with another config it is refused.
     """
-    if config is not None and preset is not None:
-        raise AccelError("pass either a config or a preset, not both")
+    if config is not None and (preset is not None or steps is not None):
+        raise AccelError("pass either a config or a preset / steps (which pick a shipped setting), not both")
     if config is None:
-        config = shipped_config(obj, preset) or CGTaylorConfig()
+        config = shipped_config(obj, preset, steps) or CGTaylorConfig()
         _check_scheduler(obj)
     if not isinstance(config, CGTaylorConfig):
         raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")

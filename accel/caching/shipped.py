@@ -5,6 +5,12 @@ median against the uncached images, on that model's selection split).
 
 ``accel.enable(pipe)`` without a config, ``accel.enable(pipe, preset="fast")`` and ``accel sample --cache
 cg-taylor [--preset P]`` read them from the folder the pipeline was loaded from.
+
+The default and presets are chosen at the benchmark's step count (``"steps"``); a gate threshold does not carry
+over to another step count (each step moves the features further at 10 steps than at 50), so
+``accel calibrate --steps N --save`` keeps a choice per step count under ``"by_steps"``, which replaces the
+default wherever the caller names its step count (``accel.enable(pipe, steps=N)``, ``accel sample``, the
+gradient path).
 """
 
 from __future__ import annotations
@@ -65,8 +71,22 @@ def _record(obj: Any) -> tuple[Path | None, dict[str, Any]]:
     return path, record
 
 
-def shipped_settings(obj: Any, preset: str | None = None) -> dict[str, Any]:
-    """The CGTaylorConfig fields shipped beside ``obj``'s model: the default choice, or the named ``preset``.
+def _for_steps(path: Path, record: dict[str, Any], steps: int | None) -> tuple[str, dict[str, Any]]:
+    """The part of ``record`` chosen for ``steps`` sampling steps (its ``by_steps`` entry), else the whole record."""
+    by_steps = record.get("by_steps", {})
+    if not isinstance(by_steps, dict):
+        raise AccelError(f"{path}: 'by_steps' must map step counts to settings; fix or delete it")
+    if steps is None or str(int(steps)) not in by_steps:
+        return str(path), record
+    entry = by_steps[str(int(steps))]
+    if not isinstance(entry, dict):
+        raise AccelError(f"{path}: by_steps {steps} must be an object with a threshold; fix or delete it")
+    return f"{path} (by_steps {int(steps)})", entry
+
+
+def shipped_settings(obj: Any, preset: str | None = None, steps: int | None = None) -> dict[str, Any]:
+    """The CGTaylorConfig fields shipped beside ``obj``'s model: the default choice, or the named ``preset``; with
+    ``steps``, those calibrated for that step count where the file has them (``by_steps``), else the default's.
     Empty when the model ships no ``accel_cache.json`` (then a ``preset`` is an error: there is nothing to pick)."""
     if preset is not None and preset not in PRESETS:
         raise AccelError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
@@ -76,13 +96,14 @@ def shipped_settings(obj: Any, preset: str | None = None) -> dict[str, Any]:
             raise AccelError(f"preset {preset!r} needs the model folder's {FILE}, and this model ships none; "
                              f"write one with `accel calibrate --model FOLDER --save` or pass a CGTaylorConfig")
         return {}
+    where, record = _for_steps(path, record, steps)
     if preset is None:
-        return _fields({"threshold": record.get("threshold"), **record.get("config", {})} if "threshold" in record else {}, str(path))
+        return _fields({"threshold": record.get("threshold"), **record.get("config", {})} if "threshold" in record else {}, where)
     presets = record.get("presets", {})
     if preset not in presets:
-        raise AccelError(f"{path} has no preset {preset!r} (it has: {', '.join(presets) or 'none'}); "
+        raise AccelError(f"{where} has no preset {preset!r} (it has: {', '.join(presets) or 'none'}); "
                          f"rerun `accel calibrate --save` to write all three")
-    return _fields(presets[preset], f"{path} preset {preset!r}")
+    return _fields(presets[preset], f"{where} preset {preset!r}")
 
 
 def shipped_entry(obj: Any, name: str) -> dict[str, Any]:
@@ -119,7 +140,7 @@ def use_calibrated_scheduler(pipe: Any) -> str | None:
     return name
 
 
-def shipped_config(obj: Any, preset: str | None = None) -> CGTaylorConfig | None:
+def shipped_config(obj: Any, preset: str | None = None, steps: int | None = None) -> CGTaylorConfig | None:
     """``CGTaylorConfig`` of :func:`shipped_settings`, or None when the model ships none."""
-    settings = shipped_settings(obj, preset)
+    settings = shipped_settings(obj, preset, steps)
     return CGTaylorConfig(**settings) if settings else None

@@ -34,11 +34,12 @@ def test_bench_through_the_cache(tiny_dit_folder):
     extras = run_cache_extras(cfg, rounds=1, thresholds=(0.0, 0.5))
     (timing,) = extras["timing"]
     assert timing["steps"] == 8 and timing["discrete_s"] > 0 and timing["cached_s"] > 0
+    assert timing["bound"] == 1 / (1 - timing["forecast_fraction"]) and timing["cache"]["threshold"] == 0.5
     exact, loose = extras["fidelity"]
     assert exact["forecast_fraction"] == 0 and all(exact[f"cos_{t}"] > 1 - 1e-9 for t in ("noise", "cond", "weights"))
     assert loose["forecast_fraction"] > 0
     md = cache_markdown(recs, extras)
-    assert "| 8 |" in md and "interleaved" in md and "| 0.5 | 8 |" in md
+    assert "| 8 |" in md and "interleaved" in md and "| 0.5 | 8 |" in md and f"| {timing['bound']:.2f}x |" in md
 
 
 def test_cli_bench_and_finetune_with_cache(tiny_dit_folder, tmp_path):

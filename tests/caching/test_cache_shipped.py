@@ -167,3 +167,87 @@ def test_enable_warns_when_the_shipped_setting_expects_another_scheduler(shipped
     with pytest.warns(UserWarning, match=f"calibrated with {other}"):
         accel.enable(pipe)
     accel.disable(pipe)
+
+
+def _report(steps, holds=True):
+    """A one-level calibration report as ``harness.run`` writes it (CG-Taylor's 35 dB choice only)."""
+    entry = {"method": "cg-taylor", "setting": "cg-taylor(threshold=0.12)", "selection": {"psnr_median": 38.0},
+             "test": {"psnr_median": 37.0 if holds else 33.0, "compute_skipped": 0.55}, "holds_on_test": holds,
+             "speed": {"batch4": {"speedup": 2.0}}}
+    return {"verdict": {"35": {"entries": [entry]}}, "sweep": [{"label": entry["setting"], "params": {"threshold": 0.12}}],
+            "config": {"rule": "the rule", "steps": steps, "model": "tiny"}}
+
+
+def test_a_choice_per_step_count_replaces_the_default_where_the_caller_names_it(shipped_folder):
+    """``accel calibrate --steps N --save`` keeps its choice under ``by_steps``: ``enable(pipe, steps=N)``, the
+    presets at N, ``accel sample --steps N`` and the gradient path take it; other step counts keep the default."""
+    from accel.adjoint._tasks import _cache_config
+    from accel.benchmarks.calibrate import ship
+
+    rec = ship(_report(10), shipped_folder, "35", "accel calibrate --steps 10 --save", steps=10)
+    assert rec["steps"] == 10 and rec["threshold"] == 0.12
+    saved = json.loads((shipped_folder / "accel_cache.json").read_text())
+    assert saved["threshold"] == SHIPPED["threshold"] and saved["presets"] == SHIPPED["presets"]  # the default is kept
+    assert saved["by_steps"]["10"]["presets"] == {"balanced": {"threshold": 0.12}}
+    pipe = _load(shipped_folder)
+    with accel.cached(pipe, steps=10) as cfg:
+        assert cfg == CGTaylorConfig(threshold=0.12)
+    with accel.cached(pipe, steps=12) as cfg:  # no choice for 12 steps: the default
+        assert cfg == CGTaylorConfig(threshold=0.2, warmup_steps=2)
+    assert shipped_settings(pipe, "balanced", steps=10) == {"threshold": 0.12}
+    with pytest.raises(AccelError, match=r"by_steps 10\) has no preset 'fast'"):
+        shipped_settings(pipe, "fast", steps=10)
+    assert _cache_config(pipe, 0.3, 10) == CGTaylorConfig(threshold=0.3)  # a threshold keeps the step count's other fields
+    assert _cache_config(pipe, 0.3, 12) == CGTaylorConfig(threshold=0.3, warmup_steps=2)
+    with pytest.raises(AccelError, match="preset / steps"):
+        accel.enable(pipe, CGTaylorConfig(), steps=10)
+    ship(_report(20), shipped_folder, "35", "accel calibrate --steps 20 --save", steps=20)  # another step count joins
+    assert list(json.loads((shipped_folder / "accel_cache.json").read_text())["by_steps"]) == ["10", "20"]
+
+
+def test_a_step_count_choice_must_hold_on_test(shipped_folder):
+    """A per-step-count entry silently replaces the default, so a choice that misses its level on the test split
+    is refused with the levels that do hold; a report from another step count is refused."""
+    from accel.benchmarks.calibrate import ship
+
+    with pytest.raises(AccelError, match="does not hold on the test split.*holding: none"):
+        ship(_report(10, holds=False), shipped_folder, "35", "c", steps=10)
+    with pytest.raises(AccelError, match="measured at 10 steps, not 20"):
+        ship(_report(10), shipped_folder, "35", "c", steps=20)
+    assert "by_steps" not in json.loads((shipped_folder / "accel_cache.json").read_text())  # nothing written
+
+
+def test_sample_takes_the_step_counts_choice(shipped_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from accel.benchmarks.calibrate import ship
+    from accel.cli.main import app
+
+    ship(_report(8), shipped_folder, "35", "c", steps=8)
+    r = CliRunner().invoke(app, ["sample", "--model", str(shipped_folder), "--class", "3", "-n", "2", "--steps", "8",
+                                 "--no-progress", "--out", str(tmp_path / "g.png"), "--cache", "cg-taylor",
+                                 "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "r.json").read_text())["threshold"] == 0.12
+
+
+def test_calibrate_from_report_checks_what_it_reads(shipped_folder, tmp_path):
+    """``accel calibrate --from-report`` ships from an earlier run without sweeping; a file that is not such a report,
+    or one from another step count, is one clear error."""
+    from typer.testing import CliRunner
+
+    from accel.cli.main import app
+
+    runner = CliRunner()
+    rep = _report(10)
+    rep["config"]["model"] = str(shipped_folder)
+    (tmp_path / "rep.json").write_text(json.dumps(rep))
+    base = ["calibrate", "--model", str(shipped_folder), "--from-report", str(tmp_path / "rep.json")]
+    r = runner.invoke(app, [*base, "--steps", "20", "--save"])
+    assert isinstance(r.exception, AccelError) and "measured at 10 steps, not --steps 20" in str(r.exception)
+    r = runner.invoke(app, [*base, "--steps", "10", "--save"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((shipped_folder / "accel_cache.json").read_text())["by_steps"]["10"]["threshold"] == 0.12
+    (tmp_path / "rep.json").write_text("{}")
+    r = runner.invoke(app, [*base])
+    assert isinstance(r.exception, AccelError) and "not a bench_cache.json" in str(r.exception)

@@ -76,7 +76,8 @@ def sample_with_grad(
             beyond the stored factors; ``"autograd"``: backprop through the cached forward). The gate's decisions
             are taken in the forward pass and held fixed; gradients flow through block 0, the head and the
             stored Taylor factors into the last block's outputs at earlier full steps. The network is hooked only
-            while a pass runs. A pipeline's shipped setting: ``CGTaylorConfig(**accel.sampling.recommended_settings(pipe))``.
+            while a pass runs. ``cache="shipped"``: the setting the model folder ships for ``steps`` steps
+            (``accel_cache.json``: its ``by_steps`` entry where there is one, else its default).
 
     Returns:
         x_0, (B, C, H, W), differentiable with respect to noise, float cond tensors and ``params``.
@@ -87,6 +88,8 @@ def sample_with_grad(
         raise AccelError(f"order must be 1 or 2, got {order!r}")
     if not torch.is_tensor(noise) or noise.ndim < 2:
         raise AccelError(f"noise must be a (B, ...) tensor, got {type(noise).__name__} {tuple(getattr(noise, 'shape', ()))}")
+    if isinstance(cache, str):
+        cache = _shipped(model_or_pipeline, cache, steps)
     den, grid = prepare(model_or_pipeline, steps, guidance_scale, uncond, scheduler, sample_shape=noise.shape)
     cond = _canonical_cond(cond)
     step = get_step(sampler)
@@ -106,6 +109,20 @@ def sample_with_grad(
     if method == "discrete":
         return DiscreteAdjoint.apply(spec, noise, *flat, *ps)
     return ContinuousAdjoint.apply(spec, order, reconstruct, noise, *flat, *ps)
+
+
+def _shipped(obj: Any, cache: str, steps: int) -> Any:
+    """``cache="shipped"``: the model folder's CG-Taylor setting for ``steps`` sampling steps."""
+    from accel.caching import CGTaylorConfig
+    from accel.caching.shipped import shipped_settings
+
+    if cache != "shipped":
+        raise AccelError(f"cache must be a CGTaylorConfig or 'shipped', got {cache!r}")
+    settings = shipped_settings(obj, steps=steps)
+    if not settings:
+        raise AccelError("cache='shipped' needs the model folder's accel_cache.json, and this model ships none; "
+                         "pass cache=accel.CGTaylorConfig(...) or write one with `accel calibrate --save`")
+    return CGTaylorConfig(**settings)
 
 
 def _cached(den: Denoiser, grid: Grid, step: Any, noise: torch.Tensor, cond: Any, method: str, params: list[torch.Tensor],

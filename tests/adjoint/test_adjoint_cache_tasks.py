@@ -132,3 +132,37 @@ def test_dit_digits_ships_the_race_setting_for_finetuning():
     rec = json.loads((MODELS["dit-digits"].weights / "accel_cache.json").read_text())
     assert CGTaylorConfig(**rec["finetune"]) == CGTaylorConfig(threshold=0.05)
     assert rec["threshold"] == 0.1 and rec["config"]["residual"] and set(rec["presets"]) == {"quality", "balanced", "fast"}
+
+
+def test_sample_with_grad_takes_the_shipped_setting_for_its_step_count(tiny_dit_folder, tiny_dit_pipe):
+    """``cache="shipped"``: the folder's setting for the call's step count (``by_steps``), else its default; the
+    same gradient as passing that config; a model without the file, or another string, is one clear error."""
+    import json
+
+    import torch
+
+    from accel.adjoint import sample_with_grad
+    from accel.caching import CGTaylorConfig
+    from accel.sampling import load_pipeline
+
+    (tiny_dit_folder / "accel_cache.json").write_text(json.dumps({
+        "threshold": 0.2, "by_steps": {"6": {"threshold": 0.5, "config": {"warmup_steps": 1}}}}))
+    pipe = load_pipeline(str(tiny_dit_folder))
+    c = pipe.transformer.config
+
+    def grad(cache, steps=6):
+        x = torch.randn(1, c.in_channels, c.sample_size, c.sample_size, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        seen = []
+        sample_with_grad(pipe, x, torch.tensor([3]), steps=steps, cache=cache,
+                         callback=lambda info: seen.append(info["computed"])).square().mean().backward()
+        return x.grad, seen
+
+    g, seen = grad("shipped")
+    ref, ref_seen = grad(CGTaylorConfig(threshold=0.5, warmup_steps=1))
+    assert torch.equal(g, ref) and seen == ref_seen and not all(seen)
+    assert torch.equal(grad("shipped", 5)[0], grad(CGTaylorConfig(threshold=0.2), 5)[0])  # no entry for 5: the default
+    with pytest.raises(AccelError, match="'shipped', got 'fast'"):
+        grad("fast")
+    with pytest.raises(AccelError, match="ships none"):
+        sample_with_grad(tiny_dit_pipe, torch.randn(1, c.in_channels, c.sample_size, c.sample_size), torch.tensor([3]),
+                         steps=4, cache="shipped")

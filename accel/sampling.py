@@ -236,7 +236,8 @@ def sample_to_file(
         if cache == "cg-taylor":
             from . import CGTaylorConfig, disable, enable, stats
 
-            settings = recommended_settings(pipe, preset, steps) | ({"threshold": threshold} if threshold is not None else {})
+            shipped = recommended_settings(pipe, preset, steps)
+            settings = shipped | ({"threshold": threshold} if threshold is not None else {})
             cfg = CGTaylorConfig(**settings)
             enable(pipe, cfg)
             try:
@@ -246,6 +247,10 @@ def sample_to_file(
                 disable(pipe)
             report["threshold"] = cfg.threshold
             report["preset"] = preset
+            if shipped and threshold is None:
+                from .caching.shipped import shipped_steps
+
+                report["calibrated_steps"] = shipped_steps(pipe, steps)
             report["forecast_fraction_local"] = st.forecast_fraction
         local = {"idx": list(idx), "images": result.images, "seconds": result.seconds,
                  "base_images": base.images if (base is not None and cache != "none") else None,
@@ -291,7 +296,10 @@ def summary_line(r: dict[str, Any]) -> str:
         s += f"; loading the model took {r['load_seconds']:.2f} s more"
     s += ")"
     if r["cache"] != "none":
-        s += f"; cache {r['cache']} threshold {r['threshold']:g}: {100 * (r['forecast_fraction'] or 0):.0f}% of steps forecast"
+        s += f"; cache {r['cache']} threshold {r['threshold']:g}"
+        if r.get("calibrated_steps") is not None:
+            s += f" (the model's setting chosen at {r['calibrated_steps']} steps)"
+        s += f": {100 * (r['forecast_fraction'] or 0):.0f}% of steps forecast"
         if r.get("scheduler"):
             s += f" (sampled with {r['scheduler']}, the scheduler the model's cache setting was calibrated with)"
         if "speedup" in r:

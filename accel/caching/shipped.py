@@ -106,6 +106,17 @@ def shipped_settings(obj: Any, preset: str | None = None, steps: int | None = No
     return _fields(presets[preset], f"{where} preset {preset!r}")
 
 
+def shipped_steps(obj: Any, steps: int | None = None) -> int | None:
+    """The step count the setting :func:`shipped_settings` returns for ``steps`` was chosen at: ``steps`` where the
+    file has an entry for it, else the default's (``"steps"``; None where the file does not say)."""
+    path, record = _record(obj)
+    if path is None:
+        return None
+    where, entry = _for_steps(path, record, steps)
+    value = entry.get("steps", steps if entry is not record else None)
+    return int(value) if value is not None else None
+
+
 def shipped_entry(obj: Any, name: str) -> dict[str, Any]:
     """The CGTaylorConfig fields of another named entry of ``accel_cache.json`` (``finetune``: the setting chosen
     for training gradients, docs/adjoint.md); empty when the model ships no file or the file no such entry."""

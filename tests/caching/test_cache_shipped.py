@@ -228,7 +228,9 @@ def test_sample_takes_the_step_counts_choice(shipped_folder, tmp_path):
                                  "--no-progress", "--out", str(tmp_path / "g.png"), "--cache", "cg-taylor",
                                  "--json", str(tmp_path / "r.json")])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "r.json").read_text())["threshold"] == 0.12
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["threshold"] == 0.12 and report["calibrated_steps"] == 8
+    assert "the model's setting chosen at 8 steps" in r.output
 
 
 def test_calibrate_from_report_checks_what_it_reads(shipped_folder, tmp_path):

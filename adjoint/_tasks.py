@@ -87,7 +87,7 @@ def _cache_config(pipe: Any, cache: float | str | None, steps: int | None = None
             return CGTaylorConfig(**settings)
         try:
             return CGTaylorConfig(**recommended_settings(pipe, "quality", steps))
-        except AccelError:  # no accel_cache.json, or one without presets
+        except AccelError:  # no accel_cache.json, one without presets, or a step count's entry where no 40 dB choice held
             return CGTaylorConfig(**recommended_settings(pipe, steps=steps))
     settings = recommended_settings(pipe, steps=steps)
     settings["threshold"] = float(cache)

@@ -21,7 +21,8 @@ def calibrate(
     quick: Annotated[bool, typer.Option("--quick", help="Two settings, a few items: a fast check.")] = False,
     save: Annotated[bool, typer.Option(help="Write the choice into the model folder (accel_cache.json).")] = False,
     from_report: Annotated[Optional[Path], typer.Option("--from-report", help="An earlier run's bench_cache.json: "
-                                                        "choose from it instead of sweeping again (its step count is kept).")] = None,
+                                                        "choose from it instead of sweeping again; with --save, a report "
+                                                        "at another step count than the target's goes under that step count.")] = None,
     out_dir: OutDir = Path("calibration"),
 ) -> None:
     """Sweep CG-Taylor's grid on the selection split, pick a setting per level by the benchmark's rule, report
@@ -31,13 +32,19 @@ def calibrate(
 
     from accel.benchmarks import harness, report
     from accel.benchmarks.calibrate import cg_taylor_choices, ship
+    from accel.benchmarks.targets import get_target
     from accel.errors import AccelError
 
     if level not in {f"{lv:g}" for lv in harness.LEVELS}:
         raise AccelError(f"--level must be one of {', '.join(f'{lv:g}' for lv in harness.LEVELS)}, got {level!r}")
     t0 = time.perf_counter()
     if from_report is not None:
+        given = [f"--{k}" for k, v in (("quick", quick), ("selection", selection), ("test", test), ("rounds", rounds)) if v]
+        if given:
+            raise AccelError(f"{', '.join(given)} set how a sweep runs; --from-report reads one that ran already, drop them")
         rep = _read_report(from_report, model, steps)
+        if steps is None and int(rep["config"]["steps"]) != get_target(model).steps:
+            steps = int(rep["config"]["steps"])  # a step count's choice, not the default's
     else:
         sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
         rep = harness.run(model, methods=["cg-taylor"], quick=quick, sizes=sizes or None, steps=steps,
@@ -64,11 +71,18 @@ def _read_report(path: Path, model: str, steps: int | None) -> dict:
         rep = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise AccelError(f"--from-report {path}: cannot read a report there ({e})") from None
-    cfg = rep.get("config", {}) if isinstance(rep, dict) else {}
-    if not {"verdict", "sweep"} <= set(rep) or "steps" not in cfg:
+    cfg = rep.get("config") if isinstance(rep, dict) else None
+    if not isinstance(cfg, dict) or not {"verdict", "sweep"} <= set(rep) or "steps" not in cfg:
         raise AccelError(f"--from-report {path}: not a bench_cache.json written by accel calibrate or accel bench cache")
-    if cfg.get("model") not in (model, get_target(model).name):
+    measured = str(cfg.get("model"))
+    if not (_same_model(measured, model) or measured == get_target(model).name):
         raise AccelError(f"--from-report {path} was measured on {cfg.get('model')!r}, not {model!r}")
     if steps is not None and int(cfg["steps"]) != steps:
         raise AccelError(f"--from-report {path} was measured at {cfg['steps']} steps, not --steps {steps}")
     return rep
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Two ``--model`` values name the same model: equal names, or the same local folder however spelled."""
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.resolve() == pb.resolve() if pa.is_dir() and pb.is_dir() else a == b

@@ -19,7 +19,8 @@ import torch
 def main() -> None:
     from accel.benchmarks import adjoint as bench
     from accel.benchmarks.adjoint_cache import cache_markdown, time_interleaved
-    from accel.caching import CGTaylorConfig
+    from accel.caching import CGTaylorConfig, shipped_settings
+    from accel.caching.shipped import shipped_entry
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="dit-digits")
@@ -35,10 +36,13 @@ def main() -> None:
                             batch=args.batch, guidance_scale=guidance, isolate=False)
     pipe = bench._load(cfg)
     setting = bench.cache_config(pipe, cfg, max(cfg.steps))
-    if args.preset is not None:
-        rec = json.loads((Path(pipe._accel_source) / "accel_cache.json").read_text())
-        setting = CGTaylorConfig(**(rec["finetune"] if args.preset == "finetune" else rec["presets"][args.preset]))
-        bench.cache_config = lambda pipe, cfg, steps=None: setting  # the bench's cached method runs at the preset
+    if args.preset is not None:  # the bench's cached method runs at the preset (the one for each N where the model has one)
+        if args.preset == "finetune":
+            fixed = CGTaylorConfig(**shipped_entry(pipe, "finetune"))
+            bench.cache_config = lambda pipe, cfg, steps=None: fixed
+        else:
+            bench.cache_config = lambda pipe, cfg, steps=None: CGTaylorConfig(**shipped_settings(pipe, args.preset, steps))
+        setting = bench.cache_config(pipe, cfg, max(cfg.steps))
     timing = [time_interleaved(pipe, cfg, n, args.rounds) for n in cfg.steps]
     extras = {"model": cfg.model, "preset": args.preset or "shipped", "cache": setting.to_dict(), "threads": torch.get_num_threads(),
               "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch, "guidance_scale": cfg.guidance_scale,

@@ -16,12 +16,14 @@ from typing import Any, Callable
 
 import torch
 
-from .adjoint import BenchConfig, _compare, _load, cache_config, gradient_fn
+from . import adjoint as _adjoint
+from .adjoint import BenchConfig, _compare, _load, gradient_fn
 from .adjoint_report import TARGETS
 
 
 def time_interleaved(pipe: Any, cfg: BenchConfig, steps: int, rounds: int) -> dict[str, Any]:
-    """Seconds per gradient (forward + backward) of ``discrete`` and ``cached`` at ``steps``, interleaved."""
+    """Seconds per gradient (forward + backward) of ``discrete`` and ``cached`` at ``steps``, interleaved; the
+    row records the cached setting (``adjoint.cache_config``, looked up through the module as gradient_fn does)."""
     fns = {"discrete": gradient_fn(pipe, cfg, "discrete"), "cached": gradient_fn(pipe, cfg, "cached")}
     for fn in fns.values():
         fn(1)  # warm-up
@@ -36,7 +38,7 @@ def time_interleaved(pipe: Any, cfg: BenchConfig, steps: int, rounds: int) -> di
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {"steps": steps, "rounds": rounds, "discrete_s": med["discrete"], "cached_s": med["cached"],
             "speedup": med["discrete"] / med["cached"], "forecast_fraction": forecast,
-            "bound": 1 / (1 - forecast) if forecast < 1 else None, "cache": cache_config(pipe, cfg, steps).to_dict(), "times": times}
+            "bound": 1 / (1 - forecast) if forecast < 1 else None, "cache": _adjoint.cache_config(pipe, cfg, steps).to_dict(), "times": times}
 
 
 def fidelity(pipe: Any, cfg: BenchConfig, steps: int, thresholds: tuple[float, ...]) -> list[dict[str, Any]]:
@@ -69,7 +71,7 @@ def run_cache_extras(cfg: BenchConfig, rounds: int, thresholds: tuple[float, ...
     fid = fidelity(pipe, cfg, max(cfg.steps), thresholds) if thresholds else []
     if progress is not None:
         progress(total, total, "done")
-    return {"model": cfg.model, "cache": cache_config(pipe, cfg, max(cfg.steps)).to_dict(), "threads": torch.get_num_threads(),
+    return {"model": cfg.model, "cache": _adjoint.cache_config(pipe, cfg, max(cfg.steps)).to_dict(), "threads": torch.get_num_threads(),
             "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch, "guidance_scale": cfg.guidance_scale,
             "timing": timing, "fidelity": fid}
 

@@ -74,8 +74,8 @@ def _record(obj: Any) -> tuple[Path | None, dict[str, Any]]:
 def _for_steps(path: Path, record: dict[str, Any], steps: int | None) -> tuple[str, dict[str, Any]]:
     """The part of ``record`` chosen for ``steps`` sampling steps (its ``by_steps`` entry), else the whole record."""
     by_steps = record.get("by_steps", {})
-    if not isinstance(by_steps, dict):
-        raise AccelError(f"{path}: 'by_steps' must map step counts to settings; fix or delete it")
+    if not isinstance(by_steps, dict) or not all(str(k).isdigit() for k in by_steps):
+        raise AccelError(f"{path}: 'by_steps' must map step counts (\"10\", \"20\", ...) to settings; fix or delete it")
     if steps is None or str(int(steps)) not in by_steps:
         return str(path), record
     entry = by_steps[str(int(steps))]
@@ -101,6 +101,9 @@ def shipped_settings(obj: Any, preset: str | None = None, steps: int | None = No
         return _fields({"threshold": record.get("threshold"), **record.get("config", {})} if "threshold" in record else {}, where)
     presets = record.get("presets", {})
     if preset not in presets:
+        if where != str(path):  # a step count's entry keeps only the levels whose choice held on the test split
+            raise AccelError(f"{where} has no preset {preset!r}: at {steps} steps no setting held that level on the test "
+                             f"split (it has: {', '.join(presets) or 'none'}); pick one of those or pass a threshold")
         raise AccelError(f"{where} has no preset {preset!r} (it has: {', '.join(presets) or 'none'}); "
                          f"rerun `accel calibrate --save` to write all three")
     return _fields(presets[preset], f"{where} preset {preset!r}")

@@ -195,7 +195,7 @@ def test_a_choice_per_step_count_replaces_the_default_where_the_caller_names_it(
     with accel.cached(pipe, steps=12) as cfg:  # no choice for 12 steps: the default
         assert cfg == CGTaylorConfig(threshold=0.2, warmup_steps=2)
     assert shipped_settings(pipe, "balanced", steps=10) == {"threshold": 0.12}
-    with pytest.raises(AccelError, match=r"by_steps 10\) has no preset 'fast'"):
+    with pytest.raises(AccelError, match=r"by_steps 10\) has no preset 'fast': at 10 steps no setting held"):
         shipped_settings(pipe, "fast", steps=10)
     assert _cache_config(pipe, 0.3, 10) == CGTaylorConfig(threshold=0.3)  # a threshold keeps the step count's other fields
     assert _cache_config(pipe, 0.3, 12) == CGTaylorConfig(threshold=0.3, warmup_steps=2)
@@ -247,9 +247,22 @@ def test_calibrate_from_report_checks_what_it_reads(shipped_folder, tmp_path):
     base = ["calibrate", "--model", str(shipped_folder), "--from-report", str(tmp_path / "rep.json")]
     r = runner.invoke(app, [*base, "--steps", "20", "--save"])
     assert isinstance(r.exception, AccelError) and "measured at 10 steps, not --steps 20" in str(r.exception)
-    r = runner.invoke(app, [*base, "--steps", "10", "--save"])
+    r = runner.invoke(app, [*base, "--save"])  # a report at another step count than the target's: kept under it
     assert r.exit_code == 0, r.output
-    assert json.loads((shipped_folder / "accel_cache.json").read_text())["by_steps"]["10"]["threshold"] == 0.12
+    saved = json.loads((shipped_folder / "accel_cache.json").read_text())
+    assert saved["by_steps"]["10"]["threshold"] == 0.12 and saved["threshold"] == SHIPPED["threshold"]
     (tmp_path / "rep.json").write_text("{}")
     r = runner.invoke(app, [*base])
     assert isinstance(r.exception, AccelError) and "not a bench_cache.json" in str(r.exception)
+    rep["config"]["model"] = "flux-shapes"
+    (tmp_path / "rep.json").write_text(json.dumps(rep))
+    r = runner.invoke(app, [*base, "--save"])
+    assert isinstance(r.exception, AccelError) and "measured on 'flux-shapes'" in str(r.exception)
+    r = runner.invoke(app, [*base, "--quick"])
+    assert isinstance(r.exception, AccelError) and "--quick set how a sweep runs" in str(r.exception)
+
+
+def test_a_malformed_by_steps_is_one_clear_error(shipped_folder):
+    (shipped_folder / "accel_cache.json").write_text(json.dumps({**SHIPPED, "by_steps": {"ten": {"threshold": 0.1}}}))
+    with pytest.raises(AccelError, match="must map step counts"):
+        shipped_settings(_load(shipped_folder), steps=10)

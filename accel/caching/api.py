@@ -12,7 +12,7 @@ from ..errors import AccelError
 from .blocks import BlockSpec, find_blocks, find_denoiser, find_denoisers
 from .config import CGTaylorConfig
 from .hooks import CONTROLLER_HOOK, ControllerHook, attach, controller_of, forecast_index, install, remove
-from .shipped import shipped_config, shipped_scheduler
+from .shipped import shipped_config, shipped_scheduler, shipped_step_counts, shipped_steps
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
 
@@ -38,9 +38,12 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
     """
     if config is not None and (preset is not None or steps is not None):
         raise AccelError("pass either a config or a preset / steps (which pick a shipped setting), not both")
+    hint = None
     if config is None:
         config = shipped_config(obj, preset, steps) or CGTaylorConfig()
         _check_scheduler(obj)
+        if steps is None:
+            hint = (shipped_step_counts(obj), shipped_steps(obj))
     if not isinstance(config, CGTaylorConfig):
         raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
     models = find_denoisers(obj)
@@ -53,7 +56,7 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
     scheduler = scheduler if scheduler is not None else getattr(obj, "scheduler", None)
     for model in models:
         if _controller(model) is None:
-            attach_controller(model, config, scheduler)
+            attach_controller(model, config, scheduler).step_hint = hint if hint and hint[0] else None
     return config
 
 

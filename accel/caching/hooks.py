@@ -137,6 +137,10 @@ class ControllerHook(ModelHook):
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
         self.model = model
         self.trajectory = Trajectory(states, config, params, scheduler, model)  # numbers the calls (trajectory.py)
+        # Set by ``accel.enable(pipe)`` from the folder's default: (step counts with a setting of their own, the step
+        # count the enabled one was chosen at); a trajectory at one of the former says so once.
+        self.step_hint: tuple[list[int], int | None] | None = None
+        self._hinted: set[int] = set()
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
@@ -188,6 +192,19 @@ class ControllerHook(ModelHook):
         self.group = shard_group(self.model) if self.model is not None else None
         st = self.trajectory.begin(args, kwargs)
         st.compute, st.forecast, st.refresh = True, None, True
+        if self.step_hint is not None and st.step == 0:
+            self._hint(self.trajectory.num_steps())
+
+    def _hint(self, n: int | None) -> None:
+        counts, chosen = self.step_hint or ([], None)
+        if n is None or n not in counts or n == chosen or n in self._hinted:
+            return
+        import warnings
+
+        self._hinted.add(n)
+        warnings.warn(f"this model ships a CG-Taylor setting chosen for {n} sampling steps, and the one enabled was chosen "
+                      f"at {chosen if chosen is not None else 'another step count'}; use accel.enable(pipe, steps={n}) "
+                      f"to sample {n} steps with it", stacklevel=2)
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         finished = self._snapshot()

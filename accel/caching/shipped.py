@@ -120,6 +120,15 @@ def shipped_steps(obj: Any, steps: int | None = None) -> int | None:
     return int(value) if value is not None else None
 
 
+def shipped_step_counts(obj: Any) -> list[int]:
+    """The step counts the model folder ships a setting of their own for (``by_steps``), in order."""
+    path, record = _record(obj)
+    if path is None:
+        return []
+    _for_steps(path, record, None)  # checks the keys
+    return sorted(int(k) for k in record.get("by_steps", {}))
+
+
 def shipped_entry(obj: Any, name: str) -> dict[str, Any]:
     """The CGTaylorConfig fields of another named entry of ``accel_cache.json`` (``finetune``: the setting chosen
     for training gradients, docs/adjoint.md); empty when the model ships no file or the file no such entry."""

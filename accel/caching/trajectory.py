@@ -108,6 +108,10 @@ class Trajectory:
                 st.restart()
             self.weights = version
 
+    def num_steps(self) -> int | None:
+        """The number of sampling steps of the running trajectory, where the scheduler or the pipeline tells."""
+        return self._num_steps()
+
     def _num_steps(self) -> int | None:
         ctx = self.states._context
         if ctx is not None and ctx.num_inference_steps is not None:

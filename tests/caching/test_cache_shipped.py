@@ -266,3 +266,24 @@ def test_a_malformed_by_steps_is_one_clear_error(shipped_folder):
     (shipped_folder / "accel_cache.json").write_text(json.dumps({**SHIPPED, "by_steps": {"ten": {"threshold": 0.1}}}))
     with pytest.raises(AccelError, match="must map step counts"):
         shipped_settings(_load(shipped_folder), steps=10)
+
+
+def test_enable_without_steps_says_when_the_step_count_has_its_own_setting(shipped_folder):
+    """``accel.enable(pipe)`` takes the default; sampling at a step count with a setting of its own says so once
+    (and how to use it); with ``steps=`` or at other step counts it is silent."""
+    import warnings
+
+    from accel.benchmarks.calibrate import ship
+
+    ship(_report(8), shipped_folder, "35", "c", steps=8)
+    pipe = _load(shipped_folder)
+    with accel.cached(pipe):
+        with pytest.warns(UserWarning, match=r"chosen for 8 sampling steps.*accel.enable\(pipe, steps=8\)"):
+            run_pipe(pipe, steps=8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run_pipe(pipe, steps=8)  # once
+            run_pipe(pipe, steps=6)
+    with accel.cached(pipe, steps=8), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_pipe(pipe, steps=8)

@@ -89,7 +89,8 @@ def test_bad_preset_requests_are_one_clear_error(shipped_folder):
 
 
 def test_shipped_models_presets_are_valid_configs():
-    """Every shipped model's accel_cache.json has its default and all three presets, each a valid config."""
+    """Every shipped model's accel_cache.json has its default and all three presets, each a valid config, and its
+    step counts' entries (``by_steps``) only choices that held on the test split."""
     from accel.zoo import MODELS
 
     for name, info in MODELS.items():
@@ -99,6 +100,12 @@ def test_shipped_models_presets_are_valid_configs():
         assert shipped_settings(holder)["threshold"] >= 0
         for preset in PRESETS:
             CGTaylorConfig(**shipped_settings(holder, preset))
+        record = json.loads((info.weights / "accel_cache.json").read_text())
+        for n, entry in record.get("by_steps", {}).items():  # a step count's choices: valid, and each held on test
+            assert entry["steps"] == int(n) and CGTaylorConfig(**shipped_settings(holder, steps=int(n)))
+            assert entry["figures"] and all(f["holds_on_test"] for f in entry["figures"].values()), (name, n)
+            for preset in entry["presets"]:
+                CGTaylorConfig(**shipped_settings(holder, preset, steps=int(n)))
 
 
 def test_sample_cli_takes_a_preset(shipped_folder, tmp_path):

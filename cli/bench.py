@@ -29,6 +29,7 @@ def cache(
     selection: Annotated[Optional[int], typer.Option(help="Items in the selection split (default: the target's).")] = None,
     test: Annotated[Optional[int], typer.Option(help="Items in the test split (default: the target's).")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="Timing rounds (default: the target's).")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Sampling steps (default: the target's); with --ship the choice is kept for that step count.")] = None,
     ship: Annotated[Optional[str], typer.Option(help="Write CG-Taylor's choice at this PSNR level (40, 35 or 30) into the model folder's accel_cache.json.")] = None,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
@@ -50,7 +51,7 @@ def cache(
 
     sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
     names = [m.strip() for m in methods.split(",")] if methods else None
-    rep = harness.run(model, methods=names, quick=quick, sizes=sizes or None, progress=say)
+    rep = harness.run(model, methods=names, quick=quick, sizes=sizes or None, steps=steps, progress=say)
     paths = report.write(rep, out_dir)
     typer.echo(report.verdict_markdown(rep))
     if ship is not None:
@@ -58,7 +59,7 @@ def cache(
         from accel.zoo import resolve
 
         folder = resolve(model)
-        rec = write_choice(rep, folder, ship, "accel bench cache " + " ".join(sys.argv[3:]))
+        rec = write_choice(rep, folder, ship, "accel bench cache " + " ".join(sys.argv[3:]), steps=steps)
         typer.echo(f"shipped CG-Taylor {rec['threshold']:g} {rec['config']} at {ship} dB to {rec['saved_to']}")
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 

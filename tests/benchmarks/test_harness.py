@@ -100,14 +100,15 @@ def test_harness_end_to_end_on_a_tiny_dit(tiny_dit_folder, tmp_path):
 
 
 def test_quick_mode_on_the_shipped_dit_runs_every_peer(tmp_path, digits_pipe):
-    """``accel bench cache --quick`` end to end on dit-digits: every method that applies runs (none fails)."""
+    """``accel bench cache --quick`` end to end on dit-digits (at 10 steps): every method that applies runs (none fails)."""
     from typer.testing import CliRunner
 
     from accel.cli.main import app
 
-    r = CliRunner().invoke(app, ["bench", "cache", "--model", "dit-digits", "--quick", "--out-dir", str(tmp_path / "q")])
+    r = CliRunner().invoke(app, ["bench", "cache", "--model", "dit-digits", "--quick", "--steps", "10", "--out-dir", str(tmp_path / "q")])
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "q" / "bench_cache.json").read_text())
+    assert rep["config"]["steps"] == 10  # --steps overrides the quick step count
     import importlib.util
 
     ran = {row["method"] for row in rep["sweep"] if "error" not in row}

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from ._outputs import OutDir
-from ._progress import progress_bar
 from .adjoint import bench_adjoint
 from .bench_kernels import kernels as bench_kernels
 from .idm import bench_idm

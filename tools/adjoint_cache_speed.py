@@ -35,14 +35,13 @@ def main() -> None:
     cfg = bench.BenchConfig(model=args.model, steps=tuple(int(s) for s in args.steps.split(",")), methods=("cached",),
                             batch=args.batch, guidance_scale=guidance, isolate=False)
     pipe = bench._load(cfg)
-    setting = bench.cache_config(pipe, cfg, max(cfg.steps))
     if args.preset is not None:  # the bench's cached method runs at the preset (the one for each N where the model has one)
         if args.preset == "finetune":
             fixed = CGTaylorConfig(**shipped_entry(pipe, "finetune"))
             bench.cache_config = lambda pipe, cfg, steps=None: fixed
         else:
             bench.cache_config = lambda pipe, cfg, steps=None: CGTaylorConfig(**shipped_settings(pipe, args.preset, steps))
-        setting = bench.cache_config(pipe, cfg, max(cfg.steps))
+    setting = bench.cache_config(pipe, cfg, max(cfg.steps))
     timing = [time_interleaved(pipe, cfg, n, args.rounds) for n in cfg.steps]
     extras = {"model": cfg.model, "preset": args.preset or "shipped", "cache": setting.to_dict(), "threads": torch.get_num_threads(),
               "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch, "guidance_scale": cfg.guidance_scale,

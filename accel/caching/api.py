@@ -42,8 +42,8 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
     if config is None:
         config = shipped_config(obj, preset, steps) or CGTaylorConfig()
         _check_scheduler(obj)
-        if steps is None:
-            hint = (shipped_step_counts(obj), shipped_steps(obj))
+        counts = shipped_step_counts(obj) if steps is None else []
+        hint = (counts, shipped_steps(obj)) if counts else None
     if not isinstance(config, CGTaylorConfig):
         raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
     models = find_denoisers(obj)
@@ -56,7 +56,7 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
     scheduler = scheduler if scheduler is not None else getattr(obj, "scheduler", None)
     for model in models:
         if _controller(model) is None:
-            attach_controller(model, config, scheduler).step_hint = hint if hint and hint[0] else None
+            attach_controller(model, config, scheduler).step_hint = hint
     return config
 
 

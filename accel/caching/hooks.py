@@ -139,7 +139,7 @@ class ControllerHook(ModelHook):
         self.trajectory = Trajectory(states, config, params, scheduler, model)  # numbers the calls (trajectory.py)
         # Set by ``accel.enable(pipe)`` from the folder's default: (step counts with a setting of their own, the step
         # count the enabled one was chosen at); a trajectory at one of the former says so once.
-        self.step_hint: tuple[list[int], int | None] | None = None
+        self.step_hint: tuple[list[int], int | None] | None = None  # None: nothing to say
         self._hinted: set[int] = set()
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
@@ -196,7 +196,7 @@ class ControllerHook(ModelHook):
             self._hint(self.trajectory.num_steps())
 
     def _hint(self, n: int | None) -> None:
-        counts, chosen = self.step_hint or ([], None)
+        counts, chosen = self.step_hint
         if n is None or n not in counts or n == chosen or n in self._hinted:
             return
         import warnings

@@ -89,7 +89,7 @@ class Trajectory:
         sig = call_signature(self.params, args, kwargs)
         t = scalar_timestep(call_arg(self.params, ("timestep", "timesteps", "t"), args, kwargs))
         self._check_weights()
-        n_steps = self._num_steps()
+        n_steps = self.num_steps()
         key, pos = self._branch(t, n_steps, self._matches(t))
         st = self.states.activate(key)
         if st.signature != sig:  # another shape, dtype or device: this branch starts afresh
@@ -110,9 +110,6 @@ class Trajectory:
 
     def num_steps(self) -> int | None:
         """The number of sampling steps of the running trajectory, where the scheduler or the pipeline tells."""
-        return self._num_steps()
-
-    def _num_steps(self) -> int | None:
         ctx = self.states._context
         if ctx is not None and ctx.num_inference_steps is not None:
             return int(ctx.num_inference_steps)

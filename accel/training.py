@@ -195,3 +195,24 @@ def end_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def unet_tensors(source: str | Path) -> dict[str, torch.Tensor]:
+    """A UNet2DModel's weights from a DDPM pipeline folder, a ``unet`` folder or a ``.safetensors`` file."""
+    from safetensors.torch import load_file
+
+    p = Path(source)
+    for cand in (p, p / "diffusion_pytorch_model.safetensors", p / "unet" / "diffusion_pytorch_model.safetensors"):
+        if cand.is_file():
+            return load_file(str(cand))
+    raise AccelError(f"no U-Net weights at {str(p)!r} (give a pipeline folder, its unet folder or a .safetensors file)")
+
+
+def copy_matching(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
+    """Copy every tensor whose name and shape match into ``model``; returns (tensors copied, names left as they were)."""
+    own = model.state_dict()
+    use = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
+    if not use:
+        raise AccelError("no tensor of the source matches the model by name and shape: is it the same kind of network?")
+    model.load_state_dict(use, strict=False)
+    return len(use), sorted(set(own) - set(use))

@@ -76,7 +76,7 @@ class FinetuneConfig:
 
 
 def _batch(images: list[torch.Tensor], cfg: FinetuneConfig, it: int, rank: int) -> torch.Tensor:
-    from accel.zoo.unet_natural.recipe import sample_patches
+    from accel.photographs import sample_patches
 
     gen = torch.Generator().manual_seed((cfg.seed * 1_000_003 + it) * 1009 + rank)
     return sample_patches(images, cfg.batch_size, cfg.crop, gen)
@@ -129,9 +129,9 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     ckpt_path = work / "checkpoint.safetensors"
     unet, alphas_cumprod, prior_name = _prior(prior, alphas_cumprod)
     if images is None:
-        from accel.zoo.unet_natural.recipe import _training_images
+        from accel.photographs import training_images
 
-        images = _training_images(cfg.crop)
+        images = training_images(cfg.crop)
     images = [im for im in images if min(im.shape[-2:]) >= cfg.crop]
     if not images:
         raise AccelError(f"no training image is at least {cfg.crop}x{cfg.crop}")

@@ -1,39 +1,17 @@
 """Warm starts across architectures: copy what two networks share, by name (the U-Net) or by role (IDM).
 
-Used when unet-natural lost its attention blocks (issue 24): the convolutional parts of the earlier prior,
-and of the IDM weights fine-tuned from it, carry over; what has no counterpart starts fresh (IDM's
+Used when a prior changes architecture (unet-natural without its attention blocks): the convolutional parts of
+the earlier prior, and of the IDM weights fine-tuned from it, carry over; what has no counterpart starts fresh (IDM's
 injectors are the identity at initialisation, so a fresh injector changes nothing until trained).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from accel.errors import AccelError
-
-
-def unet_tensors(source: str | Path) -> dict[str, torch.Tensor]:
-    """A UNet2DModel's weights from a DDPM pipeline folder, a ``unet`` folder or a ``.safetensors`` file."""
-    from safetensors.torch import load_file
-
-    p = Path(source)
-    for cand in (p, p / "diffusion_pytorch_model.safetensors", p / "unet" / "diffusion_pytorch_model.safetensors"):
-        if cand.is_file():
-            return load_file(str(cand))
-    raise AccelError(f"no U-Net weights at {str(p)!r} (give a pipeline folder, its unet folder or a .safetensors file)")
-
-
-def copy_matching(model: nn.Module, tensors: dict[str, torch.Tensor]) -> tuple[int, list[str]]:
-    """Copy every tensor whose name and shape match into ``model``; returns (tensors copied, names left as they were)."""
-    own = model.state_dict()
-    use = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
-    if not use:
-        raise AccelError("no tensor of the source matches the model by name and shape: is it the same kind of network?")
-    model.load_state_dict(use, strict=False)
-    return len(use), sorted(set(own) - set(use))
+from accel.training import copy_matching
 
 
 def _unit_roles(idm: nn.Module) -> tuple[dict[str, str], list[str]]:

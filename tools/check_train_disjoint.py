@@ -8,7 +8,7 @@ highest scores otherwise.
 import sys
 import time
 
-from accel.invertible.trainset import check_no_test_crops, training_photographs
+from accel.photographs import check_no_test_crops, training_photographs
 
 t0 = time.time()
 train = training_photographs()

@@ -244,11 +244,9 @@ def find_blocks(model: torch.nn.Module) -> list[BlockSpec]:
         specs = [_transformer_spec(f"{n}.{i}", b) for n in block_lists(model) for i, b in enumerate(model.get_submodule(n))]
     if len(specs) < 2:
         found = f"{len(specs)} block" if specs else "no ModuleList of transformer blocks (modules with attention)"
-        from ..coverage.families import tested_models  # the model-family table (data only; it imports no caching)
-
         raise AccelError(
             f"cannot cache {cls}: {found} among its children, and it is not a U-Net; CG-Taylor needs at least two blocks "
-            f"run in sequence. Pass the denoiser (transformer / unet) itself. Tested: {', '.join(tested_models())}"
+            f"run in sequence. Pass the denoiser (transformer / unet) itself; `accel coverage` lists every supported class"
         )
     return specs
 

@@ -12,9 +12,9 @@ from accel.invertible.weights import shipped_path
 def _camera(size: int = 128) -> np.ndarray:
     import skimage.data
 
-    from accel.zoo.unet_natural.recipe import _gray
+    from accel.photographs import gray
 
-    img = _gray(skimage.data.camera())  # held out: a re-shoot of Set11's cameraman
+    img = gray(skimage.data.camera())  # held out: a re-shoot of Set11's cameraman
     return np.ascontiguousarray(img[100 : 100 + size, 180 : 180 + size])
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from accel import photographs
 from accel.zoo.unet_natural import recipe as prior
 from accel.errors import AccelError
 from accel.utils import load_checkpoint
@@ -15,24 +16,24 @@ TINY = dict(block_out_channels=(8, 16), layers_per_block=1, down_block_types=("D
 def test_training_photographs_exclude_set11_scenes():
     from accel.invertible.data import default_set11
 
-    ims = prior.natural_images()
+    ims = photographs.natural_images()
     assert len(ims) >= 15
     assert not any("camera" in name for name in ims)
     for name, a in ims.items():
         assert a.dtype == np.float32 and a.ndim == 2 and 0 <= a.min() and a.max() <= 1 and min(a.shape) >= 256, name
-    worst = prior.check_disjoint(ims, default_set11())
+    worst = photographs.check_disjoint(ims, default_set11())
     assert set(worst) == set(ims)
     # the check does fire on a copy of a test image
     from accel.invertible.data import read_image
 
     with pytest.raises(AccelError, match="resembles"):
-        prior.check_disjoint({"copy": read_image(default_set11() / "house.tif")}, default_set11())
+        photographs.check_disjoint({"copy": read_image(default_set11() / "house.tif")}, default_set11())
 
 
 def test_patches_are_deterministic():
     ims = [torch.rand(40, 50), torch.rand(70, 33)]
-    a = prior.sample_patches(ims, 5, 32, torch.Generator().manual_seed(3))
-    b = prior.sample_patches(ims, 5, 32, torch.Generator().manual_seed(3))
+    a = photographs.sample_patches(ims, 5, 32, torch.Generator().manual_seed(3))
+    b = photographs.sample_patches(ims, 5, 32, torch.Generator().manual_seed(3))
     assert a.shape == (5, 1, 32, 32) and torch.equal(a, b)
 
 

@@ -1,13 +1,14 @@
-"""The photographs unet-natural and IDM train on: BSD400 (kept in the repository, not in the wheel) plus the
-photographs shipped inside scikit-image, scikit-learn and PyWavelets; and the content check that keeps
-every test image out of them.
+"""The photographs unet-natural and IDM train on, and the checks that keep every test image out of them.
 
-BSD400 is the 400-image grey training set of DnCNN (Zhang et al., TIP 2017): 180x180 crops of the Berkeley
-Segmentation Dataset's training images, disjoint by construction from BSD68 (taken from BSDS300's test
-half).  ``data/train/bsd400/SOURCE.md`` names the repository, commit and terms.  Content is checked anyway:
-:func:`check_no_test_crops` searches every training image, at several scales and in its 8 dihedral
-variants, for a normalised cross-correlation match inside every test image, which catches resized crops
-that the whole-image check of :func:`accel.zoo.unet_natural.recipe.check_disjoint` cannot see.
+The training set is BSD400 (kept in the repository, not in the wheel) plus the photographs shipped inside
+scikit-image, scikit-learn and PyWavelets.  BSD400 is the 400-image grey training set of DnCNN (Zhang et al.,
+TIP 2017): 180x180 crops of the Berkeley Segmentation Dataset's training images, disjoint by construction from
+BSD68 (taken from BSDS300's test half); ``data/train/bsd400/SOURCE.md`` names the repository, commit and terms.
+
+Content is checked anyway: :func:`check_disjoint` compares whole images (copies, crops-to-size), and
+:func:`check_no_test_crops` searches every training image, at several scales and in its 8 dihedral variants,
+for a normalised cross-correlation match inside every test image (resized crops).  Every ``camera`` image (a
+re-shoot of Set11's cameraman) and the synthetic pictures are left out by name.
 """
 
 from __future__ import annotations
@@ -18,10 +19,102 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from accel.errors import AccelError
+from .errors import AccelError
+
+# Photographs shipped in the wheels (file names inside each package). Left out on purpose: skimage's and
+# PyWavelets' ``camera`` (the Set11 cameraman scene), motorcycle_right (a second view of motorcycle_left)
+# and the synthetic or binary pictures (chessboard, clock_motion, color, horse, logo, phantom, text, page).
+SKIMAGE_FILES = ("astronaut.png", "brick.png", "cell.png", "chelsea.png", "coffee.png", "coins.png", "grass.png", "gravel.png",
+                 "hubble_deep_field.jpg", "ihc.png", "moon.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
+SKLEARN_FILES = ("china.jpg", "flower.jpg")
+PYWT_FILES = ("aero", "ascent")
+EXCLUDED = ("camera",)
+
+
+def gray(img: np.ndarray) -> np.ndarray:
+    """uint8 (H, W[, C]) -> float32 luminance (ITU-R BT.601 Y of the [0, 1] RGB, as for Set11) in [0, 1]."""
+    x = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else max(1.0, float(img.max())))
+    if x.ndim == 3:
+        x = x[..., :3]
+        x = (65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2] + 16.0) / 255.0
+        x = (x - 16 / 255) * (255 / 219)  # full range, like a grayscale photograph
+    return np.clip(x, 0.0, 1.0)
+
+
+def natural_images() -> dict[str, np.ndarray]:
+    """The training photographs as float32 grayscale arrays in [0, 1] (name -> (H, W)); nothing downloaded."""
+    import skimage.data
+    import skimage.io
+    import sklearn.datasets
+
+    try:
+        import pywt.data
+    except ImportError:
+        raise AccelError("the training photographs include PyWavelets' images: pip install PyWavelets") from None
+    out: dict[str, np.ndarray] = {}
+    sk_dir = Path(skimage.data.__file__).parent
+    for f in SKIMAGE_FILES:
+        out[f"skimage/{f.split('.')[0]}"] = gray(skimage.io.imread(sk_dir / f))
+    sample = sklearn.datasets.load_sample_images()
+    for f, img in zip(sample.filenames, sample.images):
+        name = Path(f).name
+        if name in SKLEARN_FILES:
+            out[f"sklearn/{name.split('.')[0]}"] = gray(img)
+    for f in PYWT_FILES:
+        out[f"pywt/{f}"] = gray(np.asarray(getattr(pywt.data, f)()).astype(np.uint8))
+    for name in out:
+        if any(name.endswith("/" + e) for e in EXCLUDED):
+            raise AccelError(f"internal error: excluded image {name} in the training set")
+    return out
+
+
+def check_disjoint(images: dict[str, np.ndarray], test_dir: str | Path, size: int = 64, limit: float = 0.9) -> dict[str, tuple[str, float]]:
+    """Highest normalised correlation of every training image with the test images in ``test_dir`` (both
+    resized to ``size``; ``accel.invertible.data.default_set11()`` is the Set11 copy shipped with the package).
+
+    Raises :class:`AccelError` when a pair exceeds ``limit``: this catches copies and crops-to-size of a
+    test image.  It cannot tell a re-shoot of a scene (scikit-image's camera scores 0.61 against Set11's
+    cameraman, while the unrelated sklearn china scores 0.57), which is why those are excluded by name.
+    """
+    from PIL import Image
+
+    def small(a: np.ndarray) -> np.ndarray:
+        v = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR), np.float64).ravel()
+        v = v - v.mean()
+        return v / (np.linalg.norm(v) + 1e-12)
+
+    tests = {p.stem: small(gray(np.asarray(Image.open(p)))) for p in sorted(Path(test_dir).iterdir()) if p.suffix.lower() in (".tif", ".png", ".bmp", ".jpg")}
+    worst: dict[str, tuple[str, float]] = {}
+    for name, img in images.items():
+        s = small(img)
+        cands = [(t, abs(float(s @ v))) for t, v in tests.items()]
+        cands += [(t + " (mirrored)", abs(float(small(img[:, ::-1].copy()) @ v))) for t, v in tests.items()]
+        worst[name] = max(cands, key=lambda c: c[1])
+        if worst[name][1] > limit:
+            raise AccelError(f"training image {name} resembles test image {worst[name][0]} (correlation {worst[name][1]:.2f} > {limit})")
+    return worst
+
+
+def sample_patches(images: list[torch.Tensor], n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """n random ``size``-square crops (B, 1, size, size) in [0, 1], images chosen by area, 8 dihedral variants."""
+    areas = torch.tensor([float(im.shape[-2] * im.shape[-1]) for im in images])
+    idx = torch.multinomial(areas, n, replacement=True, generator=gen)
+    out = []
+    for i in idx.tolist():
+        im = images[i]
+        h, w = im.shape[-2:]
+        top = int(torch.randint(0, h - size + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=gen))
+        p = im[..., top : top + size, left : left + size]
+        k, flip = int(torch.randint(0, 4, (1,), generator=gen)), bool(torch.randint(0, 2, (1,), generator=gen))
+        p = torch.rot90(p, k, dims=(-2, -1))
+        out.append(p.flip(-1) if flip else p)
+    return torch.stack(out).unsqueeze(1) if out[0].dim() == 2 else torch.stack(out)
+
 
 BSD400 = "data/train/bsd400"  # relative to the repository root
 IMAGE_SUFFIXES = (".png", ".tif", ".bmp", ".jpg", ".jpeg")
+
 
 
 def repo_data(rel: str = BSD400) -> Path:
@@ -42,10 +135,8 @@ def read_grey(path: str | Path) -> np.ndarray:
     """One training photograph as float32 grey in [0, 1] (colour: Y of BT.601 at full range, as unet-natural's other photographs)."""
     from PIL import Image
 
-    from accel.zoo.unet_natural.recipe import _gray
-
     with Image.open(path) as im:
-        return _gray(np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im))
+        return gray(np.asarray(im.convert("L") if im.mode not in ("L", "RGB") else im))
 
 
 def bsd400_images(folder: str | Path | None = None) -> dict[str, np.ndarray]:
@@ -59,8 +150,6 @@ def bsd400_images(folder: str | Path | None = None) -> dict[str, np.ndarray]:
 
 def training_photographs() -> dict[str, np.ndarray]:
     """Everything unet-natural and IDM train on: BSD400 and the photographs shipped in the wheels."""
-    from accel.zoo.unet_natural.recipe import natural_images
-
     return bsd400_images() | natural_images()
 
 
@@ -167,11 +256,9 @@ def crop_match_scores(train: dict[str, np.ndarray], tests: dict[str, np.ndarray]
 
 
 def check_no_test_crops(train: dict[str, np.ndarray], test_folders: list[str | Path], limit: float = 0.9) -> dict[str, dict[str, tuple[str, float]]]:
-    """:func:`~accel.zoo.unet_natural.recipe.check_disjoint` (whole images, limit 0.9) and :func:`crop_match_scores`
+    """:func:`check_disjoint` (whole images, limit 0.9) and :func:`crop_match_scores`
     (resized crops, ``limit``) against every test folder; raises :class:`AccelError` naming the pair when
     either finds a match.  Returns ``{"whole": name -> (test image, score), "crops": name -> (...)}``."""
-    from accel.zoo.unet_natural.recipe import check_disjoint
-
     whole: dict[str, tuple[str, float]] = {}
     for folder in map(Path, test_folders):
         for name, (t, s) in check_disjoint(train, folder).items():
@@ -184,3 +271,11 @@ def check_no_test_crops(train: dict[str, np.ndarray], test_folders: list[str | P
         raise AccelError(f"training image {n} matches a crop of test image {t} (correlation {s:.3f} > {limit}); "
                          f"{len(bad)} training image(s) match a test image: remove them")
     return {"whole": whole, "crops": crops}
+
+
+def training_images(patch: int) -> list[torch.Tensor]:
+    """All photographs (BSD400 and the wheels', :func:`training_photographs`) at least ``patch`` pixels on a side,
+    plus a half-resolution copy of each (coarser textures), as (H, W) tensors."""
+    ims = [torch.from_numpy(a) for a in training_photographs().values()]
+    halves = [F.avg_pool2d(a[None, None], 2)[0, 0] for a in ims]
+    return [a for a in ims + halves if min(a.shape) >= patch]

@@ -103,9 +103,8 @@ def generate(
 
 
 def recommended_settings(pipe: Any, preset: str | None = None, steps: int | None = None) -> dict[str, Any]:
-    """The CG-Taylor settings shipped beside a model (``accel_cache.json``): its ``threshold`` and any other
-    :class:`CGTaylorConfig` fields under ``"config"``, or the named ``preset``'s, those calibrated for ``steps``
-    sampling steps where the file has them; empty if the model ships none."""
+    """The CG-Taylor settings shipped beside a model (``accel_cache.json``) as a dict, empty if it ships none:
+    :func:`accel.caching.shipped.shipped_settings` (``accel.caching.shipped.resolve`` gives the config to enable)."""
     from .caching.shipped import shipped_settings
 
     return shipped_settings(pipe, preset, steps)
@@ -175,6 +174,28 @@ def _run(pipe: Any, idx: list[int], kw: dict[str, Any], on_step: Callable[[int, 
     )
 
 
+def _run_cached(pipe: Any, idx: list[int], kw: dict[str, Any], on_step: Callable[[int, int], None] | None,
+                report: dict[str, Any], preset: str | None, threshold: float | None) -> GenerateResult:
+    """:func:`_run` with the model's shipped CG-Taylor setting (:func:`accel.caching.shipped.resolve`); what was used
+    goes into ``report``."""
+    from . import disable, enable, stats
+    from .caching.shipped import resolve
+
+    chosen = resolve(pipe, preset, kw["steps"], threshold)
+    enable(pipe, chosen.config)
+    try:
+        result = _run(pipe, idx, kw, on_step)
+        st = stats(pipe)
+    finally:
+        disable(pipe)
+    report["threshold"] = chosen.config.threshold
+    report["preset"] = preset
+    if chosen.shipped and threshold is None:
+        report["calibrated_steps"] = chosen.calibrated_steps
+    report["forecast_fraction_local"] = st.forecast_fraction
+    return result
+
+
 def sample_to_file(
     model: str,
     out: Path,
@@ -234,24 +255,7 @@ def sample_to_file(
             base = _run(pipe, idx, kw, step_cb if cache == "none" else None)
         result = base
         if cache == "cg-taylor":
-            from . import CGTaylorConfig, disable, enable, stats
-
-            shipped = recommended_settings(pipe, preset, steps)
-            settings = shipped | ({"threshold": threshold} if threshold is not None else {})
-            cfg = CGTaylorConfig(**settings)
-            enable(pipe, cfg)
-            try:
-                result = _run(pipe, idx, kw, step_cb)
-                st = stats(pipe)
-            finally:
-                disable(pipe)
-            report["threshold"] = cfg.threshold
-            report["preset"] = preset
-            if shipped and threshold is None:
-                from .caching.shipped import shipped_steps
-
-                report["calibrated_steps"] = shipped_steps(pipe, steps)
-            report["forecast_fraction_local"] = st.forecast_fraction
+            result = _run_cached(pipe, idx, kw, step_cb, report, preset, threshold)
         local = {"idx": list(idx), "images": result.images, "seconds": result.seconds,
                  "base_images": base.images if (base is not None and cache != "none") else None,
                  "base_seconds": base.seconds if base is not None else None,

@@ -12,7 +12,7 @@ from ..errors import AccelError
 from .blocks import BlockSpec, find_blocks, find_denoiser, find_denoisers
 from .config import CGTaylorConfig
 from .hooks import CONTROLLER_HOOK, ControllerHook, attach, controller_of, forecast_index, install, remove
-from .shipped import shipped_config, shipped_scheduler, shipped_step_counts, shipped_steps
+from .shipped import resolve
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
 
@@ -40,10 +40,8 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
         raise AccelError("pass either a config or a preset / steps (which pick a shipped setting), not both")
     hint = None
     if config is None:
-        config = shipped_config(obj, preset, steps) or CGTaylorConfig()
-        _check_scheduler(obj)
-        counts = shipped_step_counts(obj) if steps is None else []
-        hint = (counts, shipped_steps(obj)) if counts else None
+        chosen = resolve(obj, preset, steps)
+        config, hint = chosen.config, chosen.step_hint
     if not isinstance(config, CGTaylorConfig):
         raise AccelError(f"config must be a CGTaylorConfig, got {type(config).__name__}")
     models = find_denoisers(obj)
@@ -58,19 +56,6 @@ def enable(obj: Any, config: CGTaylorConfig | None = None, *, preset: str | None
         if _controller(model) is None:
             attach_controller(model, config, scheduler).step_hint = hint
     return config
-
-
-def _check_scheduler(obj: Any) -> None:
-    """Warn when the shipped setting was calibrated with another scheduler than the pipeline's (see
-    ``shipped_scheduler``: under DDPM's fresh noise a DDIM-calibrated gate never opens)."""
-    name = shipped_scheduler(obj)
-    current = getattr(obj, "scheduler", None)
-    if name is not None and current is not None and type(current).__name__ != name:
-        import warnings
-
-        warnings.warn(f"this model's cache setting was calibrated with {name}, the pipeline samples with "
-                      f"{type(current).__name__}, where it may forecast nothing; set pipe.scheduler = "
-                      f"{name}.from_config(pipe.scheduler.config) before accel.enable", stacklevel=3)
 
 
 def attach_controller(model: torch.nn.Module, config: CGTaylorConfig, scheduler: Any = None,

@@ -4,7 +4,7 @@ the others as named presets (``quality`` >= 40 dB, ``balanced`` >= 35 dB, ``fast
 median against the uncached images, on that model's selection split).
 
 ``accel.enable(pipe)`` without a config, ``accel.enable(pipe, preset="fast")`` and ``accel sample --cache
-cg-taylor [--preset P]`` read them from the folder the pipeline was loaded from.
+cg-taylor [--preset P]`` read them from the folder the pipeline was loaded from, all through :func:`resolve`.
 
 The default and presets are chosen at the benchmark's step count (``"steps"``); a gate threshold does not carry
 over to another step count (each step moves the features further at 10 steps than at 50), so
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,50 @@ def shipped_config(obj: Any, preset: str | None = None, steps: int | None = None
     """``CGTaylorConfig`` of :func:`shipped_settings`, or None when the model ships none."""
     settings = shipped_settings(obj, preset, steps)
     return CGTaylorConfig(**settings) if settings else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """The CG-Taylor setting a caller gets from a model folder (:func:`resolve`).
+
+    Attributes:
+        config: the setting to enable (``CGTaylorConfig()`` where the model ships none).
+        shipped: whether ``config`` came from the folder's ``accel_cache.json``.
+        calibrated_steps: the step count the shipped setting was chosen at (None where unknown or not shipped).
+        step_hint: where no step count was named and the folder ships settings per step count: (those step
+            counts, the default's step count), for the cache to say so once when a trajectory matches one.
+    """
+
+    config: CGTaylorConfig
+    shipped: bool
+    calibrated_steps: int | None = None
+    step_hint: tuple[list[int], int | None] | None = None
+
+
+def resolve(obj: Any, preset: str | None = None, steps: int | None = None, threshold: float | None = None) -> Resolved:
+    """The one way to a model's shipped setting (``accel.enable`` and ``accel sample`` both call it).
+
+    The folder's default, or its ``preset``, for ``steps`` sampling steps where the folder has a choice for that
+    step count; ``threshold`` replaces the threshold. Warns (``UserWarning``) when the setting was calibrated
+    with another scheduler than ``obj``'s, under which the gate may never open.
+    """
+    settings = shipped_settings(obj, preset, steps)
+    shipped = bool(settings)
+    if threshold is not None:
+        settings = settings | {"threshold": float(threshold)}
+    if shipped:
+        _check_scheduler(obj)
+    counts = shipped_step_counts(obj) if steps is None else []
+    return Resolved(CGTaylorConfig(**settings), shipped, shipped_steps(obj, steps) if shipped else None,
+                    (counts, shipped_steps(obj)) if counts else None)
+
+
+def _check_scheduler(obj: Any) -> None:
+    """Warn when the shipped setting was calibrated with another scheduler than the pipeline's (see
+    :func:`shipped_scheduler`: under DDPM's fresh noise a DDIM-calibrated gate never opens)."""
+    name = shipped_scheduler(obj)
+    current = getattr(obj, "scheduler", None)
+    if name is not None and current is not None and type(current).__name__ != name:
+        warnings.warn(f"this model's cache setting was calibrated with {name}, the pipeline samples with "
+                      f"{type(current).__name__}, where it may forecast nothing; set pipe.scheduler = "
+                      f"{name}.from_config(pipe.scheduler.config) before accel.enable", stacklevel=4)

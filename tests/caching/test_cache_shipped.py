@@ -176,6 +176,27 @@ def test_enable_warns_when_the_shipped_setting_expects_another_scheduler(shipped
     accel.disable(pipe)
 
 
+def test_enable_and_accel_sample_resolve_the_shipped_setting_in_one_place(shipped_folder, monkeypatch):
+    """``accel.enable`` and ``accel sample`` both take the setting from ``shipped.resolve``, which warns on a
+    scheduler mismatch whoever calls it; a threshold replaces the shipped one."""
+    import accel.caching.api as api
+    from accel.caching import shipped
+    from accel.sampling import sample_to_file
+
+    pipe = _load(shipped_folder)
+    chosen = shipped.resolve(pipe, "fast", threshold=0.5)
+    assert chosen.config == CGTaylorConfig(threshold=0.5, full_last_step=False) and chosen.shipped
+    assert shipped.resolve(pipe).config == CGTaylorConfig(threshold=0.2, warmup_steps=2)
+    calls = []
+    monkeypatch.setattr(shipped, "resolve", lambda *a, **k: calls.append(k) or chosen)
+    monkeypatch.setattr(api, "resolve", shipped.resolve)
+    assert accel.enable(pipe) == chosen.config
+    accel.disable(pipe)
+    sample_to_file(str(shipped_folder), shipped_folder / "out.png", num_images=1, steps=3, class_labels=[1],
+                   cache="cg-taylor", compare=False)
+    assert len(calls) == 2
+
+
 def _report(steps, holds=True):
     """A one-level calibration report as ``harness.run`` writes it (CG-Taylor's 35 dB choice only)."""
     entry = {"method": "cg-taylor", "setting": "cg-taylor(threshold=0.12)", "selection": {"psnr_median": 38.0},

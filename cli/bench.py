@@ -24,20 +24,22 @@ Model = Annotated[str, typer.Option("--model", "-m", help="Shipped model name or
 def cache(
     model: Model = "dit-digits",
     methods: Annotated[Optional[str], typer.Option(help="Methods, comma-separated (default: every method that applies to the model).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Two settings per method, a few items, one timing round: checks the harness end to end.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Three evaluations per method, a few items, one timing round: checks the harness end to end.")] = False,
     selection: Annotated[Optional[int], typer.Option(help="Items in the selection split (default: the target's).")] = None,
     test: Annotated[Optional[int], typer.Option(help="Items in the test split (default: the target's).")] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="Timing rounds (default: the target's).")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Wall-time rounds (default: the target's; 0 skips timing).")] = None,
+    budget: Annotated[Optional[int], typer.Option(min=1, help="The tuner's selection evaluations per method (default: spaces.json's budget).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Sampling steps (default: the target's); with --ship the choice is kept for that step count.")] = None,
     ship: Annotated[Optional[str], typer.Option(help="Write CG-Taylor's choice at this PSNR level (40, 35 or 30) into the model folder's accel_cache.json.")] = None,
     out_dir: OutDir = Path("bench-cache"),
 ) -> None:
     """Every caching method on one model, chosen on a selection split by one rule, measured on a test split.
 
-    Each method's grid (the same number of settings for all, accel/benchmarks/grids.json) is swept on the
-    selection split; per quality level (per-image PSNR median >= 40 / 35 / 30 dB, at most 5% of items
-    flipped) the rule picks the setting skipping the most compute; only those run on the test split and in
-    interleaved timing rounds. Models: dit-digits, flux-shapes, unet-natural, tiny-sd15, or a local folder."""
+    One tuner explores every method's knob space (accel/benchmarks/spaces.json) with the same budget of
+    selection evaluations; per quality level (per-image PSNR median >= 40 / 35 / 30 dB, and no harm: task
+    accuracy down at most 2 points, or without a task reader the 10th-percentile PSNR at most 5 dB under the
+    level) the rule picks the setting with the highest compute speedup; only those run on the test split and in
+    shuffled wall-time rounds. Models: dit-digits, flux-shapes, unet-natural, tiny-sd15, or a local folder."""
     import sys
     import time
 
@@ -50,7 +52,7 @@ def cache(
 
     sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
     names = [m.strip() for m in methods.split(",")] if methods else None
-    rep = harness.run(model, methods=names, quick=quick, sizes=sizes or None, steps=steps, progress=say)
+    rep = harness.run(model, methods=names, quick=quick, sizes=sizes or None, steps=steps, progress=say, budget=budget)
     paths = report.write(rep, out_dir)
     typer.echo(report.verdict_markdown(rep))
     if ship is not None:

@@ -1,9 +1,9 @@
 """The caching methods the benchmark compares: one entry each in :data:`METHODS`.
 
 An entry says which denoiser kinds it applies to (``dit``: a class-conditional DiT; ``flux``: a FLUX
-transformer; ``unet``: a U-Net) and how to apply one setting of it to a freshly loaded pipeline. Its sweep
-grid is data, in ``grids.json`` beside this file (the same number of settings for every method). Adding a
-peer is one function here, one line in :data:`METHODS` and its grid in ``grids.json``.
+transformer; ``unet``: a U-Net) and how to apply one setting of it to a freshly loaded pipeline. Its knob
+space is data, in ``spaces.json`` beside this file, explored by the one tuner (:mod:`accel.benchmarks.tuner`).
+Adding a peer is one function here, one line in :data:`METHODS` and its space in ``spaces.json``.
 
 Each ``apply`` returns a function that resets the method's state between pipeline calls.
 """
@@ -13,25 +13,24 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..errors import AccelError
 
-GRIDS = Path(__file__).with_name("grids.json")
 Reset = Callable[[], None]
 
 
 @dataclass
 class Context:
-    """What a method may need beyond its settings: the step count, and MagCache's calibrated ratios."""
+    """What a method may need beyond its settings: the step count, MagCache's calibrated ratios, and whether
+    the target batches classifier-free guidance's two branches in one call (FasterCache's guidance cache)."""
 
     steps: int
     mag_ratios: list[float] | None = None
+    guidance_batched: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,19 +91,25 @@ def _fbcache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     return _reset_diffusers_hooks(model)
 
 
+# TaylorSeer (Liu et al. 2025) forecasts every attention and feed-forward output of every block, and in lite
+# mode only the output head's input. diffusers' default patterns match neither DiT's "attn1" / "ff" nor FLUX's
+# feed-forwards and single-stream MLP, so both families are named here.
+_TAYLORSEER_IDS = {
+    "DiTTransformer2DModel": ([r"^transformer_blocks\.\d+\.(attn1|ff)$"], [r"^proj_out_2$"]),
+    "FluxTransformer2DModel": ([r"^transformer_blocks\.\d+\.(attn|ff|ff_context)$",
+                                r"^single_transformer_blocks\.\d+\.(attn|proj_mlp|proj_out)$"], [r"^proj_out$"]),
+}
+
+
 def _taylorseer(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
     model = _with_registry(pipe)
     p = dict(params)
     lite = bool(p.pop("use_lite_mode", False))
-    ids = None
-    if not lite and type(model).__name__ == "DiTTransformer2DModel":
-        # diffusers' default patterns ("^transformer_blocks.*attn") do not fullmatch DiT's "attn1" / "ff":
-        # name DiT's attention and MLP modules, as TaylorSeer forecasts them (Liu et al. 2025).
-        ids = [r"^transformer_blocks\.\d+\.attn1$", r"^transformer_blocks\.\d+\.ff$"]
-    apply_taylorseer_cache(model, TaylorSeerCacheConfig(**p, disable_cache_before_step=3, taylor_factors_dtype=torch.float32,
-                                                        use_lite_mode=lite, cache_identifiers=ids))
+    full_ids, lite_ids = _TAYLORSEER_IDS.get(type(model).__name__, (None, None))
+    apply_taylorseer_cache(model, TaylorSeerCacheConfig(**p, taylor_factors_dtype=torch.float32, use_lite_mode=lite,
+                                                        cache_identifiers=lite_ids if lite else full_ids))
     return _reset_diffusers_hooks(model)
 
 
@@ -152,9 +157,34 @@ def _fastercache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
 
     model = _with_registry(pipe)
     p = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-    apply_faster_cache(model, FasterCacheConfig(**p, current_timestep_callback=_now(pipe), is_guidance_distilled=True,
-                                                tensor_format="BCHW"))
+    extra: dict[str, Any] = {"is_guidance_distilled": not ctx.guidance_batched}
+    if ctx.guidance_batched:  # FasterCache's guidance cache: the unconditional branch reused between its refreshes
+        _uncond_first_kwargs(model)  # stays for the pipeline's lifetime (the harness loads a fresh one per setting)
+        extra["_unconditional_conditional_input_kwargs_identifiers"] = ["hidden_states", "timestep", "class_labels"]
+    apply_faster_cache(model, FasterCacheConfig(**p, current_timestep_callback=_now(pipe), tensor_format="BCHW", **extra))
     return _reset_diffusers_hooks(model)
+
+
+def _uncond_first_kwargs(model: torch.nn.Module) -> list[Any]:
+    """FasterCache reads the guidance batch as [unconditional, conditional] in keyword arguments; the
+    class-conditional pipeline passes [conditional, unconditional] with the sample positional. Reorder the
+    inputs before the call and the output after it (a pure permutation: the pipeline's result is unchanged)."""
+    def swap(x: Any) -> Any:
+        return torch.cat(x.chunk(2)[::-1]) if isinstance(x, torch.Tensor) and x.shape[0] % 2 == 0 else x
+
+    def before(module: Any, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        kw = dict(kwargs)
+        if args:
+            kw["hidden_states"], args = args[0], args[1:]
+        return args, {k: swap(v) if k in ("hidden_states", "timestep", "class_labels") else v for k, v in kw.items()}
+
+    def after(module: Any, args: tuple, kwargs: dict[str, Any], out: Any) -> Any:
+        if hasattr(out, "sample"):
+            out.sample = swap(out.sample)
+            return out
+        return (swap(out[0]), *out[1:]) if isinstance(out, tuple) else swap(out)
+
+    return [model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after, with_kwargs=True)]
 
 
 def _seacache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
@@ -204,8 +234,12 @@ def _cache_dit(calibrator: str | None) -> Callable[[Any, dict[str, Any], Context
     Fn residual changes less than the threshold), with one of its calibrators on the cached residual."""
 
     def apply(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+        import logging
+
         import cache_dit
         from cache_dit import DBCacheConfig
+
+        logging.getLogger("CACHE_DIT").setLevel(logging.WARNING)  # one info line per block list per pipeline otherwise
 
         p = dict(params)
         mask = p.pop("steps_mask_policy", None)
@@ -259,6 +293,12 @@ def _deepcache_block(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     return DeepCacheBlock(pipe.unet, params["cache_interval"], params.get("split", "block")).reset
 
 
+def _spectrum(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
+    from .spectrum import apply
+
+    return apply(pipe, params, ctx.steps)
+
+
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("none", ("dit", "flux", "unet"), _none, "no cache (the reference)"),
     MethodSpec("cg-taylor", ("dit", "flux", "unet"), _cg_taylor, "accel (this project)"),
@@ -266,42 +306,16 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("taylorseer", ("dit", "flux"), _taylorseer, "diffusers TaylorSeerCacheConfig"),
     MethodSpec("magcache", ("dit", "flux"), _magcache, "diffusers MagCacheConfig (ratios calibrated on the selection split)"),
     MethodSpec("pab", ("dit", "flux"), _pab, "diffusers PyramidAttentionBroadcastConfig"),
-    MethodSpec("fastercache", ("dit", "flux"), _fastercache, "diffusers FasterCacheConfig"),
+    MethodSpec("fastercache", ("dit", "flux"), _fastercache, "diffusers FasterCacheConfig (its guidance cache on where the target batches guidance)"),
     MethodSpec("seacache", ("flux",), _seacache, "diffusers SeaCacheConfig (with the scheduler position and a FLUX vision adapter)"),
     MethodSpec("dbcache", ("dit", "flux"), _cache_dit(None), "cache-dit DBCacheConfig"),
     MethodSpec("dbcache-taylorseer", ("dit", "flux"), _cache_dit("taylorseer"), "cache-dit DBCache + TaylorSeerCalibratorConfig"),
     MethodSpec("dbcache-foca", ("dit", "flux"), _cache_dit("foca"), "cache-dit DBCache + FoCaCalibratorConfig"),
     MethodSpec("dbcache-dmd", ("dit", "flux"), _cache_dit("dmd"), "cache-dit DBCache + DMDCalibratorConfig"),
     MethodSpec("deepcache", ("unet",), _deepcache, "DeepCache package DeepCacheSDHelper"),
-    MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy on a block or layer (branch 0) split (re-implemented here)"),
+    MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy on a block split or a layer split (the package's branch 1; re-implemented here)"),
+    MethodSpec("spectrum", ("dit", "flux"), _spectrum, "Spectrum (Chebyshev ridge forecast; re-implemented here from its paper)"),
 )}
-
-
-def load_grids(path: Path = GRIDS) -> dict[str, Any]:
-    """``{"budget": n, "quick": [indices], "grids": {method: {kind: [settings]}}}``, validated: every method
-    has exactly ``budget`` settings for every kind it applies to (the same budget for ours and the peers')."""
-    data = json.loads(Path(path).read_text())
-    budget = data["budget"]
-    for name, by_kind in data["grids"].items():
-        if name not in METHODS:
-            raise AccelError(f"{path}: grid for unknown method {name!r}; known: {', '.join(METHODS)}")
-        for kind, settings in by_kind.items():
-            if kind not in METHODS[name].kinds:
-                raise AccelError(f"{path}: {name} does not apply to {kind!r} denoisers")
-            if len(settings) != budget:
-                raise AccelError(f"{path}: {name} on {kind} has {len(settings)} settings; every grid has {budget}")
-    return data
-
-
-def grid(method: str, kind: str, quick: bool = False, path: Path = GRIDS) -> list[dict[str, Any]]:
-    """The sweep of one method on one kind of denoiser (``quick``: the few settings named by ``"quick"``)."""
-    if method == "none":
-        return [{}]
-    data = load_grids(path)
-    settings = data["grids"].get(method, {}).get(kind)
-    if settings is None:
-        raise AccelError(f"no grid for {method!r} on {kind!r} denoisers in {path}")
-    return [settings[i] for i in data["quick"]] if quick else settings
 
 
 def label(method: str, params: dict[str, Any]) -> str:

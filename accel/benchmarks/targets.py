@@ -20,16 +20,26 @@ import torch
 
 from ..errors import AccelError
 
+# The test split's generation. Test seeds (and flux-shapes' test prompts) are fresh for each generation of the
+# protocol and read once by it; a change to any method's code after a verdict run needs a new generation
+# before results are reported again. Studies (floors, ablations, the tuner) read the selection split only.
+TEST_GENERATION = 2
+SELECTION_SEED = 1_000
+TEST_SEEDS = {2: 300_000}  # generation -> first test noise seed (generation 1 used 100000+, and 20000+ on flux-shapes)
+
+
+def test_seed() -> int:
+    return TEST_SEEDS[TEST_GENERATION]
+
 
 @dataclass(frozen=True)
 class Sizes:
-    """Items per split, timing subsets (batch sizes and how many items each), rounds."""
+    """Items per split, the batch of the quality passes (also timed, beside batch 1), wall-time rounds."""
 
     selection: int
     test: int
     batch: int  # items per pipeline call in the quality passes
-    timing: tuple[tuple[int, int], ...]  # (batch size, items) timed per round
-    rounds: int
+    rounds: int  # wall-time rounds (0: no timing)
 
 
 @dataclass
@@ -47,7 +57,10 @@ class Target:
     flips: Callable[[np.ndarray, np.ndarray, list[Any]], np.ndarray] | None = None  # (ref, out, items) -> bool (N,)
     scores: Callable[[np.ndarray, list[Any]], np.ndarray] | None = None  # (images, items) -> bool (N,) correct
     flip_reader: str = "none"
+    guidance_batched: bool = False  # the pipeline batches classifier-free guidance's two branches in one call
+    task_reader: str = "none"  # what ``scores`` reads: the harm criterion's accuracy
     split_note: str = ""
+    test_generation: int = TEST_GENERATION
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,10 +79,8 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 def _class_conditional(name: str, digits: bool) -> Target:
     from ..zoo import load
 
-    seeds = {"selection": 1_000, "test": 100_000}
-
     def items(split: str, n: int) -> list[tuple[int, int]]:
-        return [(i % 10, seeds[split] + i) for i in range(n)]
+        return [(i % 10, (SELECTION_SEED if split == "selection" else test_seed()) + i) for i in range(n)]
 
     def generate(pipe: Any, its: list[tuple[int, int]]) -> np.ndarray:
         from ..utils import to_uint8
@@ -95,10 +106,12 @@ def _class_conditional(name: str, digits: bool) -> Target:
             return read(images) == np.array([c for c, _ in its])
 
     target = Target(name, "dit", 50, lambda: _quiet(load(name)), items, generate,
-                    full=Sizes(selection=10, test=60, batch=10, timing=((10, 10), (1, 2)), rounds=3),
-                    quick=Sizes(selection=2, test=4, batch=4, timing=((2, 2),), rounds=1), quick_steps=12,
+                    full=Sizes(selection=64, test=256, batch=16, rounds=15),
+                    quick=Sizes(selection=2, test=4, batch=2, rounds=1), quick_steps=12,
                     flips=flips, scores=scores, flip_reader="the digit classifier's reading changed" if digits else "none",
-                    split_note="labels 0-9 in turn in both splits; noise seeds 1000+ (selection) and 100000+ (test)")
+                    guidance_batched=True,
+                    task_reader="the digit classifier reads the class asked for" if digits else "none",
+                    split_note=f"labels 0-9 in turn in both splits; noise seeds {SELECTION_SEED}+ (selection) and {test_seed()}+ (test)")
     return target
 
 
@@ -121,18 +134,23 @@ def _same_objects(a: list[Any], b: list[Any], tol: float, min_area: int) -> bool
     return covered(a, b) and covered(b, a)
 
 
+SELECTION_PROMPTS = 128
+
+
 def _flux_shapes(name: str = "flux-shapes") -> Target:
     from ..zoo import load, shapes
 
     def items(split: str, n: int) -> list[tuple[str, int]]:
-        # Both splits draw prompts from the grammar's own distribution (two generator seeds) and differ in noise
-        # seeds; test items are each prompt with two noise seeds. Prompts repeat within and across the splits (the
-        # grammar has few single-object prompts): removing the selection prompts from the test split, as an
-        # earlier version did, removed most single-object prompts from it and doubled every method's flip rate
-        # on test against selection (docs/caching-benchmark.md).
+        # Selection prompts come from the grammar's own distribution; test prompts from it too (another seed per
+        # generation), with every selection prompt removed: the two splits share neither prompts nor noise seeds.
+        sel = shapes.prompt_set(SELECTION_PROMPTS, seed=2_001)
         if split == "selection":
-            return [(p, 10_000 + i) for i, p in enumerate(shapes.prompt_set(n, seed=2_001))]
-        return [(p, 20_000 + 2 * i + j) for i, p in enumerate(shapes.prompt_set((n + 1) // 2, seed=3_001)) for j in range(2)][:n]
+            return [(p, SELECTION_SEED + 10_000 + i) for i, p in enumerate(sel[:n])]
+        seen, pool = set(sel), []
+        for p in shapes.prompt_set(40 * n, seed=3_001 + TEST_GENERATION):
+            if p not in seen and len(pool) < (n + 1) // 2:
+                pool.append(p)
+        return [(p, test_seed() + 2 * i + j) for i, p in enumerate(pool) for j in range(2)][:n]
 
     def generate(pipe: Any, its: list[tuple[str, int]]) -> np.ndarray:
         kw = getattr(pipe, "accel_call_defaults", {})
@@ -151,12 +169,13 @@ def _flux_shapes(name: str = "flux-shapes") -> Target:
         return np.array([shapes.score(img, p).correct for img, (p, _) in zip(images, its)])
 
     target = Target(name, "flux", 28, lambda: _quiet(load(name)), items, generate,
-                    full=Sizes(selection=96, test=512, batch=16, timing=((16, 16), (1, 2)), rounds=5),
-                    quick=Sizes(selection=2, test=4, batch=4, timing=((4, 4),), rounds=1), quick_steps=12,
-                    flips=flips, scores=scores,
+                    full=Sizes(selection=SELECTION_PROMPTS, test=512, batch=16, rounds=15),
+                    quick=Sizes(selection=2, test=4, batch=2, rounds=1), quick_steps=12,
+                    flips=flips, scores=scores, task_reader="the shapes scorer: objects, colours, counts and relations of the prompt",
                     flip_reader="objects changed: a clear object (area >= 2x the detector floor) of either image has no object of its colour and shape within 10% of the side in the other",
-                    split_note="selection: 96 prompts drawn from the grammar (prompt_set seed 2001), noise seeds 10000+; test: 256 prompts "
-                               "drawn from it with seed 3001 x 2 noise seeds (20000+); prompts repeat within and across splits, items do not")
+                    split_note=f"selection: {SELECTION_PROMPTS} prompts drawn from the grammar (prompt_set seed 2001), noise seeds "
+                               f"{SELECTION_SEED + 10_000}+; test: 256 other prompts drawn from it (seed {3_001 + TEST_GENERATION}, every "
+                               f"selection prompt removed) x 2 noise seeds ({test_seed()}+)")
     return target
 
 
@@ -173,7 +192,7 @@ def _unet_natural() -> Target:
         return _quiet(DDIMPipeline(unet=src.unet.eval(), scheduler=DDIMScheduler.from_config(src.scheduler.config)))
 
     def items(split: str, n: int) -> list[int]:
-        return [{"selection": 1_000, "test": 100_000}[split] + i for i in range(n)]
+        return [(SELECTION_SEED if split == "selection" else test_seed()) + i for i in range(n)]
 
     def generate(pipe: Any, its: list[int]) -> np.ndarray:
         gens = [torch.Generator().manual_seed(s) for s in its]
@@ -181,9 +200,9 @@ def _unet_natural() -> Target:
             return _to_uint8(pipe(batch_size=len(its), generator=gens, num_inference_steps=target.steps, output_type="np").images)
 
     target = Target("unet-natural", "unet", 50, load_ddim, items, generate,
-                  full=Sizes(selection=8, test=16, batch=8, timing=((4, 4), (1, 2)), rounds=3),
-                  quick=Sizes(selection=1, test=2, batch=2, timing=((1, 1),), rounds=1), quick_steps=10,
-                  split_note="unconditional: noise seeds 1000+ (selection) and 100000+ (test); sampled with DDIM (eta 0)")
+                  full=Sizes(selection=16, test=64, batch=4, rounds=15),
+                  quick=Sizes(selection=1, test=2, batch=2, rounds=1), quick_steps=10,
+                  split_note=f"unconditional: noise seeds {SELECTION_SEED}+ (selection) and {test_seed()}+ (test); sampled with DDIM (eta 0)")
     return target
 
 
@@ -206,7 +225,7 @@ def tiny_sd15_pipeline(seed: int = 0) -> Any:
 
 def _tiny_sd15() -> Target:
     def items(split: str, n: int) -> list[int]:
-        return [{"selection": 1_000, "test": 100_000}[split] + i for i in range(n)]
+        return [(SELECTION_SEED if split == "selection" else test_seed()) + i for i in range(n)]
 
     def generate(pipe: Any, its: list[int]) -> np.ndarray:
         emb = torch.cat([torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(s + 10_000_000)) for s in its])
@@ -218,9 +237,9 @@ def _tiny_sd15() -> Target:
         return out.float().numpy()
 
     target = Target("tiny-sd15", "unet", 50, tiny_sd15_pipeline, items, generate,
-                    full=Sizes(selection=4, test=16, batch=8, timing=((4, 4), (1, 2)), rounds=3),
-                    quick=Sizes(selection=1, test=2, batch=2, timing=((1, 1),), rounds=1), quick_steps=10, latents=True,
-                    split_note="random prompt embeddings and noise from seeds 1000+ (selection) and 100000+ (test); "
+                    full=Sizes(selection=16, test=64, batch=8, rounds=15),
+                    quick=Sizes(selection=1, test=2, batch=2, rounds=1), quick_steps=10, latents=True,
+                    split_note=f"random prompt embeddings and noise from seeds {SELECTION_SEED}+ (selection) and {test_seed()}+ (test); "
                                "a random network: mechanics and speed, not image quality (PSNR on latents)")
     return target
 

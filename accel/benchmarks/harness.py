@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -92,18 +94,53 @@ def measure(target: Target, split: Split, out: np.ndarray, macs: np.ndarray) -> 
     return m
 
 
+class Journal:
+    """Every evaluation's figures, appended as one JSON line each as soon as it is measured, so that a run that
+    stops resumes where it stopped (same target, steps, test generation and sizes; anything else starts afresh)."""
+
+    def __init__(self, path: Path | None, key: dict[str, Any], say: Progress) -> None:
+        self.path, self.key, self.done = path, json.dumps(key, sort_keys=True), {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:  # a line cut off by the stop
+                    continue
+                if rec.get("key") == self.key:
+                    self.done[rec["id"]] = rec["figures"]
+            if self.done:
+                say(f"resuming from {path}: {len(self.done)} evaluations already measured")
+
+    def get(self, ident: str) -> dict[str, Any] | None:
+        return self.done.get(ident)
+
+    def put(self, ident: str, figures: dict[str, Any]) -> None:
+        self.done[ident] = figures
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": self.key, "id": ident, "figures": figures}) + "\n")
+
+
 def evaluate(target: Target, split: Split, method: str, params: dict[str, Any], ctx: Context, batch: int,
-             rng: np.random.Generator | None = None) -> tuple[dict[str, Any], Runner]:
-    r = Runner(target, method, params, ctx)
-    out, macs = r.generate(split.items, batch, count=True)
-    return summary(measure(target, split, out, macs), split.ref, rng), r
+             journal: Journal, name: str, seed: int | None = None) -> dict[str, Any]:
+    """One setting's figures on one split (bootstrap intervals when ``seed`` is given), from the journal if measured."""
+    ident = json.dumps([name, method, params], sort_keys=True)
+    done = journal.get(ident)
+    if done is not None:
+        return done
+    out, macs = Runner(target, method, params, ctx).generate(split.items, batch, count=True)
+    rng = None if seed is None else np.random.default_rng([seed, zlib.crc32(ident.encode())])
+    figures = summary(measure(target, split, out, macs), split.ref, rng)
+    journal.put(ident, figures)
+    return figures
 
 
 # --------------------------------------------------------------------------------------------- the phases
 
 
 def select(target: Target, names: list[str], sel: Split, ctx: Context, size: Sizes, budget: int, levels: tuple[float, ...],
-           spaces: Path, say: Progress) -> list[dict[str, Any]]:
+           spaces: Path, journal: Journal, say: Progress) -> list[dict[str, Any]]:
     """Phase 1: the tuner's evaluations of every method on the selection split (rows with their figures)."""
     rows: list[dict[str, Any]] = []
     for n in names:
@@ -113,7 +150,7 @@ def select(target: Target, names: list[str], sel: Split, ctx: Context, size: Siz
             row: dict[str, Any] = {"method": n, "params": params, "label": label(n, params)}
             say(f"selection {n} {sum(r['method'] == n for r in rows) + 1}/{budget}: {row['label']}")
             try:
-                row["selection"] = evaluate(target, sel, n, params, ctx, size.batch)[0]
+                row["selection"] = evaluate(target, sel, n, params, ctx, size.batch, journal, "selection")
             except Exception as e:  # a setting that cannot run is listed with its error and counts as spent
                 msg = str(e).splitlines()[0] if str(e) else ""
                 row["error"] = f"{type(e).__name__}: {msg}"[:300]
@@ -134,14 +171,12 @@ def choices_of(rows: list[dict[str, Any]], names: list[str], levels: tuple[float
     return out
 
 
-def test(target: Target, chosen: dict[str, dict[str, Any]], split: Split, ctx: Context, size: Sizes, rng: np.random.Generator,
-         say: Progress) -> dict[str, Runner]:
-    """Phase 2: the chosen settings on the test split (figures stored in the rows, runners kept for timing)."""
-    runners: dict[str, Runner] = {}
+def test(target: Target, chosen: dict[str, dict[str, Any]], split: Split, ctx: Context, size: Sizes, journal: Journal,
+         seed: int, say: Progress) -> None:
+    """Phase 2: the chosen settings on the test split (figures stored in the rows)."""
     for i, (lab, row) in enumerate(chosen.items()):
         say(f"test {i + 1}/{len(chosen)}: {lab}")
-        row["test"], runners[lab] = evaluate(target, split, row["method"], row["params"], ctx, size.batch, rng)
-    return runners
+        row["test"] = evaluate(target, split, row["method"], row["params"], ctx, size.batch, journal, "test", seed)
 
 
 def time_settings(runners: dict[str, Runner], items: list[Any], size: Sizes, rng: np.random.Generator,
@@ -196,9 +231,10 @@ def _methods(target: Target, methods: list[str] | None) -> list[str]:
 
 def run(model: str, methods: list[str] | None = None, quick: bool = False, levels: tuple[float, ...] = LEVELS,
         sizes: dict[str, Any] | None = None, progress: Progress | None = None, seed: int = 0, steps: int | None = None,
-        spaces: Path = SPACES, budget: int | None = None) -> dict[str, Any]:
+        spaces: Path = SPACES, budget: int | None = None, journal: Path | None = None) -> dict[str, Any]:
     """The whole protocol on one target; returns the report (JSON-ready). ``sizes`` overrides fields of the
-    target's :class:`~accel.benchmarks.targets.Sizes`; ``budget`` the tuner's evaluations per method."""
+    target's :class:`~accel.benchmarks.targets.Sizes`; ``budget`` the tuner's evaluations per method; ``journal``
+    a JSON-lines file of measured evaluations, appended as they finish and read back to resume."""
     target = get_target(model)
     size = replace(target.quick if quick else target.full, **(sizes or {}))
     target.steps = steps or (target.quick_steps if quick and target.quick_steps else target.steps)
@@ -207,19 +243,22 @@ def run(model: str, methods: list[str] | None = None, quick: bool = False, level
     names = _methods(target, methods)
     rng, ctx, t_start, prov = np.random.default_rng(seed), Context(steps=target.steps, guidance_batched=target.guidance_batched), time.perf_counter(), _provenance()
 
+    log = Journal(journal, {"model": target.name, "steps": target.steps, "generation": target.test_generation,
+                            "sizes": size.__dict__, "mag": "magcache" in names}, say)
     ref_runner = Runner(target, "none", {}, ctx)
     say(f"selection: {size.selection} items, uncached reference")
     sel = reference(target, ref_runner, target.items("selection", size.selection), size.batch)
     if "magcache" in names:  # calibrated on the first selection batch (never on test items)
         ctx.mag_ratios = calibrate_magcache(target.load(), lambda p: target.generate(p, sel.items[: size.batch]), target.steps)
-    rows = select(target, names, sel, ctx, size, budget, levels, spaces, say)
+    rows = select(target, names, sel, ctx, size, budget, levels, spaces, log, say)
     choices = choices_of(rows, names, levels)
     by_label = {r["label"]: r for r in rows if "selection" in r}
     chosen = {lab: by_label[lab] for per in choices.values() for lab in per.values() if lab}
 
     say(f"test: {size.test} items, uncached reference")
     tst = reference(target, ref_runner, target.items("test", size.test), size.batch)
-    runners = {"none": ref_runner, **test(target, chosen, tst, ctx, size, rng, say)}
+    test(target, chosen, tst, ctx, size, log, seed, say)
+    runners = {"none": ref_runner, **{lab: Runner(target, row["method"], row["params"], ctx) for lab, row in chosen.items()}}
     timing = time_settings(runners, tst.items, size, rng, say) if size.rounds else {}
     for row in chosen.values():
         row["wall"] = {b: timing[b][row["label"]] for b in timing}

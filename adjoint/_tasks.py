@@ -40,7 +40,8 @@ class Task:
         if not grad:  # samples and metrics: always the uncached sampler
             with torch.no_grad():
                 return sample_with_grad(self.pipe, noise, self.cond(noise.shape[0]), method="autograd", **kw)
-        return sample_with_grad(self.pipe, noise, self.cond(noise.shape[0]), method=self.cfg.method, cache=self.cache, **kw)
+        options = {"cache": self.cache} if self.cache is not None else None
+        return sample_with_grad(self.pipe, noise, self.cond(noise.shape[0]), method=self.cfg.method, options=options, **kw)
 
     def train_noise(self, noise: torch.Tensor) -> torch.Tensor:
         return noise

@@ -5,7 +5,7 @@ and reports its peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above t
 CPU the resident-set high-water mark (``VmHWM`` after resetting it through ``/proc/self/clear_refs``) above
 the resident set before. Gradients for the initial noise, the class embeddings and all network weights are
 compared with exact autograd through the same sampler (relative error and cosine). The ``cached`` method
-differentiates through CG-Taylor (``sample_with_grad(..., cache=...)``): it is compared with autograd through
+differentiates through CG-Taylor (``sample_with_grad(..., options={"cache": ...})``): it is compared with autograd through
 the same cached forward (``cached-autograd``), and every record also carries its cosine with the uncached
 gradient (``cos_uncached``); ``accel/benchmarks/adjoint_cache.py`` adds interleaved timing and a threshold sweep.
 """
@@ -28,7 +28,7 @@ from accel.errors import AccelError
 
 from .adjoint_report import TARGETS, observed_orders, plot, to_markdown  # noqa: F401  (the report's functions, importable from here)
 
-METHOD_KWARGS: dict[str, dict[str, Any]] = {
+METHOD_KWARGS: dict[str, dict[str, Any]] = {  # method=, and that method's options (accel.adjoint.METHODS)
     "autograd": dict(method="autograd"),
     "checkpoint": dict(method="checkpoint"),
     "discrete": dict(method="discrete"),
@@ -226,22 +226,23 @@ def gradient_fn(pipe: Any, cfg: BenchConfig, name: str) -> Callable[[int], tuple
     emb = emb.to(dev, dtype) if emb is not None else None
     extra = tuple(t.to(dev, dtype) for t in extra)
     params = [p for p in find_denoiser(pipe).parameters() if p.requires_grad]
-    kwargs = dict(METHOD_KWARGS[name])
-    cached = bool(kwargs.get("cache"))
+    options = dict(METHOD_KWARGS[name])  # the method's options (accel.adjoint.METHODS), its name apart
+    method = options.pop("method")
+    cached = bool(options.get("cache"))
     settings: dict[int, Any] = {}  # per step count, read once (outside the timed calls after the first)
 
     def once(n: int) -> tuple[tuple[torch.Tensor, ...], float]:
         if cached:
             if n not in settings:
                 settings[n] = cache_config(pipe, cfg, n)
-            kwargs["cache"] = settings[n]
+            options["cache"] = settings[n]
         for p in params:
             p.grad = None
         x = noise.clone().requires_grad_()
         c = emb.clone().requires_grad_() if emb is not None else None
         computed: list[bool] = []
         out = sample_with_grad(pipe, x, (c, *extra) if extra else c, steps=n, guidance_scale=cfg.guidance_scale,
-                               callback=lambda info: computed.append(info.get("computed", True)), **kwargs)
+                               callback=lambda info: computed.append(info.get("computed", True)), method=method, options=options)
         ((out - target) ** 2).mean().backward()
         cg = c.grad if c is not None else torch.zeros(0)
         return (x.grad, cg, torch.cat([p.grad.reshape(-1) for p in params])), 1 - sum(computed) / max(1, len(computed))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_dit
 
-from accel.adjoint import sample_with_grad
+from accel.adjoint import ContinuousOptions, DiscreteOptions, sample_with_grad
 from accel.samplers import class_embeddings
 from accel.errors import AccelError
 
@@ -62,7 +62,7 @@ def dit64():
 @pytest.mark.parametrize("sampler", ["euler", "deis2m"])
 def test_discrete_adjoint_equals_autograd(dit64, sampler):
     m, noise, emb, w = dit64
-    kw = dict(steps=5, scheduler=ddim(), guidance_scale=2.5, sampler=sampler)
+    kw = dict(steps=5, scheduler=ddim(), guidance_scale=2.5, options={"sampler": sampler})
     ref = _grads(m, noise, emb, w, method="autograd", **kw)
     for method in ("discrete", "checkpoint"):
         got = _grads(m, noise, emb, w, method=method, **kw)
@@ -114,7 +114,7 @@ def test_torchdiffeq_euler_equals_continuous_first_order(dit64):
     m, noise, emb, w = dit64
     kw = dict(steps=4, scheduler=ddim(), guidance_scale=2.0)
     a = _grads(m, noise, emb, w, method="continuous", **kw)
-    b = _grads(m, noise, emb, w, method="torchdiffeq", ode_method="euler", **kw)
+    b = _grads(m, noise, emb, w, method="torchdiffeq", options={"ode_method": "euler"}, **kw)
     for g, r in zip(a, b):
         assert _rel(g, r) < 1e-10
 
@@ -124,11 +124,11 @@ def _continuous_errors(sampler: str, order: int, ns: list[int], reconstruct: boo
     torch.manual_seed(0)
     noise, cond = torch.randn(2, 2, 6, 6, dtype=torch.float64), 0.3 * torch.randn(2, 2, 1, 1, dtype=torch.float64)
     w = torch.randn_like(noise)
-    kw = dict(scheduler=ddim(beta_schedule="scaled_linear", timestep_spacing="trailing"), guidance_scale=2.0, uncond=torch.zeros(1, 2, 1, 1, dtype=torch.float64), sampler=sampler)
+    kw = dict(scheduler=ddim(beta_schedule="scaled_linear", timestep_spacing="trailing"), guidance_scale=2.0, uncond=torch.zeros(1, 2, 1, 1, dtype=torch.float64))
     errs = []
     for n in ns:
-        ref = _grads(m, noise, cond, w, method="discrete", steps=n, **kw)
-        got = _grads(m, noise, cond, w, method="continuous", steps=n, order=order, reconstruct=reconstruct, **kw)
+        ref = _grads(m, noise, cond, w, steps=n, options=DiscreteOptions(sampler=sampler), **kw)
+        got = _grads(m, noise, cond, w, steps=n, options=ContinuousOptions(sampler, order, reconstruct), **kw)
         errs.append([_rel(g, r) for g, r in zip(got, ref)])
     return errs
 
@@ -178,8 +178,29 @@ def test_pipeline_input_labels_and_errors():
     assert noise.grad is not None and noise.grad.abs().sum() > 0 and len(seen) == 3
     with pytest.raises(AccelError, match="unknown gradient method"):
         sample_with_grad(pipe, noise, [3, 7], steps=3, method="magic")
-    with pytest.raises(AccelError, match="order"):
-        sample_with_grad(pipe, noise, [3, 7], steps=3, method="continuous", order=3)
+    with pytest.raises(AccelError, match="order must be 1 or 2"):
+        sample_with_grad(pipe, noise, [3, 7], steps=3, method="continuous", options={"order": 3})
+
+
+def test_methods_take_their_own_options():
+    """One entry point, a table of methods, one options dataclass each (as torchdiffeq's solvers): the options'
+    class names the method; a dict is checked against the method's fields; a mismatch says what is allowed."""
+    from accel.adjoint import METHODS, AutogradOptions, CheckpointOptions, TorchDiffEqOptions
+
+    assert set(METHODS) == {"discrete", "continuous", "torchdiffeq", "autograd", "checkpoint"}
+    m = SmoothNet()
+    torch.manual_seed(0)
+    noise, cond = torch.randn(1, 2, 4, 4, dtype=torch.float64), torch.zeros(1, 2, 1, 1, dtype=torch.float64)
+    kw = dict(steps=3, scheduler=ddim())
+    ref = sample_with_grad(m, noise, cond, method="autograd", **kw)
+    for options in (AutogradOptions(), CheckpointOptions(), DiscreteOptions(), ContinuousOptions(), TorchDiffEqOptions()):
+        assert torch.allclose(sample_with_grad(m, noise, cond, options=options, **kw), ref)  # the same forward sampler
+    with pytest.raises(AccelError, match="no option 'order'.*sampler"):
+        sample_with_grad(m, noise, cond, method="discrete", options={"order": 2}, **kw)
+    with pytest.raises(AccelError, match="takes ContinuousOptions"):
+        sample_with_grad(m, noise, cond, method="continuous", options=DiscreteOptions(), **kw)
+    with pytest.raises(AccelError, match="unknown sampler"):
+        ContinuousOptions(sampler="heun")
 
 
 def test_flux_discrete_adjoint_equals_autograd():

@@ -39,6 +39,7 @@ class Case:
         self.model, self.cond, self.steps, self.cache = model, cond, steps, cache
         self.fd_eps, self.fd_tol = fd  # finite-difference step and relative tolerance
         self.kw = dict(scheduler=scheduler, guidance_scale=guidance, uncond=uncond)
+        self.sampler = "euler"
         self.noise = torch.randn(noise_shape, dtype=torch.float64)
         self.w = torch.randn_like(self.noise)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -49,7 +50,8 @@ class Case:
     def run(self, noise, cond, method: str = "discrete", cache="default", seen=None) -> torch.Tensor:
         cache = self.cache if cache == "default" else cache
         callback = seen.append if seen is not None else None
-        return sample_with_grad(self.model, noise, cond, steps=self.steps, method=method, cache=cache, callback=callback, **self.kw)
+        return sample_with_grad(self.model, noise, cond, steps=self.steps, method=method, options={"cache": cache, "sampler": self.sampler},
+                                callback=callback, **self.kw)
 
     def float_cond(self) -> list[int]:
         flat = self.cond if isinstance(self.cond, tuple) else (self.cond,)
@@ -184,7 +186,7 @@ def test_threshold_zero_is_the_uncached_gradient():
 
 def test_second_order_sampler_through_the_cache():
     case = _dit(True)
-    case.kw["sampler"] = "deis2m"
+    case.sampler = "deis2m"
     seen: list = []
     got, ref = case.grads("discrete", seen=seen), case.grads("autograd")
     assert not all(s["computed"] for s in seen)
@@ -196,17 +198,17 @@ def test_refusals_leave_nothing_hooked():
     case = _dit(True)
     m = case.model
     with pytest.raises(AccelError, match="cannot run with cache"):
-        sample_with_grad(m, case.noise, case.cond, steps=4, method="continuous", cache=case.cache, scheduler=ddim())
+        sample_with_grad(m, case.noise, case.cond, steps=4, method="continuous", options={"cache": case.cache}, scheduler=ddim())
     with pytest.raises(AccelError, match="CGTaylorConfig"):
-        sample_with_grad(m, case.noise, case.cond, steps=4, cache={"threshold": 0.1}, scheduler=ddim())
+        sample_with_grad(m, case.noise, case.cond, steps=4, options={"cache": {"threshold": 0.1}}, scheduler=ddim())
     compiled = torch.compile(m)
     with pytest.raises(AccelError, match="compiled"):
-        sample_with_grad(compiled, case.noise, case.cond, steps=4, cache=case.cache, scheduler=ddim())
+        sample_with_grad(compiled, case.noise, case.cond, steps=4, options={"cache": case.cache}, scheduler=ddim())
     assert not _hooked(m)
     mine = CGTaylorConfig(threshold=0.05)
     accel.enable(m, mine)
     with pytest.raises(AccelError, match="already enabled"):
-        sample_with_grad(m, case.noise, case.cond, steps=4, cache=case.cache, scheduler=ddim())
+        sample_with_grad(m, case.noise, case.cond, steps=4, options={"cache": case.cache}, scheduler=ddim())
     assert accel.is_enabled(m) and accel.enable(m, mine) == mine  # the user's own cache is untouched
     accel.disable(m)
 
@@ -215,9 +217,9 @@ def test_refusals_leave_nothing_hooked():
             raise RuntimeError("stop")
 
     with pytest.raises(RuntimeError, match="stop"):
-        sample_with_grad(m, case.noise, case.cond, steps=8, cache=case.cache, scheduler=ddim(), callback=fail)
+        sample_with_grad(m, case.noise, case.cond, steps=8, options={"cache": case.cache}, scheduler=ddim(), callback=fail)
     assert not _hooked(m)
-    out = sample_with_grad(m, case.noise.clone().requires_grad_(), case.cond, steps=8, cache=case.cache, scheduler=ddim())
+    out = sample_with_grad(m, case.noise.clone().requires_grad_(), case.cond, steps=8, options={"cache": case.cache}, scheduler=ddim())
     assert not _hooked(m)
     out.sum().backward()
     assert not _hooked(m)

@@ -153,7 +153,7 @@ def test_sample_with_grad_takes_the_shipped_setting_for_its_step_count(tiny_dit_
     def grad(cache, steps=6):
         x = torch.randn(1, c.in_channels, c.sample_size, c.sample_size, generator=torch.Generator().manual_seed(0)).requires_grad_()
         seen = []
-        sample_with_grad(pipe, x, torch.tensor([3]), steps=steps, cache=cache,
+        sample_with_grad(pipe, x, torch.tensor([3]), steps=steps, options={"cache": cache},
                          callback=lambda info: seen.append(info["computed"])).square().mean().backward()
         return x.grad, seen
 
@@ -165,4 +165,4 @@ def test_sample_with_grad_takes_the_shipped_setting_for_its_step_count(tiny_dit_
         grad("fast")
     with pytest.raises(AccelError, match="ships none"):
         sample_with_grad(tiny_dit_pipe, torch.randn(1, c.in_channels, c.sample_size, c.sample_size), torch.tensor([3]),
-                         steps=4, cache="shipped")
+                         steps=4, options={"cache": "shipped"})

@@ -84,3 +84,78 @@ def gate(
     typer.echo(f"{report['n']} forecast steps probed; Pearson r = {r if r is None else round(r, 4)}, "
                f"Spearman = {report.get('spearman') and round(report['spearman'], 4)}, log-log r = {report.get('pearson_log') and round(report['pearson_log'], 4)}")
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def _command(name: str, **options: object) -> str:
+    """The command that reproduces a run, every setting spelled out (``None``: left at its default)."""
+    words = ["accel bench", name]
+    for key, value in options.items():
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None:
+                words += [f"--{key.replace('_', '-')}", str(v)]
+    return " ".join(words)
+
+
+@app.command("adjoint-exactness")
+def adjoint_exactness(
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Shipped model (repeatable).")] = ["dit-digits"],  # noqa: B006
+    steps: Annotated[int, typer.Option(help="Sampler steps N.")] = 20,
+    eps: Annotated[Optional[float], typer.Option(help="Finite-difference step (default 1e-4; flux-shapes 1e-2).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="Cache threshold (default: the shipped setting).")] = None,
+    out_dir: OutDir = None,
+) -> None:
+    """Gradients through the cached sampler on shipped weights, float64: the cached adjoint vs autograd through the
+    same cache, and vs a 4th-order finite difference with the gate's decisions held (exactness.json, .md)."""
+    from accel.benchmarks import adjoint_exactness
+
+    command = _command("adjoint-exactness", model=model, steps=steps, eps=eps, threshold=threshold, out_dir=out_dir)
+    recs = adjoint_exactness.run(model, steps, out_dir, command, eps=eps, threshold=threshold, log=typer.echo)
+    typer.echo(adjoint_exactness.markdown(recs, command))
+
+
+@app.command("adjoint-race")
+def adjoint_race(
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Folder for race.json, race.md, race.png and samples.")],
+    task: Annotated[str, typer.Option(help="effect | style | attack.")] = "effect",
+    model: Model = "dit-digits",
+    iters: Annotated[int, typer.Option(help="Training iterations of each run.")] = 40,
+    batch: Annotated[int, typer.Option(help="Images per iteration.")] = 4,
+    steps: Annotated[int, typer.Option(help="Sampler steps N.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of both runs.")] = 0,
+    cache: Annotated[str, typer.Option(help="The cached run's setting: shipped, finetune, a preset or a threshold.")] = "shipped",
+    chunk: Annotated[int, typer.Option(help="Iterations per interleaved chunk.")] = 5,
+    window: Annotated[int, typer.Option(help="Iterations averaged into the final loss.")] = 5,
+    work: Annotated[Path, typer.Option(help="Folder for the two runs (emptied first).")] = Path("/tmp/adjoint-cache-race"),
+) -> None:
+    """Fine-tuning race: one `accel finetune adjoint` task uncached and through the cached sampler, interleaved
+    in chunks; when the cached run reaches the uncached final loss, and its result with the uncached sampler."""
+    from accel.benchmarks import adjoint_race
+
+    cfg = adjoint_race.RaceConfig(task=task, model=model, iters=iters, batch=batch, steps=steps, seed=seed, cache=cache,
+                                  chunk=chunk, window=window, work=str(work))
+    command = _command("adjoint-race", task=task, model=model, iters=iters, batch=batch, steps=steps, seed=seed, cache=cache,
+                       chunk=chunk, window=window, out_dir=out_dir)
+    typer.echo(adjoint_race.markdown(adjoint_race.run(cfg, out_dir, command, log=typer.echo)))
+
+
+@app.command("adjoint-speed")
+def adjoint_speed(
+    model: Model = "dit-digits",
+    steps: Annotated[str, typer.Option(help="Comma-separated numbers of sampler steps N.")] = "10,20,50",
+    preset: Annotated[Optional[str], typer.Option(help="quality | balanced | fast | finetune (default: the shipped setting).")] = None,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds per N (median reported).")] = 3,
+    batch: Annotated[int, typer.Option(help="Images per gradient.")] = 2,
+    guidance_scale: Annotated[Optional[float], typer.Option(help="Default: 4 for dit-digits, 1 otherwise.")] = None,
+    out_dir: OutDir = None,
+) -> None:
+    """Time per gradient through the cached sampler against the uncached discrete adjoint, interleaved in one
+    process (speed.json, .md): the timing of `accel bench adjoint --cache` without its isolated sweep."""
+    from accel.benchmarks import adjoint as bench
+    from accel.benchmarks.adjoint_cache import cache_markdown, speed
+
+    guidance = guidance_scale if guidance_scale is not None else (4.0 if model == "dit-digits" else 1.0)
+    cfg = bench.BenchConfig(model=model, steps=tuple(int(s) for s in steps.split(",")), methods=("cached",), batch=batch,
+                            guidance_scale=guidance, isolate=False, cache_preset=preset)
+    command = _command("adjoint-speed", model=model, steps=steps, preset=preset, rounds=rounds, batch=batch,
+                       guidance_scale=guidance, out_dir=out_dir)
+    typer.echo(cache_markdown([], speed(cfg, rounds, out_dir, command)))

@@ -61,6 +61,8 @@ class BenchConfig:
             run also gives the peak memory).
         cache_threshold: the CG-Taylor threshold of the ``cached`` methods; None takes the model's shipped
             setting (``accel_cache.json``, all its fields), a number replaces only its threshold.
+        cache_preset: instead of the shipped default, a preset of ``accel_cache.json`` (quality, balanced, fast;
+            the one for each N where the model has one) or its ``finetune`` entry.
     """
 
     model: str = "dit-digits"
@@ -74,6 +76,7 @@ class BenchConfig:
     seed: int = 0
     repeats: int = 3
     cache_threshold: float | None = None
+    cache_preset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class BenchConfig:
             raise AccelError(f"dtype must be float32/float64 and device cpu/cuda; got {self.dtype}/{self.device}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise AccelError("device='cuda' was asked for but CUDA is not available; use --device cpu")
+        if self.cache_preset not in (None, "quality", "balanced", "fast", "finetune"):
+            raise AccelError(f"cache_preset must be quality, balanced, fast or finetune, got {self.cache_preset!r}")
         if self.cache_threshold is not None and not self.cache_threshold >= 0:
             raise AccelError(f"cache_threshold must be a number >= 0, got {self.cache_threshold}")
 
@@ -203,12 +208,15 @@ def _load(cfg: BenchConfig) -> Any:
 
 
 def cache_config(pipe: Any, cfg: BenchConfig, steps: int | None = None) -> Any:
-    """The CG-Taylor setting of the ``cached`` methods: the model's shipped one (the one calibrated for ``steps``
-    where the model ships one), with ``cache_threshold`` if given."""
+    """The CG-Taylor setting of the ``cached`` methods: the model's shipped one, or its ``cache_preset`` (the one
+    calibrated for ``steps`` where the model ships one), with ``cache_threshold`` if given."""
     from accel.caching import CGTaylorConfig
-    from accel.sampling import recommended_settings
+    from accel.caching.shipped import shipped_entry, shipped_settings
 
-    settings = recommended_settings(pipe, steps=steps)
+    if cfg.cache_preset == "finetune":
+        settings = shipped_entry(pipe, "finetune")
+    else:
+        settings = shipped_settings(pipe, cfg.cache_preset, steps)
     if cfg.cache_threshold is not None:
         settings["threshold"] = float(cfg.cache_threshold)
     return CGTaylorConfig(**settings)
@@ -245,7 +253,7 @@ def gradient_fn(pipe: Any, cfg: BenchConfig, name: str) -> Callable[[int], tuple
                                callback=lambda info: computed.append(info.get("computed", True)), method=method, options=options)
         ((out - target) ** 2).mean().backward()
         cg = c.grad if c is not None else torch.zeros(0)
-        return (x.grad, cg, torch.cat([p.grad.reshape(-1) for p in params])), 1 - sum(computed) / max(1, len(computed))
+        return (x.grad, cg, torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])), 1 - sum(computed) / max(1, len(computed))
 
     return once
 

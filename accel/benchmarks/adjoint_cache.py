@@ -11,7 +11,9 @@ against autograd through the same cached forward, peak memory, cosine with the u
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -127,3 +129,20 @@ def cache_markdown(records: list[dict[str, Any]], extras: dict[str, Any] | None)
             out += [_row([f["threshold"], f["steps"], f"{f['forecast_fraction']:.0%}",
                           *[f"{f[f'cos_{t}']:.4f}" if f"cos_{t}" in f else "-" for t in TARGETS]]) for f in extras["fidelity"]]
     return "\n".join(out) + "\n"
+
+
+def speed(cfg: BenchConfig, rounds: int, out: Path | None = None, command: str = "") -> dict[str, Any]:
+    """``accel bench adjoint-speed``: :func:`time_interleaved` at every N of ``cfg.steps`` without the isolated
+    sweep, at the model's shipped setting or ``cfg.cache_preset``; with ``out``, writes ``speed.json`` and
+    ``speed.md`` there. Returns the record (``timing`` per N, the setting at the largest N)."""
+    pipe = _load(cfg)
+    setting = _adjoint.cache_config(pipe, cfg, max(cfg.steps))
+    timing = [time_interleaved(pipe, cfg, n, rounds) for n in cfg.steps]
+    extras = {"model": cfg.model, "preset": cfg.cache_preset or "shipped", "cache": setting.to_dict(),
+              "threads": torch.get_num_threads(), "device": cfg.device, "dtype": cfg.dtype, "batch": cfg.batch,
+              "guidance_scale": cfg.guidance_scale, "timing": timing, "fidelity": [], "command": command}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps(extras, indent=2))
+        (out / "speed.md").write_text(f"Command: `{command}` (preset {extras['preset']})\n\n" + cache_markdown([], extras))
+    return extras

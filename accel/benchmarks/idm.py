@@ -247,7 +247,7 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
                 if hit is not None and hit.exists():
                     tensors, meta = load_checkpoint(hit)
                     image, p, q, sec = tensors["image"].numpy() if "image" in tensors else None, meta["psnr"], meta["ssim"], meta["seconds"]
-                    source = meta.get("source")  # figures seeded from an earlier report (tools/seed_idm_cache.py): no image
+                    source = meta.get("source")  # an entry copied from an earlier report names it and has no image
                 else:
                     r = reconstruct(path, ratio, weights=w, method=method, prior=prior, device=device, channel="y", **kw[method])
                     image, p, q, sec = r.image, r.psnr, r.ssim, r.seconds

@@ -166,3 +166,29 @@ def test_sample_with_grad_takes_the_shipped_setting_for_its_step_count(tiny_dit_
     with pytest.raises(AccelError, match="ships none"):
         sample_with_grad(tiny_dit_pipe, torch.randn(1, c.in_channels, c.sample_size, c.sample_size), torch.tensor([3]),
                          steps=4, options={"cache": "shipped"})
+
+
+def test_cli_bench_adjoint_exactness_speed_and_race(tiny_dit_folder, tmp_path):
+    """``accel bench adjoint-exactness | adjoint-speed | adjoint-race`` end to end on a tiny random DiT."""
+    import json as _json
+
+    from accel.cli.main import main
+
+    model = str(tiny_dit_folder)
+    main(["bench", "adjoint-exactness", "--model", model, "--steps", "6", "--threshold", "0.5", "-o", str(tmp_path / "ex")])
+    (rec,) = _json.loads((tmp_path / "ex" / "exactness.json").read_text())["records"]
+    assert 0 < rec["forecast_fraction"] < 1 and rec["same_decisions_autograd"]
+    assert all(e < 1e-8 for e in rec["rel_error"].values())  # float64: the adjoint of the cached sampler is exact
+    assert all(fd["decisions_unchanged"] and fd["rel_diff"] < 1e-4 for fd in rec["finite_difference"].values())
+    assert "| threshold 0.5 |" in (tmp_path / "ex" / "exactness.md").read_text()
+
+    main(["bench", "adjoint-speed", "--model", model, "--steps", "4,6", "--rounds", "1", "--batch", "1", "-o", str(tmp_path / "speed")])
+    speed = _json.loads((tmp_path / "speed" / "speed.json").read_text())
+    assert [t["steps"] for t in speed["timing"]] == [4, 6] and speed["preset"] == "shipped"
+    assert speed["command"].startswith("accel bench adjoint-speed")
+
+    main(["bench", "adjoint-race", "-o", str(tmp_path / "race"), "--model", model, "--iters", "2", "--batch", "1", "--steps", "4",
+          "--cache", "0.5", "--chunk", "1", "--window", "1", "--work", str(tmp_path / "work")])
+    race = _json.loads((tmp_path / "race" / "race.json").read_text())
+    assert [len(race["runs"][k]["losses"]) for k in ("uncached", "cached")] == [2, 2] and race["cache_setting"]["threshold"] == 0.5
+    assert {p.name for p in (tmp_path / "race").iterdir()} >= {"race.md", "race.png", "before.png", "after_cached.png"}

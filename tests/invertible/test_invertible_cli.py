@@ -314,32 +314,3 @@ def test_bench_cache_key_follows_the_pixels(tmp_path):
     assert key(files["L"]) == key(tmp_path / "grey_L.tif") == key(files["P"]) == key(files["RGB"])
     Image.fromarray(np.clip(grey_levels().astype(int) + 1, 0, 255).astype(np.uint8)).save(tmp_path / "other.png")
     assert key(tmp_path / "other.png") != key(files["L"])
-
-
-def test_bench_uses_figures_seeded_from_an_earlier_report(tmp_path):
-    """tools/seed_idm_cache.py seeds only images measured as before (an L file, not a grey palette); the bench
-    then takes their figures (marked with their source) and recomputes the rest; the PNG still draws."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from test_invertible_data import grey_levels, grey_storages
-
-    from accel.benchmarks import idm as bench, idm_report as report
-
-    files = grey_storages(tmp_path / "imgs", grey_levels())
-    imgs = [files["L"], files["P"]]
-    per = {p.stem: {"psnr": 12.5, "ssim": 0.25} for p in imgs}
-    old = {"settings": {"tv_iters": 3, "ddnm_steps": 2, "device": "cpu", "prior": "unet-natural"},
-           "reconstruction": [{"method": "atb", "ratio": 0.3, "psnr": 12.5, "ssim": 0.25, "seconds": 7.0, "per_image": per}]}
-    (tmp_path / "old.json").write_text(json.dumps(old))
-    tool = Path(__file__).resolve().parents[2] / "tools" / "seed_idm_cache.py"
-    r = subprocess.run([sys.executable, str(tool), str(tmp_path / "old.json"), str(tmp_path / "cache"), *map(str, imgs), "--methods", "atb"],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and "skip grey_P.tif" in r.stdout and "wrote 1 entries" in r.stdout, r.stdout + r.stderr
-    recon, recs = bench.bench_reconstruction(imgs, (0.3,), ("atb",), cache_dir=tmp_path / "cache")
-    rows = recon[0]["per_image"]
-    assert rows["grey_L"] == {"psnr": 12.5, "ssim": 0.25, "source": "old.json (per-image PSNR / SSIM; seconds: that run's mean)"}
-    assert "source" not in rows["grey_P"] and rows["grey_P"]["psnr"] != 12.5 and recs[("atb", 0.3)][0] is None
-    assert recon[0]["seconds"] == pytest.approx((7.0 + 0.0) / 2, abs=0.5)
-    report.side_by_side([np.zeros((40, 48))] * 2, recs).save(tmp_path / "b.png")

@@ -95,6 +95,16 @@ def test_quality_floors(pipe):
     assert s["relation_both_present"] >= 0.5, s
 
 
+def test_prompt_grid_draws_a_row_per_prompt(pipe, tmp_path):
+    from PIL import Image
+
+    from accel.zoo.flux_shapes.recipe import prompt_grid
+
+    path = prompt_grid(tmp_path / "grid.png", pipe, prompts=("a red circle", "a blue square"), seeds=2, steps=2)
+    w, h = Image.open(path).size
+    assert h == 2 * 120 and w == round((2 * 1.2 + 3.2) * 100)
+
+
 def test_plain_call_uses_trained_size(pipe):
     img = pipe("a red circle", num_inference_steps=4, generator=torch.Generator().manual_seed(0)).images[0]
     assert img.size == (32, 32)

@@ -1,5 +1,7 @@
 """unet-natural: training data (no Set11 look-alikes), reproducible resumable training, diffusers sampling."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,7 @@ def test_train_resumes_exactly_and_samples_with_diffusers(tmp_path):
     assert img.shape == (1, 16, 16, 1) and np.isfinite(img).all()
     unet, acp = prior.load_prior(str(full))
     assert unet.config.in_channels == 1 and acp.shape == (1000,)
+    stopped = prior.pipeline_from_checkpoint(full / ".train" / "checkpoint.safetensors", tmp_path / "stopped")
+    unet2, _ = prior.load_prior(str(stopped))  # a stopped run's EMA as a pipeline: here the finished run's EMA
+    assert all(torch.equal(v, unet.state_dict()[k]) for k, v in unet2.state_dict().items())
+    assert json.loads((stopped / "train_config.json").read_text())["stopped_at_step"] == 3

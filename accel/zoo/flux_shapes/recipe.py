@@ -362,3 +362,34 @@ def train(
     out = save_trained(out_dir, pipe, asdict(cfg), loss_ema)
     write_call_defaults(out)
     return out
+
+
+GRID_PROMPTS = ("a red circle", "an orange triangle", "a blue square", "two white circles", "three yellow triangles",
+                "a red circle to the left of a blue square", "a green triangle above a yellow circle")
+
+
+def prompt_grid(path: str | Path, pipe: Any = None, prompts: tuple[str, ...] = GRID_PROMPTS, seeds: int = 6, steps: int = 28) -> Path:
+    """A figure of one row per prompt and one column per seed (0..seeds-1), uncached, written to ``path``
+    (docs/flux-shapes-grid.png is ``prompt_grid("docs/flux-shapes-grid.png")``); ``pipe`` defaults to flux-shapes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if pipe is None:
+        from .. import load
+
+        pipe = load("flux-shapes")
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe([p for p in prompts for _ in range(seeds)], num_inference_steps=steps,
+                  generator=[torch.Generator().manual_seed(s) for _ in prompts for s in range(seeds)]).images
+    fig, axes = plt.subplots(len(prompts), seeds, figsize=(seeds * 1.2 + 3.2, len(prompts) * 1.2), dpi=100, squeeze=False)
+    for i, p in enumerate(prompts):
+        for j in range(seeds):
+            axes[i, j].imshow(images[i * seeds + j], interpolation="nearest")
+            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+        axes[i, 0].set_ylabel(p, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

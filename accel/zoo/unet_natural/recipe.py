@@ -119,6 +119,23 @@ def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str 
     return save_trained(out_dir, build_pipeline(ema), settings, loss_ema)
 
 
+def pipeline_from_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Save the EMA weights of a (stopped) training run's ``checkpoint.safetensors`` as a DDPM pipeline folder, with
+    its settings, the step it stopped at and the loss EMA in ``train_config.json``; returns ``out_dir``."""
+    import json
+
+    from ...utils import load_checkpoint
+
+    tensors, meta = load_checkpoint(checkpoint)
+    cfg = meta["train_config"]
+    unet = build_unet(**cfg.get("unet_overrides", {}))
+    unet.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    out = Path(out_dir)
+    build_pipeline(unet.eval()).save_pretrained(out)
+    (out / "train_config.json").write_text(json.dumps(cfg | {"stopped_at_step": meta["step"], "loss_ema": meta["loss_ema"]}, indent=2))
+    return out
+
+
 def load_prior(name_or_path: str = "unet-natural") -> tuple[torch.nn.Module, torch.Tensor]:
     """(UNet2DModel, alphas_cumprod) of a shipped prior name or a local DDPM pipeline folder."""
     from .. import load

@@ -1,7 +1,7 @@
-"""The fine-tuning race of issue 23: one ``accel finetune adjoint`` task run uncached and through the
-CG-Taylor-cached sampler, from the same seed (same initialisation, same noise at every iteration).
+"""``accel bench adjoint-race``: one ``accel finetune adjoint`` task run uncached and through the CG-Taylor-cached
+sampler, from the same seed (same initialisation, same noise at every iteration).
 
-The two runs are interleaved in chunks of ``--chunk`` iterations within this one process (uncached chunk,
+The two runs are interleaved in chunks of ``chunk`` iterations within this one process (uncached chunk,
 cached chunk, ...; each chunk resumes its run from its checkpoint, and the run's clock resumes with it), so
 background load on a shared core hits both alike. Each run's clock counts training only (sampling with
 gradients, adjoint, update); loading and the before/after samples are outside it.
@@ -10,24 +10,20 @@ Questions answered (``race.json``, ``race.md``, ``race.png``):
 
 - does the cached run reach the uncached run's final loss (within 5%) in at most 60% of the uncached run's
   wall time? The training loss of one iteration is noisy (a new batch of noise each iteration, the same in
-  both runs), so "final loss" is the mean of the last ``--window`` iterations and the cached run's loss is
+  both runs), so "final loss" is the mean of the last ``window`` iterations and the cached run's loss is
   its running mean over the same window; the single-iteration reading is reported too;
 - is its result as good, evaluated with the uncached sampler? The task's loss on the same evaluation noise
   (``eval_count`` samples, uncached sampler) after training, for both runs (and before training).
-
-Run pinned to one core, e.g.::
-
-    OMP_NUM_THREADS=1 taskset -c 1 python tools/adjoint_cache_race.py --steps 20 --out docs/bench/adjoint-cache/race-n20
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -43,13 +39,37 @@ def _first_reach(losses: list[float], seconds: list[float], target: float) -> di
     return None
 
 
-def race(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class RaceConfig:
+    """Settings of ``accel bench adjoint-race``.
+
+    Attributes:
+        task, model, iters, batch, steps, guidance_scale, seed, eval_count: the ``accel finetune adjoint`` run.
+        cache: the cached run's setting as ``accel finetune --cache`` takes it: ``"shipped"`` (the model's
+            ``finetune`` entry, else its quality preset), ``"finetune"``, a preset name, or a threshold.
+        chunk: iterations per interleaved chunk. window: iterations averaged into the final loss.
+        work: folder for the two runs (checkpoints, summaries); emptied first.
+    """
+
+    task: str = "effect"
+    model: str = "dit-digits"
+    iters: int = 40
+    batch: int = 4
+    steps: int = 20
+    guidance_scale: float = 4.0
+    seed: int = 0
+    eval_count: int = 16
+    cache: str = "shipped"
+    chunk: int = 5
+    window: int = 5
+    work: str = "/tmp/adjoint-cache-race"
+
+
+def _interleaved(cfg: RaceConfig, runs: dict[str, dict[str, Any]], log: Callable[[str], None] | None) -> dict[str, dict[str, Any]]:
+    """Both runs, ``cfg.chunk`` iterations at a time in turn, each resuming from its checkpoint: their summaries."""
     from accel.adjoint.finetune import FinetuneConfig, run_finetune
 
-    out = Path(args.work)
-    common = dict(task=args.task, model=args.model, iters=args.iters, batch=args.batch, steps=args.steps, seed=args.seed,
-                  eval_count=args.eval_count, checkpoint_every=args.chunk, guidance_scale=args.guidance_scale)
-    runs = {"uncached": dict(common, cache=None), "cached": dict(common, cache=args.cache)}  # as `accel finetune --cache` takes it
+    out = Path(cfg.work)
     for name in runs:
         shutil.rmtree(out / name, ignore_errors=True)  # a race starts from scratch
     results: dict[str, dict[str, Any]] = {}
@@ -58,14 +78,25 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
         for name, kw in runs.items():
             if name in results:
                 continue
-            cfg = FinetuneConfig(out_dir=str(out / name), stop_after=args.chunk, **kw)
-            summary = run_finetune(cfg)
-            print(f"[{time.perf_counter() - t0:7.1f}s] {name}: {summary['iterations']}/{args.iters} iterations, "
-                  f"loss {summary['losses'][-1]:.4f}, clock {summary['seconds'][-1]:.1f}s", flush=True)
+            summary = run_finetune(FinetuneConfig(out_dir=str(out / name), stop_after=cfg.chunk, **kw))
+            if log is not None:
+                log(f"[{time.perf_counter() - t0:7.1f}s] {name}: {summary['iterations']}/{cfg.iters} iterations, "
+                    f"loss {summary['losses'][-1]:.4f}, clock {summary['seconds'][-1]:.1f}s")
             if summary["finished"]:
                 results[name] = summary
+    return results
+
+
+def race(cfg: RaceConfig, command: str = "", log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the race and read it: the record ``race.json`` holds (runs, verdict, the cached setting)."""
+    from accel.adjoint.finetune import FinetuneConfig
+
+    common = dict(task=cfg.task, model=cfg.model, iters=cfg.iters, batch=cfg.batch, steps=cfg.steps, seed=cfg.seed,
+                  eval_count=cfg.eval_count, checkpoint_every=cfg.chunk, guidance_scale=cfg.guidance_scale)
+    runs = {"uncached": dict(common, cache=None), "cached": dict(common, cache=cfg.cache)}  # as `accel finetune --cache` takes it
+    results = _interleaved(cfg, runs, log)
     un, ca = results["uncached"], results["cached"]
-    w = args.window
+    w = cfg.window
     target = sum(un["losses"][-w:]) / w
     smooth = {k: _running_mean(r["losses"], w) for k, r in results.items()}
     reach = _first_reach(smooth["cached"], ca["seconds"], 1.05 * target)
@@ -83,14 +114,14 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
         "eval_uncached_sampler": ev,
         "eval_as_good": ev["cached"]["after"] <= 1.05 * ev["uncached"]["after"],
     }
-    cfg_cached = FinetuneConfig(out_dir=str(out / "cached"), **runs["cached"])
+    cfg_cached = FinetuneConfig(out_dir=str(Path(cfg.work) / "cached"), **runs["cached"])
     from accel.adjoint._tasks import _cache_config
     from accel.sampling import load_pipeline
 
-    setting = _cache_config(load_pipeline(args.model), cfg_cached.cache, cfg_cached.steps).to_dict()
+    setting = _cache_config(load_pipeline(cfg.model), cfg_cached.cache, cfg_cached.steps).to_dict()
     return {
-        "command": args.command, "threads": torch.get_num_threads(), "interleaved_chunk": args.chunk,
-        "config": common, "cache_arg": args.cache, "cache_setting": setting,
+        "command": command, "threads": torch.get_num_threads(), "interleaved_chunk": cfg.chunk,
+        "config": common, "cache_arg": cfg.cache, "cache_setting": setting,
         "runs": {k: {"losses": r["losses"], "seconds": r["seconds"], "running_mean": smooth[k]} for k, r in results.items()},
         "verdict": verdict,
     }
@@ -153,37 +184,15 @@ def markdown(rec: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    import sys
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", default="effect")
-    p.add_argument("--model", default="dit-digits")
-    p.add_argument("--iters", type=int, default=40)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance-scale", type=float, default=4.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-count", type=int, default=16)
-    p.add_argument("--cache", default="shipped", help="'shipped' (what bare `accel finetune --cache` takes: the model's finetune entry, else its quality "
-                   "preset), 'finetune', a preset name, or a threshold")
-    p.add_argument("--chunk", type=int, default=5, help="iterations per interleaved chunk")
-    p.add_argument("--window", type=int, default=5, help="iterations averaged into the final loss")
-    p.add_argument("--out", required=True, help="folder for race.json, race.md, race.png and the after-samples")
-    p.add_argument("--work", default="/tmp/adjoint-cache-race", help="folder for the two runs (checkpoints, summaries)")
-    args = p.parse_args()
-    args.command = "python tools/adjoint_cache_race.py " + " ".join(sys.argv[1:])
-    rec = race(args)
-    out = Path(args.out)
+def run(cfg: RaceConfig, out: Path, command: str, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """:func:`race`, then ``race.json``, ``race.md``, ``race.png`` and the samples of the same evaluation noise with
+    the uncached sampler (``before.png``, ``after_uncached.png``, ``after_cached.png``) into ``out``."""
+    rec = race(cfg, command, log)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("uncached", "cached"):  # samples of the same evaluation noise, uncached sampler
-        shutil.copy(Path(args.work) / name / "after.png", out / f"after_{name}.png")
-    shutil.copy(Path(args.work) / "uncached" / "before.png", out / "before.png")
+    for name in ("uncached", "cached"):
+        shutil.copy(Path(cfg.work) / name / "after.png", out / f"after_{name}.png")
+    shutil.copy(Path(cfg.work) / "uncached" / "before.png", out / "before.png")
     (out / "race.json").write_text(json.dumps(rec, indent=2))
     (out / "race.md").write_text(markdown(rec))
     plot(rec, out / "race.png")
-    print(markdown(rec))
-
-
-if __name__ == "__main__":
-    main()
+    return rec

@@ -77,7 +77,7 @@ def load_train_state(path: Path, config: dict[str, Any], model: torch.nn.Module,
     ``extendable`` names a list-valued setting (a schedule of further cycles) that may have grown since the
     checkpoint was written: the run continues if the checkpoint's list is a prefix of the new one and every
     other setting is the same, so a finished run can be trained further. ``upgrade`` rewrites the settings
-    stored in the checkpoint into today's form before they are compared (a checkpoint of an older version).
+    stored in the checkpoint into the current form before they are compared (a checkpoint of an older version).
     """
     if not path.exists():
         return 0, float("nan")

@@ -32,7 +32,7 @@ app.command("coverage", help="Which diffusers denoisers CG-Taylor supports (tiny
 
 
 def _mount_optional() -> None:
-    """Mount command groups whose modules exist (each issue adds its own)."""
+    """Mount command groups whose modules exist (each capability adds its own)."""
     from . import bench, finetune
 
     app.add_typer(bench.app, name="bench", help="Speed/quality benchmarks (JSON, Markdown, PNG).")

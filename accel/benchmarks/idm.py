@@ -266,7 +266,7 @@ def bench_reconstruction(images: list[Path], ratios: tuple[float, ...] = (0.1, 0
 
 
 def targets(memory: list[dict[str, Any]], recon: list[dict[str, Any]]) -> dict[str, Any]:
-    """Check the issue's targets against measured records (missing data -> None)."""
+    """Check IDM's targets (memory saved at T = 3 and 10, reconstruction quality) against measured records (missing data -> None)."""
     out: dict[str, Any] = {}
     mem = {(r["mode"], r["T"]): r for r in memory}
     for T, goal in ((3, 85.0), (10, 93.8)):

@@ -37,7 +37,7 @@ PRESETS: dict[str, tuple[int, ...]] = {
 DEFAULT_SIZES = ",".join(PRESETS)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 OPS = ("forecast", "update", "error")
-TARGET_FRAC_PEAK = 0.8  # issue 4: fused kernels at >= 80% of peak HBM bandwidth on FLUX-sized tensors...
+TARGET_FRAC_PEAK = 0.8  # the kernels' goal: >= 80% of peak HBM bandwidth on FLUX-sized tensors...
 TARGET_SPEEDUP = 2.0  # ... and >= 2x faster than the eager chain
 # Peak memory bandwidth in GB/s (1e9 B/s) from the vendors' data sheets, matched by substring of the CUDA
 # device name, most specific first.
@@ -267,7 +267,7 @@ def to_markdown(result: dict) -> str:
 
 
 def targets_summary(result: dict) -> list[str]:
-    """Markdown lines checking the issue's targets on FLUX-sized tensors (4096 x 3072, any batch): the Triton
+    """Markdown lines checking the kernels' targets on FLUX-sized tensors (4096 x 3072, any batch): the Triton
     kernels at >= 80% of peak bandwidth and >= 2x faster than the eager chain. Empty without Triton rows."""
     rows = [r for r in result["rows"] if r["impl"] == "triton" and tuple(r["shape"][-2:]) == (4096, 3072)]
     if not rows:

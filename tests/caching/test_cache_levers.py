@@ -1,4 +1,4 @@
-"""CG-Taylor's forecast variants (issue 22's levers): ``residual``, ``live_tail`` and ``gate="cumulative"``.
+"""CG-Taylor's forecast variants (its levers): ``residual``, ``live_tail`` and ``gate="cumulative"``.
 
 Each keeps threshold 0 exact; the residual forecast takes the same decisions as the plain one and lands
 closer to the uncached output; a live tail really runs; settings that cannot apply are refused in one line

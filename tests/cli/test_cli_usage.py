@@ -13,7 +13,7 @@ import pytest
 
 from accel.cli.main import leaf_commands
 
-# (arguments, what the error must name): at least one per command, plus the failures first reported in issue 16.
+# (arguments, what the error must name): at least one per command, plus malformed values that once gave tracebacks.
 BAD_USAGE: list[tuple[list[str], str]] = [
     (["nothing"], "nothing"),
     (["sample", "--steps", "abc"], "--steps"),

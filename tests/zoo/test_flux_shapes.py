@@ -82,7 +82,7 @@ def _generate(pipe, prompts, seed=0, **kw):
 
 
 def test_quality_floors(pipe):
-    """Uncached, fixed prompts and seeds. Single objects: the issue's floors (colour >= 90%, shape >= 80%;
+    """Uncached, fixed prompts and seeds. Single objects: the floors (colour >= 90%, shape >= 80%;
     measured 100% / 100%). Two objects with a relation: the CPU-trained model reaches 62.5% both present and
     12.5% relation right here, short of the 70% / 60% asked (docs/flux-shapes.md), so this guards what it has."""
     rng = np.random.default_rng(7)

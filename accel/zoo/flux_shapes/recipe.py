@@ -165,7 +165,7 @@ class TrainConfig:
 
 
 def _upgrade_settings(old: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's stored settings with older positional restarts in today's named form."""
+    """A checkpoint's stored settings with older positional restarts in the current named form."""
     if isinstance(old.get("restarts"), list):
         old = old | {"restarts": [asdict(Restart.of(r)) for r in old["restarts"]]}
     return old

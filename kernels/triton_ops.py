@@ -26,7 +26,7 @@ class LaunchConfig:
 
 
 def launch_config(op: str, numel: int) -> LaunchConfig:
-    """All launch settings in one place (measured once on an H200, 2026-11-26: kernels/BENCHMARKS.md).
+    """All launch settings in one place (measured once on an H200: docs/kernels.md).
 
     - elementwise ``forecast`` / ``update``: BLOCK 1024 with 4 warps = 8 fp32 (16 B) per thread and load,
       the usual choice for bandwidth-bound Triton kernels. H200, FLUX-sized: forecast 72-89% of the

@@ -10,7 +10,7 @@
 #    can stop after the kernel tests), CHECKS (default kernels,flux,idm_mem,step: which checks run before the
 #    training; `step` times one fine-tuning step in fp32 and bf16 autocast and the training uses the faster,
 #    PRECISION=no|bf16 forces one), RATIOS (default 0.1,0.3,0.5), TRAIN=0 skips the training.
-# Results: $OUT/results.tgz and $OUT/idm-r{10,30,50}.safetensors. Measured with it on 2026-11-26: kernels/BENCHMARKS.md.
+# Results: $OUT/results.tgz and $OUT/idm-r{10,30,50}.safetensors. Figures measured with it: docs/kernels.md, docs/caching.md.
 set -u
 export PYTHONUNBUFFERED=1
 T0=$(date +%s); END=$((T0 + ${BUDGET:-540}))

@@ -32,6 +32,7 @@ UNET_CONFIG = dict(
 )
 SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon", clip_sample=True)
 
+
 @dataclass
 class TrainConfig:
     """Settings of ``accel zoo train unet-natural``.  The defaults reproduced the shipped weights with the

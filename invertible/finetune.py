@@ -106,6 +106,26 @@ def _resume(ckpt_path: Path, meta_cfg: dict, idm: IDM, opt: torch.optim.Optimize
     return int(meta["iteration"]), float(meta["loss_ema"])
 
 
+def _start_from(idm: IDM, cfg: FinetuneConfig, init: str | Path, transfer: bool, prior_name: str) -> None:
+    """Load the IDM weights ``init`` (same ratio, T and CS operator) into ``idm``; with ``transfer``, copy only what
+    the two networks share (:func:`accel.invertible.transfer.transfer_idm`)."""
+    from .weights import load_idm
+
+    start_from, init_cs, _ = load_idm(init, ratio=cfg.ratio)
+    if init_cs != cfg.cs or start_from.steps != cfg.T:
+        raise AccelError(f"--init {str(init)!r} has T={start_from.steps} and {init_cs}; this run needs T={cfg.T} and {cfg.cs}")
+    if transfer:
+        from .transfer import transfer_idm
+
+        transfer_idm(start_from, idm)
+        return
+    try:
+        idm.load_state_dict(start_from.state_dict())
+    except RuntimeError:
+        raise AccelError(f"--init {str(init)!r} has another U-Net than the prior {prior_name!r}; "
+                         "pass --init-transfer to copy what they share") from None
+
+
 def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: str | torch.nn.Module = "unet-natural",
              alphas_cumprod: torch.Tensor | None = None, work_dir: str | Path | None = None,
              progress: Callable[[int, int, float], None] | None = None, images: list[torch.Tensor] | None = None,
@@ -138,21 +158,7 @@ def finetune(out_path: str | Path, config: FinetuneConfig | None = None, prior: 
     torch.manual_seed(cfg.seed)
     idm = IDM(unet, alphas_cumprod, steps=cfg.T, mode=cfg.mode, v_init=cfg.v_init).train()
     if init is not None:
-        from .weights import load_idm
-
-        start_from, init_cs, _ = load_idm(init, ratio=cfg.ratio)
-        if init_cs != cfg.cs or start_from.steps != cfg.T:
-            raise AccelError(f"--init {str(init)!r} has T={start_from.steps} and {init_cs}; this run needs T={cfg.T} and {cfg.cs}")
-        if init_transfer:
-            from .transfer import transfer_idm
-
-            transfer_idm(start_from, idm)
-        else:
-            try:
-                idm.load_state_dict(start_from.state_dict())
-            except RuntimeError:
-                raise AccelError(f"--init {str(init)!r} has another U-Net than the prior {prior_name!r}; "
-                                 "pass --init-transfer to copy what they share") from None
+        _start_from(idm, cfg, init, init_transfer, prior_name)
     opt = torch.optim.Adam([p for p in idm.parameters() if p.requires_grad], lr=cfg.lr)
     extra = {"prior": prior_name, "world_size": acc.num_processes} | ({"init": str(init)} if init is not None else {})
     extra |= {"init_transfer": True} if init_transfer else {}

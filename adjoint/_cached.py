@@ -1,4 +1,4 @@
-"""Gradients through a CG-Taylor-cached sampler (``sample_with_grad(..., cache=CGTaylorConfig(...))``).
+"""Gradients through a CG-Taylor-cached sampler (``sample_with_grad(..., options={"cache": CGTaylorConfig(...)})``).
 
 The cached sampler is a recurrence on the pair (x_i, F_i), F_i the last block's Taylor factor stack:
 
@@ -25,9 +25,6 @@ import torch
 from accel.caching.grad import CachedRun
 
 from ._common import Spec, accumulate, detached_leaves
-
-CACHE_METHODS = ("discrete", "autograd")
-"""Gradient methods that take ``cache=``: the exact discrete adjoint, and autograd through the cached forward."""
 
 
 def _run(spec: Spec, run: CachedRun, x: torch.Tensor, cond: Any, keep: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor | None]]:

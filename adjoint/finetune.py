@@ -11,7 +11,7 @@ processes), checkpoints atomically every few iterations (safetensors, one file p
 exactly: the noise of iteration k depends only on (seed, k, process), and optimizer state is restored.
 
 With ``cache`` set, every training gradient is taken through the CG-Taylor-cached sampler (the exact adjoint
-of what ran: ``sample_with_grad(..., cache=...)``); before/after samples and metrics use the uncached sampler.
+of what ran: ``sample_with_grad(..., options={"cache": ...})``); before/after samples and metrics use the uncached sampler.
 """
 
 from __future__ import annotations

@@ -18,25 +18,26 @@ def calibrate(
     rounds: Annotated[Optional[int], typer.Option(help="Timing rounds (default: the target's).")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="Sampling steps to calibrate for (default: the target's; with --save "
                                                  "the choice is kept for that step count: accel.enable(pipe, steps=N)).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Two settings, a few items: a fast check.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Three evaluations, a few items: a fast check.")] = False,
     save: Annotated[bool, typer.Option(help="Write the choice into the model folder (accel_cache.json).")] = False,
     from_report: Annotated[Optional[Path], typer.Option("--from-report", help="An earlier run's bench_cache.json: "
                                                         "choose from it instead of sweeping again; with --save, a report "
                                                         "at another step count than the target's goes under that step count.")] = None,
     out_dir: OutDir = Path("calibration"),
 ) -> None:
-    """Sweep CG-Taylor's grid on the selection split, pick a setting per level by the benchmark's rule, report
-    it on the test split; with --save, the choice at --level (and a preset per level) goes to accel_cache.json."""
+    """Tune CG-Taylor on the selection split with the benchmark's tuner, pick a setting per level by its rule,
+    report it on the test split; with --save, the choice at --level (and a preset per level that holds on test)
+    goes to accel_cache.json. Works on a local pipeline folder too (a class-conditional DiT, FLUX or U-Net)."""
     import sys
     import time
 
-    from accel.benchmarks import harness, report
+    from accel.benchmarks import harness, report, verdict
     from accel.benchmarks.calibrate import cg_taylor_choices, ship
     from accel.benchmarks.targets import get_target
     from accel.errors import AccelError
 
-    if level not in {f"{lv:g}" for lv in harness.LEVELS}:
-        raise AccelError(f"--level must be one of {', '.join(f'{lv:g}' for lv in harness.LEVELS)}, got {level!r}")
+    if level not in {f"{lv:g}" for lv in verdict.LEVELS}:
+        raise AccelError(f"--level must be one of {', '.join(f'{lv:g}' for lv in verdict.LEVELS)}, got {level!r}")
     t0 = time.perf_counter()
     if from_report is not None:
         given = [f"--{k}" for k, v in (("quick", quick), ("selection", selection), ("test", test), ("rounds", rounds)) if v]
@@ -48,11 +49,12 @@ def calibrate(
     else:
         sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
         rep = harness.run(model, methods=["cg-taylor"], quick=quick, sizes=sizes or None, steps=steps,
-                          progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr, flush=True))
+                          progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr, flush=True),
+                          journal=Path(out_dir) / "journal.jsonl")
         report.write(rep, out_dir)
     for lv, c in cg_taylor_choices(rep).items():
         typer.echo(f">= {lv} dB: {c['params']} (selection {c['selection_psnr_median']:.1f} dB, test {c['test_psnr_median']:.1f} dB, "
-                   f"{c['compute_skipped']:.0%} compute skipped, {c['speedup']:.2f}x)")
+                   f"compute speedup {c['compute_speedup']:.2f}x)")
     if save:
         from accel.zoo import resolve
 

@@ -22,11 +22,9 @@ def cg_taylor_choices(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if e is None:
             continue
         row = next(r for r in report["sweep"] if r["label"] == e["setting"])
-        batch = next(iter(e["speed"]), None)
         out[lv] = {"params": row["params"], "selection_psnr_median": e["selection"]["psnr_median"],
                    "test_psnr_median": e["test"]["psnr_median"], "holds_on_test": e["holds_on_test"],
-                   "compute_skipped": e["test"]["compute_skipped"],
-                   "speedup": e["speed"][batch]["speedup"] if batch else None}
+                   "compute_skipped": e["test"]["compute_skipped"], "compute_speedup": e["test"]["compute_speedup"]}
     return out
 
 
@@ -35,19 +33,18 @@ def ship(report: dict[str, Any], folder: str | Path, level: str, command: str, s
 
     With ``steps`` (the report's step count), the entry goes under ``by_steps[steps]`` instead, which
     ``accel.enable(pipe, steps=N)`` and every caller that knows its step count read in place of the default.
-    Such an entry replaces the default without the user asking, so it keeps only choices that hold their level on
-    the test split, and a ``level`` whose choice does not hold is refused."""
+    Only choices that hold their level on the test split ship (as the default or a preset); a ``level`` whose
+    choice does not hold is refused."""
     choices = cg_taylor_choices(report)
-    if steps is not None:
-        if int(report["config"]["steps"]) != int(steps):
-            raise AccelError(f"the report was measured at {report['config']['steps']} steps, not {steps}")
-        missed = {lv: c for lv, c in choices.items() if not c["holds_on_test"]}
-        if level in missed:
-            c = missed[level]
-            raise AccelError(f"at {steps} steps the rule's {level} dB choice {c['params']} does not hold on the test "
-                             f"split (median {c['test_psnr_median']:.1f} dB); ship a level that holds "
-                             f"(holding: {', '.join(lv for lv in choices if lv not in missed) or 'none'})")
-        choices = {lv: c for lv, c in choices.items() if lv not in missed}
+    if steps is not None and int(report["config"]["steps"]) != int(steps):
+        raise AccelError(f"the report was measured at {report['config']['steps']} steps, not {steps}")
+    missed = {lv: c for lv, c in choices.items() if not c["holds_on_test"]}
+    if level in missed:
+        c = missed[level]
+        raise AccelError(f"the rule's {level} dB choice {c['params']} does not hold on the test split (median "
+                         f"{c['test_psnr_median']:.1f} dB); ship a level that holds "
+                         f"(holding: {', '.join(lv for lv in choices if lv not in missed) or 'none'})")
+    choices = {lv: c for lv, c in choices.items() if lv not in missed}
     if level not in choices:
         raise AccelError(f"no CG-Taylor setting meets {level} dB on the selection split; ship another level "
                          f"(available: {', '.join(choices) or 'none'})")

@@ -244,7 +244,7 @@ def run(model: str, methods: list[str] | None = None, quick: bool = False, level
     rng, ctx, t_start, prov = np.random.default_rng(seed), Context(steps=target.steps, guidance_batched=target.guidance_batched), time.perf_counter(), _provenance()
 
     log = Journal(journal, {"model": target.name, "steps": target.steps, "generation": target.test_generation,
-                            "sizes": size.__dict__, "mag": "magcache" in names}, say)
+                            "sizes": [size.selection, size.test, size.batch], "mag": "magcache" in names}, say)
     ref_runner = Runner(target, "none", {}, ctx)
     say(f"selection: {size.selection} items, uncached reference")
     sel = reference(target, ref_runner, target.items("selection", size.selection), size.batch)

@@ -149,8 +149,8 @@ class Tuner:
         """Combinations, best first at ``level``: most compute skipped among holding evaluations, then PSNR."""
         def score(combo: Params) -> tuple[float, float]:
             pts = self._points(combo)
-            held = [s["compute_skipped"] for _, s in pts if self.holds(s, level)]
-            return (max(held) if held else -1.0, max((s["psnr_median"] for _, s in pts), default=-1.0))
+            held = [s["compute_speedup"] for _, s in pts if self.holds(s, level)]
+            return (max(held) if held else 0.0, max((s["psnr_median"] for _, s in pts), default=-1.0))
 
         return sorted(self.sp.combos(), key=score, reverse=True)
 

@@ -1,4 +1,5 @@
-"""The caching benchmark's harness: the rule, the intervals, the registries, and a quick run end to end.
+"""The caching benchmark's harness: the rule and the harm criterion, the intervals, the compute count, the splits,
+the registries, and runs end to end whose leader could have been another method.
 
 Speed is reported by ``accel bench cache``, never asserted here (timings depend on the machine).
 """
@@ -9,98 +10,208 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from accel.benchmarks import harness, methods, report, targets
+from accel.benchmarks import harness, methods, report, targets, tuner, verdict
 from accel.errors import AccelError
 
 
-def _grid(tmp_path, grids: dict, budget: int = 2) -> str:
-    path = tmp_path / "grids.json"
-    path.write_text(json.dumps({"budget": budget, "quick": [0], "grids": grids}))
+def _spaces(tmp_path, entries: dict, budget: int = 4):
+    path = tmp_path / "spaces.json"
+    path.write_text(json.dumps({"budget": budget, "methods": entries}))
     return path
 
 
-def test_rule_picks_most_compute_skipped_that_meets_level_and_flip_budget():
-    def row(lab, psnr, skipped, flips=0.0):
-        return {"label": lab, "selection": {"psnr_median": psnr, "compute_skipped": skipped, "flip_rate": flips}}
-
-    rows = [row("a", 45, 0.3), row("b", 41, 0.6), row("c", 39, 0.9), row("d", 42, 0.8, flips=0.1), {"label": "e", "error": "x"}]
-    assert harness.choose(rows, 40, 0.05)["label"] == "b"
-    assert harness.choose(rows, 35, 0.05)["label"] == "c"
-    assert harness.choose(rows, 35, 0.2)["label"] == "c"
-    assert harness.choose(rows, 46, 0.05) is None
-    tie = [row("x", 41, 0.5), row("y", 43, 0.5)]
-    assert harness.choose(tie, 40, 0.05)["label"] == "y"
+def _row(lab, psnr, speedup, drop=None, p10=None):
+    s = {"psnr_median": psnr, "psnr_p10": psnr - 3 if p10 is None else p10, "compute_speedup": speedup}
+    if drop is not None:
+        s["accuracy_drop"] = drop
+    return {"label": lab, "selection": s}
 
 
-def test_summary_intervals_and_speed():
+def test_rule_picks_the_fastest_setting_that_holds_the_level_without_harm():
+    rows = [_row("a", 45, 1.4, 0.0), _row("b", 41, 2.5, 0.01), _row("c", 39, 6.0, 0.0), _row("d", 42, 4.0, 0.05), {"label": "e", "error": "x"}]
+    assert verdict.choose(rows, 40)["label"] == "b"  # d is faster but costs 5 points of accuracy
+    assert verdict.choose(rows, 35)["label"] == "c"
+    assert verdict.choose(rows, 46) is None
+    assert verdict.choose([_row("x", 41, 2.0, 0.0), _row("y", 43, 2.0, 0.0)], 40)["label"] == "y"  # ties: higher PSNR
+    # without a task reader, the worst images decide: p10 at most 5 dB under the level
+    assert verdict.holds(_row("u", 36, 2.0, p10=30.5)["selection"], 35)
+    assert not verdict.holds(_row("v", 36, 2.0, p10=29.5)["selection"], 35)
+
+
+def test_intervals_on_data_with_a_known_spread():
+    """Bootstrap intervals cover the truth at the rate they claim: PSNR normal(40, 4) over 200 items gives a median
+    interval about 2 x 1.96 x 1.25 x 4 / sqrt(200) = 1.4 dB wide; a per-item compute ratio drawn around 2.5 gives an
+    interval around the pooled ratio; accuracy drops are paired."""
     rng = np.random.default_rng(0)
-    m = {"psnr": np.array([30.0, 35, 40, 45, 99]), "compute_skipped": 0.5, "flips": np.array([0, 0, 1, 0, 0], bool),
-         "correct": np.array([1, 1, 0, 1, 0], bool)}
-    s = harness.summary(m, np.array([1, 1, 1, 0, 0], bool), rng)
-    assert s["psnr_median"] == 40 and s["flip_rate"] == 0.2 and s["lost"] == 1 and s["gained"] == 1
-    lo, hi = s["ci"]["psnr_median"]
-    assert lo <= 40 <= hi and lo >= 30 and hi <= 99
-    sp = harness.speed([2.0, 2.2, 1.8], [1.0, 1.1, 0.9], rng)
-    assert sp["speedup"] == pytest.approx(2.0) and sp["ci"][0] <= 2.0 <= sp["ci"][1]
+    widths, covered = [], 0
+    for k in range(40):
+        psnr = rng.normal(40, 4, 200)
+        macs_ref = np.full(200, 100.0)
+        macs = 100.0 / rng.uniform(2, 3, 200)
+        s = verdict.summary({"psnr": psnr, "macs": macs}, {"macs": macs_ref}, np.random.default_rng(k))
+        lo, hi = s["ci"]["psnr_median"]
+        widths.append(hi - lo)
+        covered += lo <= 40 <= hi
+        clo, chi = s["ci"]["compute_speedup"]
+        assert clo <= s["compute_speedup"] <= chi and 2.2 < clo and chi < 2.8
+    assert 1.0 < np.mean(widths) < 1.9
+    assert covered >= 34  # 95% nominal: at least 85% of 40 runs
+    ref = np.array([1, 1, 1, 0, 0] * 20, bool)
+    out = np.array([1, 0, 1, 1, 0] * 20, bool)  # 20 lost, 20 gained: no net drop
+    s = verdict.summary({"psnr": np.full(100, 40.0), "macs": np.ones(100), "correct": out}, {"macs": np.ones(100), "correct": ref},
+                        np.random.default_rng(0))
+    assert s["accuracy_drop"] == 0 and s["lost"] == 20 and s["gained"] == 20
+    assert s["ci"]["accuracy_drop"][0] < -0.03 and s["ci"]["accuracy_drop"][1] > 0.03
 
 
-def test_psnr_per_item_caps_identical_images():
-    a = np.zeros((2, 4, 4, 1), np.uint8)
-    b = a.copy()
-    b[1, 0, 0, 0] = 255
-    p = harness.per_item_psnr(a, b, latents=False)
-    assert p[0] == 99.0 and 0 < p[1] < 99
+def test_wall_time_and_its_compute_bound():
+    rng = np.random.default_rng(0)
+    w = verdict.wall([2.0, 2.2, 1.8] * 5, [1.0, 1.1, 0.9] * 5, rng)
+    assert w["speedup"] == pytest.approx(2.0) and w["ci"][0] <= 2.0 <= w["ci"][1] and w["rounds"] == 15
+    assert verdict.above_bound(w, {"compute_speedup": 1.5, "ci": {"compute_speedup": [1.4, 1.6]}})
+    assert not verdict.above_bound(w, {"compute_speedup": 2.1, "ci": {"compute_speedup": [1.9, 2.3]}})
 
 
-def test_shipped_grids_have_one_budget_for_every_method():
-    data = methods.load_grids()
-    assert data["budget"] >= 8
+def test_leader_is_clear_only_when_intervals_part():
+    def e(m, sp, ci, ok=True):
+        return {"method": m, "holds_on_test": ok, "test": {"compute_speedup": sp, "ci": {"compute_speedup": ci}}}
+
+    lead = verdict.leader([e("a", 3.0, [2.8, 3.2]), e("b", 2.0, [1.9, 2.1]), e("c", 9.0, [8, 10], ok=False)])
+    assert lead["method"] == "a" and lead["clear"] and lead["runner_up"] == "b"
+    assert not verdict.leader([e("a", 3.0, [2.0, 3.2]), e("b", 2.5, [2.2, 2.9])])["clear"]
+    sole = verdict.leader([e("a", 1.2, [0.9, 1.4])])
+    assert sole["sole"] and not sole["clear"]
+    assert verdict.leader([e("a", 3.0, [2, 4], ok=False)]) is None
+
+
+def test_compute_counter_counts_linear_conv_and_attention_inside_the_model_only():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.conv = torch.nn.Linear(8, 16), torch.nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x, img):
+            q = self.lin(x).view(2, 2, 5, 8)  # (batch, heads, tokens, dim)
+            a = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            return a.sum() + self.conv(img).sum()
+
+    net, x, img = Net(), torch.randn(2, 5, 8), torch.randn(1, 3, 6, 6)
+    with harness.ComputeCounter(net) as c:
+        net(x, img)
+        torch.nn.functional.linear(x, torch.randn(4, 8))  # outside the model's forward: not counted
+    linear = 2 * 5 * 16 * 8
+    attention = 2 * 2 * 5 * 5 * (8 + 8)
+    conv = 4 * 6 * 6 * 3 * 9
+    assert c.macs == linear + attention + conv
+
+
+def test_tuner_brackets_each_level_and_spends_its_budget():
+    """On a smooth, monotone quality curve the tuner lands next to each level's crossing; a level beyond the knob's
+    maximum is reached by pushing the bracket up; an unreachable level is reported, never chosen at a grid's end."""
+    def psnr(thr: float) -> float:
+        return 50 - 20 * np.log10(thr / 0.01)  # 40 dB at 0.0316, 30 dB at 0.1
+
+    sp = tuner.Space("threshold", False, lo=0.02, hi=0.05, min=0.001, max=10.0, secondary={"x": [0, 1]}, recommended={"threshold": 0.5})
+    seen = []
+
+    def evaluate(p):
+        seen.append(p)
+        return {"psnr_median": psnr(p["threshold"]) - 3 * p.get("x", 0), "psnr_p10": 0, "compute_speedup": 1 + 10 * p["threshold"],
+                "accuracy_drop": 0.0}
+
+    rows = tuner.Tuner(sp, evaluate, verdict.holds, (40.0, 30.0, 80.0), budget=24).run()
+    assert len(rows) == 24 == len(seen) and seen[0] == {"threshold": 0.5}
+    assert len({json.dumps(p, sort_keys=True) for p in seen}) == 24
+    labelled = [{"label": json.dumps(p), "selection": s} for p, s in rows]
+    for level, crossing in ((40.0, 10 ** -1.5), (30.0, 0.1)):
+        best = json.loads(verdict.choose(labelled, level)["label"])
+        assert best["x"] == 0 and 0.9 * crossing < best["threshold"] <= crossing  # within 10% of the crossing
+    assert verdict.choose(labelled, 80.0) is None  # 70 dB at the knob's minimum: out of the method's reach
+    assert {"x": 0, "threshold": 0.001} in seen  # ... which the tuner checked, down at the minimum
+    sp_int = tuner.Space("interval", True, lo=2, hi=3, min=2, max=40)
+    rows = tuner.Tuner(sp_int, lambda p: {"psnr_median": 60 - p["interval"], "psnr_p10": 0, "compute_speedup": p["interval"],
+                                          "accuracy_drop": 0.0}, verdict.holds, (40.0,), budget=24).run()
+    assert max(p["interval"] for p, _ in rows) >= 20  # pushed past the coarse points to the crossing at 20
+    assert len(rows) < 24  # an integer knob's bracket closes: the space is exhausted before the budget
+
+
+def test_every_method_has_a_space_that_fits_the_budget_at_every_step_count():
+    data = tuner.load_spaces()
+    assert data["budget"] >= 24
     for name, spec in methods.METHODS.items():
         if name == "none":
             continue
         for kind in spec.kinds:
-            assert len(methods.grid(name, kind)) == data["budget"], (name, kind)
+            for steps in (10, 20, 28, 50):
+                sp = tuner.space(name, kind, steps)
+                assert 1 + 2 * len(sp.combos()) <= data["budget"] - len(verdict.LEVELS), (name, kind)
+                assert sp.recommended is not None, name  # each method's own setting is evaluated verbatim
+    assert tuner.space("taylorseer", "dit", 10).fixed["disable_cache_before_step"] == 1  # step-counting knobs scale
+    assert tuner.space("taylorseer", "dit", 50).fixed["disable_cache_before_step"] == 3
 
 
-def test_bad_grid_and_bad_target_are_one_line_errors(tmp_path):
-    with pytest.raises(AccelError, match="every grid has 2"):
-        methods.load_grids(_grid(tmp_path, {"fbcache": {"dit": [{"threshold": 0.1}]}}))
-    with pytest.raises(AccelError, match="unknown method"):
-        methods.load_grids(_grid(tmp_path, {"nope": {"dit": [{}, {}]}}))
+def test_splits_are_disjoint():
+    for name in ("dit-digits", "unet-natural", "tiny-sd15", "flux-shapes"):
+        t = targets.get_target(name)
+        sel, test = t.items("selection", t.full.selection), t.items("test", t.full.test)
+        assert len(sel) == t.full.selection and len(test) == t.full.test
+        seed = (lambda it: it[1]) if isinstance(sel[0], tuple) else (lambda it: it)
+        assert not {seed(i) for i in sel} & {seed(i) for i in test}, name
+        if name == "flux-shapes":
+            assert not {p for p, _ in sel} & {p for p, _ in test}
+
+
+def test_bad_space_and_bad_target_are_one_line_errors(tmp_path):
+    bad = _spaces(tmp_path, {"fbcache": {"all": {"primary": {"name": "threshold", "lo": 0.5, "hi": 0.1, "min": 0.01, "max": 1}}}})
+    with pytest.raises(AccelError, match="min <= lo <= hi <= max"):
+        tuner.space("fbcache", "dit", 10, bad)
+    with pytest.raises(AccelError, match="no knob space"):
+        tuner.space("nope", "dit", 10, bad)
     with pytest.raises(AccelError, match="unknown benchmark target"):
         targets.get_target("no-such-model")
     with pytest.raises(AccelError, match="does not apply"):
         harness.run("tiny-sd15", methods=["fbcache"])
 
 
-def test_harness_end_to_end_on_a_tiny_dit(tiny_dit_folder, tmp_path):
-    """Threshold 0 is exact and skips nothing; a permissive threshold skips; a broken setting is listed with its
-    error; a level no setting reaches has no choice; the outputs are written."""
-    grids = {"cg-taylor": {"dit": [{"threshold": 0.0}, {"threshold": 1e3, "warmup_steps": 1}]},
-             "fbcache": {"dit": [{"threshold": 0.05}, {"threshold": 0.1, "bogus": 1}]}}
-    rep = harness.run(str(tiny_dit_folder), methods=["cg-taylor", "fbcache"], steps=6, grids=_grid(tmp_path, grids),
-                      sizes={"selection": 2, "test": 3, "batch": 2, "timing": ((2, 2),), "rounds": 2}, levels=(99.0, -1e9))
-    rows = {r["label"]: r for r in rep["sweep"]}
-    zero = rows["cg-taylor(threshold=0.0)"]["selection"]
-    assert zero["psnr_median"] == 99.0 and zero["compute_skipped"] == 0
-    assert rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["selection"]["compute_skipped"] > 0.3
-    assert "bogus" in rows["fbcache(threshold=0.1, bogus=1)"]["error"]
-    assert rep["choices"]["99"]["cg-taylor"] == "cg-taylor(threshold=0.0)"
-    assert rep["choices"]["-1e+09"]["cg-taylor"] == "cg-taylor(threshold=1000.0, warmup_steps=1)"
+def _fixed_space(primary: str, value: float, integer: bool = False, **fixed) -> dict:
+    return {"all": {"primary": {"name": primary, "type": "int" if integer else "float", "lo": value, "hi": value, "min": value,
+                                "max": value}, "fixed": fixed, "recommended": None}}
+
+
+@pytest.mark.parametrize("fast", ["cg-taylor", "fbcache"])
+def test_harness_end_to_end_leader_could_be_either_method(tiny_dit_folder, tmp_path, fast):
+    """Two methods, one confined to a setting that skips nothing and one to a setting that skips a lot: the leader
+    at a permissive level is whichever was allowed to skip; the figures, the journal and the outputs are written."""
+    spaces = {"cg-taylor": _fixed_space("threshold", 1e3 if fast == "cg-taylor" else 1e-9, warmup_steps=1, full_last_step=False),
+              "fbcache": _fixed_space("threshold", 1e3 if fast == "fbcache" else 1e-9)}
+    rep = harness.run(str(tiny_dit_folder), methods=["cg-taylor", "fbcache"], steps=6, spaces=_spaces(tmp_path, spaces, budget=2),
+                      sizes={"selection": 2, "test": 3, "batch": 2, "rounds": 2}, levels=(99.0, -1e9), journal=tmp_path / "j.jsonl")
+    slow = "fbcache" if fast == "cg-taylor" else "cg-taylor"
+    rows = {r["method"]: r["selection"] for r in rep["sweep"]}
+    assert rows[slow]["psnr_median"] == 99.0 and rows[slow]["compute_speedup"] == pytest.approx(1.0)
+    assert rows[fast]["compute_speedup"] > 1.3
     v = rep["verdict"]["-1e+09"]
-    ours = next(e for e in v["entries"] if e["method"] == "cg-taylor")
-    assert ours["holds_on_test"] and ours["test"]["n"] == 3 and len(ours["speed"]["batch2"]["times"]) == 2
-    assert v["leader"]["batch2"]["method"] in ("cg-taylor", "fbcache")
+    assert v["leader"]["method"] == fast and v["leader"]["runner_up"] == slow
+    assert rep["choices"]["99"][slow] is not None and rep["choices"]["99"][fast] is None
+    entry = next(e for e in v["entries"] if e["method"] == fast)
+    assert entry["test"]["n"] == 3 and entry["wall"]["batch2"]["rounds"] == 2 and set(entry["wall"]) == {"batch1", "batch2"}
+    assert rep["config"]["test_generation"] == targets.TEST_GENERATION and rep["config"]["budget"] == 2
     assert set(rep["config"]["versions"]) >= {"torch", "diffusers", "cache-dit", "DeepCache"}
+    assert len((tmp_path / "j.jsonl").read_text().splitlines()) == 2 + 2  # 2 selection + 2 test evaluations
+    again = harness.run(str(tiny_dit_folder), methods=["cg-taylor", "fbcache"], steps=6, spaces=_spaces(tmp_path, spaces, budget=2),
+                        sizes={"selection": 2, "test": 3, "batch": 2, "rounds": 0}, levels=(99.0, -1e9), journal=tmp_path / "j.jsonl")
+    assert again["verdict"]["-1e+09"]["leader"] == {**v["leader"]} and len((tmp_path / "j.jsonl").read_text().splitlines()) == 4
     paths = report.write(rep, tmp_path / "out")
     md = paths["md"].read_text()
-    assert "verdict on the test split" in md and "bogus" in md
+    assert "verdict on the test split" in md and "Leader: **" + fast in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_quick_mode_on_the_shipped_dit_runs_every_peer(tmp_path, digits_pipe):
-    """``accel bench cache --quick`` end to end on dit-digits (at 10 steps): every method that applies runs (none fails)."""
+    """``accel bench cache --quick`` end to end on dit-digits (at 10 steps): every method that applies runs and
+    none fails; cache-dit and DeepCache are part of the test install, so a missing peer library fails here."""
     from typer.testing import CliRunner
 
     from accel.cli.main import app
@@ -109,41 +220,15 @@ def test_quick_mode_on_the_shipped_dit_runs_every_peer(tmp_path, digits_pipe):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "q" / "bench_cache.json").read_text())
     assert rep["config"]["steps"] == 10  # --steps overrides the quick step count
-    import importlib.util
-
-    ran = {row["method"] for row in rep["sweep"] if "error" not in row}
+    failed = [row for row in rep["sweep"] if "error" in row]
+    assert not failed, failed
     expected = {n for n, s in methods.METHODS.items() if "dit" in s.kinds and n != "none"}
-    if importlib.util.find_spec("cache_dit") is None:  # the bench extra; the test extra does not install it
-        expected = {n for n in expected if not n.startswith("dbcache")}
-        missing = [row for row in rep["sweep"] if row["method"].startswith("dbcache")]
-        assert all("cache_dit" in row.get("error", "") for row in missing), missing
-    assert ran == expected, [row for row in rep["sweep"] if "error" in row]
+    assert {row["method"] for row in rep["sweep"]} == expected
     assert "PSNR median >= 35 dB" in r.output
-
-
-
-def test_calibrate_saves_the_rules_choice(tiny_dit_folder, tmp_path):
-    """``accel calibrate --save`` writes the rule's CG-Taylor choice and a preset per level; a bad level is one line."""
-    from typer.testing import CliRunner
-
-    from accel.cli.main import app
-
-    runner = CliRunner()
-    r = runner.invoke(app, ["calibrate", "--model", str(tiny_dit_folder), "--quick", "--level", "30", "--save",
-                            "--out-dir", str(tmp_path / "cal")])
-    if "no CG-Taylor setting meets" in r.output:  # a random tiny model may miss 30 dB with both quick settings
-        pytest.skip(r.output)
-    assert r.exit_code == 0, r.output
-    saved = json.loads((tiny_dit_folder / "accel_cache.json").read_text())
-    assert saved["threshold"] > 0 and saved["level_db"] == 30 and "fast" in saved["presets"]
-    r = runner.invoke(app, ["calibrate", "--model", str(tiny_dit_folder), "--level", "33"])
-    assert isinstance(r.exception, AccelError) and "--level must be one of" in str(r.exception)
 
 
 def test_digit_reader_reads_the_pipelines_uint8_images():
     """The dit-digits reader gets uint8 images as the harness stores them and reads real digits right."""
-    import torch
-
     from accel.zoo.digits import digits_dataset
 
     x, y = digits_dataset(16)
@@ -174,9 +259,6 @@ def test_readme_verdict_is_the_committed_results(tmp_path):
     block = readme_verdict(root / "docs/bench/cache")
     readme = (root / "README.md").read_text()
     assert f"{VERDICT_START}\n{block}{VERDICT_END}" in readme
-    for name in ("flux-shapes", "dit-digits", "unet-natural"):
-        assert f"**{name}**" in block
-    assert "The flip reader's floor (test split" in block  # flux-shapes' committed flip-floor run
     f = tmp_path / "R.md"
     f.write_text(f"intro\n{VERDICT_START}\nold\n{VERDICT_END}\noutro\n")
     fill_readme(f, root / "docs/bench/cache")
@@ -184,26 +266,3 @@ def test_readme_verdict_is_the_committed_results(tmp_path):
     f.write_text("no markers")
     with pytest.raises(AccelError, match="no <!-- CACHE-VERDICT -->"):
         fill_readme(f, root / "docs/bench/cache")
-
-
-def test_lever_adoption_rule():
-    """``levers.adopt`` keeps a lever only if it is never below the paper's CG-Taylor at the quartile shares and
-    above it at one; of several, the largest mean gain; none passing leaves the paper's."""
-    from accel.benchmarks import levers
-
-    def rows(lever, pts):
-        return [{"lever": lever, "params": {"threshold": 0.1 * i}, "selection": {"compute_skipped": c, "psnr_median": p, "psnr_p10": p - 3}}
-                for i, (c, p) in enumerate(pts)]
-
-    base = [(0.5, 40.0), (0.6, 36.0), (0.7, 32.0), (0.8, 28.0)]
-    rep = {"model": "m", "items": 4, "steps": 10, "levers": {"baseline": {}, "better": {"residual": True}, "mixed": {"live_tail": 1}, "best": {"gate": "cumulative"}},
-           "rows": rows("baseline", base) + rows("better", [(0.5, 40.5), (0.6, 36.0), (0.7, 33.0), (0.8, 28.0)])
-           + rows("mixed", [(0.5, 45.0), (0.6, 35.0), (0.7, 31.0), (0.8, 27.0)])
-           + rows("best", [(0.5, 41.0), (0.6, 38.0), (0.7, 34.0), (0.8, 29.0)])}
-    a = levers.adopt(rep)
-    assert a["lever"] == "best" and a["fields"] == {"gate": "cumulative"} and min(a["gains_db"]) > 0
-    rep["rows"] = [r for r in rep["rows"] if r["lever"] in ("baseline", "mixed")]
-    assert levers.adopt(rep)["lever"] == "baseline"  # a lever that loses at one share is not kept
-    assert "**Adopted by the rule**" in levers.markdown(rep) and levers.psnr_at(rows("x", base), 0.65) == 32.0
-    assert levers.psnr_at(rows("x", base), 0.85) is None
-    assert [p["threshold"] for p in levers.settings("cumulative", "flux")] == list(levers.THRESHOLDS["cumulative"]["flux"])

@@ -274,20 +274,24 @@ def test_unet_bench_on_tiny_sd15(tmp_path: Any) -> None:
 
     from accel.benchmarks import harness
 
-    grids = {"cg-taylor": {"unet": [{"threshold": 0.0}, {"threshold": 1e3, "warmup_steps": 1}]},
-             "deepcache-block": {"unet": [{"cache_interval": 2}, {"cache_interval": 2, "split": "layer"}]},
-             "deepcache": {"unet": [{"cache_interval": 2, "cache_branch_id": 0}, {"cache_interval": 3, "cache_branch_id": 0}]}}
-    (tmp_path / "grids.json").write_text(json.dumps({"budget": 2, "quick": [0], "grids": grids}))
-    import importlib.util
+    def fixed(primary: str, value: float, integer: bool = False, **extra: Any) -> dict:
+        return {"all": {"primary": {"name": primary, "type": "int" if integer else "float", "lo": value, "hi": value, "min": value,
+                                    "max": value}, "fixed": extra, "recommended": None}}
 
-    names = ["cg-taylor", "deepcache-block"] + (["deepcache"] if importlib.util.find_spec("DeepCache") else [])  # the bench extra
-    rep = harness.run("tiny-sd15", methods=names, steps=4, grids=tmp_path / "grids.json",
-                      sizes={"selection": 1, "test": 1, "batch": 1, "timing": ((1, 1),), "rounds": 1}, levels=(-1e9,))
+    spaces = {"cg-taylor": {"all": {**fixed("threshold", 1e3, warmup_steps=1)["all"], "recommended": {"threshold": 0.0}}},
+              "deepcache-block": {"all": {"primary": {"name": "cache_interval", "type": "int", "lo": 2, "hi": 2, "min": 2, "max": 2},
+                                          "secondary": {"split": ["block", "layer"]}, "recommended": {"cache_interval": 1}}},
+              "deepcache": {"all": {"primary": {"name": "cache_interval", "type": "int", "lo": 2, "hi": 2, "min": 2, "max": 2},
+                                    "fixed": {"cache_branch_id": 0}, "recommended": {"cache_interval": 1, "cache_branch_id": 0}}}}
+    (tmp_path / "spaces.json").write_text(json.dumps({"budget": 3, "methods": spaces}))
+    rep = harness.run("tiny-sd15", methods=["cg-taylor", "deepcache-block", "deepcache"], steps=4, spaces=tmp_path / "spaces.json",
+                      sizes={"selection": 1, "test": 1, "batch": 1, "rounds": 1}, levels=(-1e9,))
     rows = {r["label"]: r for r in rep["sweep"]}
     assert all("error" not in r for r in rows.values()), rows
-    assert rows["cg-taylor(threshold=0.0)"]["selection"]["psnr_median"] == 99.0
-    assert rows["cg-taylor(threshold=0.0)"]["selection"]["compute_skipped"] == 0
-    assert 0 < rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["selection"]["compute_skipped"] < 1
-    assert rows["deepcache-block(cache_interval=2)"]["selection"]["compute_skipped"] > 0.1
-    # DeepCache's branch 0 (the layer split) keeps a cheaper shallow path than the block split
-    assert rows["deepcache-block(cache_interval=2, split=layer)"]["selection"]["compute_skipped"] > rows["deepcache-block(cache_interval=2)"]["selection"]["compute_skipped"] + 0.05
+    for exact in ("cg-taylor(threshold=0.0)", "deepcache-block(cache_interval=1)", "deepcache(cache_interval=1, cache_branch_id=0)"):
+        assert rows[exact]["selection"]["psnr_median"] == 99.0, exact  # each method's no-op setting: the uncached output
+        assert rows[exact]["selection"]["compute_skipped"] == pytest.approx(0, abs=1e-12), exact
+    assert 0 < rows["cg-taylor(warmup_steps=1, threshold=1000.0)"]["selection"]["compute_skipped"] < 1
+    block = rows["deepcache-block(split=block, cache_interval=2)"]["selection"]["compute_skipped"]
+    layer = rows["deepcache-block(split=layer, cache_interval=2)"]["selection"]["compute_skipped"]
+    assert block > 0.1 and layer > block + 0.05  # the layer split keeps a cheaper shallow path than the block split

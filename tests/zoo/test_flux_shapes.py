@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -162,15 +164,20 @@ def test_text_cache_bench_mechanics(tmp_path):
     models["vae"].register_to_config(shift_factor=0.0, scaling_factor=1.0)
     flux_shapes.build_pipeline(models).save_pretrained(tmp_path / "pipe")
     flux_shapes.write_call_defaults(tmp_path / "pipe")
-    grids = {"cg-taylor": {"flux": [{"threshold": 0.0}, {"threshold": 1e3, "warmup_steps": 1}]},
-             "seacache": {"flux": [{"threshold": 1e3, "max_consecutive_cached": 0, "retention_steps": 1}] * 2}}
-    (tmp_path / "grids.json").write_text(json.dumps({"budget": 2, "quick": [0], "grids": grids}))
-    rep = harness.run(str(tmp_path / "pipe"), methods=["cg-taylor", "seacache"], steps=6, grids=tmp_path / "grids.json",
-                      sizes={"selection": 2, "test": 2, "batch": 2, "timing": ((2, 2),), "rounds": 1}, levels=(-1e9,))
+    def fixed(primary: str, value: float, **extra: Any) -> dict:
+        return {"all": {"primary": {"name": primary, "lo": value, "hi": value, "min": value, "max": value}, "fixed": extra,
+                        "recommended": {primary: 0.0} if primary == "threshold" else None}}
+
+    spaces = {"cg-taylor": fixed("threshold", 1e3, warmup_steps=1),
+              "seacache": fixed("threshold", 1e3, max_consecutive_cached=0, retention_steps=1)}
+    (tmp_path / "spaces.json").write_text(json.dumps({"budget": 2, "methods": spaces}))
+    rep = harness.run(str(tmp_path / "pipe"), methods=["cg-taylor", "seacache"], steps=6, spaces=tmp_path / "spaces.json",
+                      sizes={"selection": 2, "test": 2, "batch": 2, "rounds": 1}, levels=(-1e9,))
     rows = {r["label"]: r["selection"] for r in rep["sweep"]}
-    assert rows["cg-taylor(threshold=0.0)"]["psnr_median"] == 99.0 and rows["cg-taylor(threshold=0.0)"]["compute_skipped"] == 0
-    assert rows["cg-taylor(threshold=1000.0, warmup_steps=1)"]["compute_skipped"] > 0.3
-    assert rows["seacache(threshold=1000.0, max_consecutive_cached=0, retention_steps=1)"]["compute_skipped"] > 0.3
+    for exact in ("cg-taylor(threshold=0.0)", "seacache(threshold=0.0)"):  # threshold 0: the uncached output
+        assert rows[exact]["psnr_median"] == 99.0 and rows[exact]["compute_skipped"] == pytest.approx(0, abs=1e-12)
+    assert rows["cg-taylor(warmup_steps=1, threshold=1000.0)"]["compute_skipped"] > 0.3
+    assert rows["seacache(max_consecutive_cached=0, retention_steps=1, threshold=1000.0)"]["compute_skipped"] > 0.3
     assert rep["config"]["flip_reader"].startswith("objects changed")
     paths = report.write(rep, tmp_path / "out")
     assert all(p.is_file() for p in paths.values())

@@ -22,7 +22,7 @@ import torch
 
 import accel
 from accel.caching.blocks import find_blocks, find_denoiser
-from accel.coverage import STEPS, pipeline, pipelines, tested_models
+from accel.coverage import STEPS, pipeline, pipelines
 
 from conftest import PipelineRun, hook_snapshot
 
@@ -198,15 +198,15 @@ class _NoBlocks(torch.nn.Module):
 
 
 @pytest.mark.parametrize("make", [lambda: torch.nn.Linear(4, 4), _NoBlocks], ids=["linear", "no_block_lists"])
-def test_unsupported_model_raises_listing_supported_models(make: Callable[[], torch.nn.Module]) -> None:
+def test_unsupported_model_raises_pointing_to_supported_models(make: Callable[[], torch.nn.Module]) -> None:
+    """The error names the model and where the supported classes are listed (``accel coverage``, docs/coverage.md,
+    from the family table, which caching does not import)."""
     model = make()
     before = hook_snapshot(model)
     with pytest.raises(accel.AccelError) as err:
         accel.enable(model, PERMISSIVE)
     msg = str(err.value)
-    assert type(model).__name__ in msg
-    for cls in tested_models():
-        assert cls in msg
+    assert type(model).__name__ in msg and "`accel coverage`" in msg
     assert hook_snapshot(model) == before and not accel.is_enabled(model)
 
 

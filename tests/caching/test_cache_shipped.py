@@ -133,7 +133,7 @@ def test_ship_rewrites_its_entries_and_keeps_the_others(tmp_path):
 
     (tmp_path / "accel_cache.json").write_text(json.dumps({**SHIPPED, "finetune": {"threshold": 0.05}}))
     entry = {"method": "cg-taylor", "setting": "cg-taylor(threshold=0.3)", "selection": {"psnr_median": 36.0},
-             "test": {"psnr_median": 35.5, "compute_skipped": 0.6}, "holds_on_test": True, "speed": {"batch4": {"speedup": 2.0}}}
+             "test": {"psnr_median": 35.5, "compute_skipped": 0.6, "compute_speedup": 2.5}, "holds_on_test": True, "speed": {"batch4": {"speedup": 2.0}}}
     report = {"verdict": {"35": {"entries": [entry]}}, "sweep": [{"label": "cg-taylor(threshold=0.3)", "params": {"threshold": 0.3}}],
               "config": {"rule": "the rule"}}
     ship(report, tmp_path, "35", "accel bench cache ...")
@@ -200,7 +200,7 @@ def test_enable_and_accel_sample_resolve_the_shipped_setting_in_one_place(shippe
 def _report(steps, holds=True):
     """A one-level calibration report as ``harness.run`` writes it (CG-Taylor's 35 dB choice only)."""
     entry = {"method": "cg-taylor", "setting": "cg-taylor(threshold=0.12)", "selection": {"psnr_median": 38.0},
-             "test": {"psnr_median": 37.0 if holds else 33.0, "compute_skipped": 0.55}, "holds_on_test": holds,
+             "test": {"psnr_median": 37.0 if holds else 33.0, "compute_skipped": 0.55, "compute_speedup": 2.2}, "holds_on_test": holds,
              "speed": {"batch4": {"speedup": 2.0}}}
     return {"verdict": {"35": {"entries": [entry]}}, "sweep": [{"label": entry["setting"], "params": {"threshold": 0.12}}],
             "config": {"rule": "the rule", "steps": steps, "model": "tiny"}}

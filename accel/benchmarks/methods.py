@@ -313,7 +313,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("dbcache-foca", ("dit", "flux"), _cache_dit("foca"), "cache-dit DBCache + FoCaCalibratorConfig"),
     MethodSpec("dbcache-dmd", ("dit", "flux"), _cache_dit("dmd"), "cache-dit DBCache + DMDCalibratorConfig"),
     MethodSpec("deepcache", ("unet",), _deepcache, "DeepCache package DeepCacheSDHelper"),
-    MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy on a block split or a layer split (the package's branch 1; re-implemented here)"),
+    MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy on the block split (the package's branch 2) or the layer split (its branch 1); re-implemented here"),
     MethodSpec("spectrum", ("dit", "flux"), _spectrum, "Spectrum (Chebyshev ridge forecast; re-implemented here from its paper)"),
 )}
 

@@ -54,7 +54,7 @@ class CGTaylorConfig:
             on natural-image U-Nets).
         unet_split: how many outer down blocks (and as many up blocks) stay live under ``"shallow"``
             (default 1: the cheapest shallow path, the one DeepCache keeps at block level; see docs/cache_unet.md);
-            under ``"layer"``, how many layers of down block 0 stay live (1: DeepCache's branch 0).
+            under ``"layer"``, how many layers of down block 0 stay live (1: the path of DeepCache's branch 1).
         residual: forecast the residual of the skipped blocks (the forecast block's output minus block 0's)
             instead of the output itself, and add it to block 0's fresh output on forecast steps (default False).
             The forecast then starts from what block 0 computed on this very step, as DBCache's residual cache

@@ -52,3 +52,20 @@ def test_peer_no_op_setting_reproduces_the_uncached_output(dit_target, name):
     out, macs = harness.Runner(t, name, NO_OP[name], ctx).generate(items, 2, count=True)
     assert np.array_equal(out, ref), f"{name}: max |diff| {np.abs(out.astype(int) - ref).max()}"
     assert macs.sum() >= ref_macs.sum()  # nothing skipped (a cache may add its own small products)
+
+
+def test_deepcache_policy_splits_are_the_packages_branches():
+    """DeepCache's uniform policy re-implemented here on the layer split is the package's branch 1, bit for bit,
+    and on the block split its branch 2 (so the benchmark labels them by the branch they equal)."""
+    t = targets.get_target("tiny-sd15")
+    t.steps = 10
+    ctx, items = methods.Context(steps=10), t.items("selection", 1)
+
+    def run(name: str, params: dict) -> np.ndarray:
+        return harness.Runner(t, name, params, ctx).generate(items, 1)[0]
+
+    for split, branch in (("layer", 1), ("block", 2)):
+        ours = run("deepcache-block", {"cache_interval": 3, "split": split})
+        assert np.array_equal(ours, run("deepcache", {"cache_interval": 3, "cache_branch_id": branch})), split
+    assert not np.array_equal(run("deepcache-block", {"cache_interval": 3, "split": "layer"}),
+                              run("deepcache", {"cache_interval": 3, "cache_branch_id": 0}))

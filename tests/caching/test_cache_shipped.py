@@ -89,7 +89,7 @@ def test_bad_preset_requests_are_one_clear_error(shipped_folder):
 
 
 def test_shipped_models_presets_are_valid_configs():
-    """Every shipped model's accel_cache.json has its default and all three presets, each a valid config, and its
+    """Every shipped model's accel_cache.json has its default and its presets, each a valid config, and its
     step counts' entries (``by_steps``) only choices that held on the test split."""
     from accel.zoo import MODELS
 
@@ -98,14 +98,41 @@ def test_shipped_models_presets_are_valid_configs():
             continue
         holder = type("P", (), {"_accel_source": str(info.weights)})()
         assert shipped_settings(holder)["threshold"] >= 0
-        for preset in PRESETS:
-            CGTaylorConfig(**shipped_settings(holder, preset))
         record = json.loads((info.weights / "accel_cache.json").read_text())
+        assert set(record["presets"]) <= set(PRESETS)
+        for preset in record["presets"]:
+            CGTaylorConfig(**shipped_settings(holder, preset))
         for n, entry in record.get("by_steps", {}).items():  # a step count's choices: valid, and each held on test
             assert entry["steps"] == int(n) and CGTaylorConfig(**shipped_settings(holder, steps=int(n)))
             assert entry["figures"] and all(f["holds_on_test"] for f in entry["figures"].values()), (name, n)
             for preset in entry["presets"]:
                 CGTaylorConfig(**shipped_settings(holder, preset, steps=int(n)))
+
+
+def test_shipped_settings_are_the_benchmark_rules_choice():
+    """Shipped = rule: where a model's benchmark report is committed (docs/bench/cache/<model>/bench_cache.json),
+    its accel_cache.json default is CG-Taylor's choice at the shipped level, and its presets are the choices at
+    their levels that held on the test split, none other."""
+    from pathlib import Path
+
+    from accel.benchmarks.calibrate import PRESETS as LEVEL_OF, cg_taylor_choices
+    from accel.zoo import MODELS
+
+    root = Path(__file__).resolve().parents[2] / "docs" / "bench" / "cache"
+    checked = 0
+    for name, info in MODELS.items():
+        report_path = root / name / "bench_cache.json"
+        if not report_path.is_file() or not (info.weights / "accel_cache.json").is_file():
+            continue
+        choices = cg_taylor_choices(json.loads(report_path.read_text()))
+        record = json.loads((info.weights / "accel_cache.json").read_text())
+        level = f"{record['level_db']:g}"
+        assert {"threshold": record["threshold"], **record["config"]} == choices[level]["params"], name
+        assert choices[level]["holds_on_test"], name
+        held = {preset: choices[lv]["params"] for preset, lv in LEVEL_OF.items() if lv in choices and choices[lv]["holds_on_test"]}
+        assert record["presets"] == held, name
+        checked += 1
+    assert checked >= 2  # dit-digits and unet-natural have committed reports
 
 
 def test_sample_cli_takes_a_preset(shipped_folder, tmp_path):

@@ -1,5 +1,5 @@
 """CG-Taylor's layer split on U-Nets (``unet_policy="layer"``): the split inside the outer blocks, where DeepCache's
-branch 0 puts it. Tiny random U-Nets with two layers per block through their real pipelines (DDIM on UNet2DModel,
+branch 1 puts it. Tiny random U-Nets with two layers per block through their real pipelines (DDIM on UNet2DModel,
 StableDiffusionPipeline on UNet2DConditionModel with batched classifier-free guidance)."""
 
 from __future__ import annotations

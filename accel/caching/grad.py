@@ -116,7 +116,7 @@ def check(model: Any, config: Any) -> torch.nn.Module:
                          f"per denoiser call fixed; use one of {GRAD_BATCH_POLICIES}")
     inner = find_denoiser(model)
     if controller_of(inner) is not None:
-        raise AccelError(f"CG-Taylor is already enabled on {type(inner).__name__}; sample_with_grad(options={'cache': ...}) enables it itself for "
+        raise AccelError(f"CG-Taylor is already enabled on {type(inner).__name__}; sample_with_grad(options={{'cache': ...}}) enables it itself for "
                          "the run (and removes it after): call accel.disable(...) first")
     if getattr(inner, "is_cache_enabled", False):
         raise AccelError(f"another diffusers cache is enabled on {type(inner).__name__}; call its disable_cache() first")

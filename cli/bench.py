@@ -67,6 +67,30 @@ def cache(
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
+@app.command("cache-merge")
+def cache_merge(
+    reports: Annotated[list[Path], typer.Argument(help="bench_cache.json files of runs that split the methods between them.")],
+    out_dir: OutDir = Path("bench-cache"),
+) -> None:
+    """One verdict from `accel bench cache --methods ...` runs on the same target that split the methods (one run
+    per core): the same splits, tuner and budget; each run's wall times are against its own uncached baseline."""
+    import json
+
+    from accel.benchmarks import report
+    from accel.errors import AccelError
+
+    parts = []
+    for p in reports:
+        try:
+            parts.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise AccelError(f"{p}: cannot read a report there ({e})") from None
+    rep = report.merge(parts)
+    paths = report.write(rep, out_dir)
+    typer.echo(report.verdict_markdown(rep))
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
 @app.command("gate")
 def gate(
     model: Model = "dit-digits",

@@ -209,6 +209,34 @@ def fill_readme(readme: Path, root: Path) -> None:
     Path(readme).write_text(f"{head}{VERDICT_START}\n{readme_verdict(root)}{VERDICT_END}{tail}")
 
 
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report from runs of the same protocol on the same target that split the methods between them (one run
+    per core). Each run's wall times are ratios against its own uncached baseline, timed in its own rounds; the
+    selection and test figures do not depend on the split."""
+    from .harness import make_verdict
+
+    if len(parts) < 2:
+        raise AccelError("merge needs at least two reports")
+    first = parts[0]["config"]
+    for p in parts[1:]:
+        c = p["config"]
+        same = ("model", "steps", "sizes", "levels", "budget", "test_generation")
+        if any(c[k] != first[k] for k in same) or p["reference"] != parts[0]["reference"]:
+            raise AccelError(f"reports differ in {[k for k in same if c[k] != first[k]] or 'their references'}: not one protocol run")
+        if set(c["methods"]) & set(first["methods"]):
+            raise AccelError(f"methods appear in two reports: {sorted(set(c['methods']) & set(first['methods']))}")
+    levels = tuple(first["levels"])
+    rows = [r for p in parts for r in p["sweep"]]
+    choices = {lv: {n: lab for p in parts for n, lab in p["choices"][lv].items()} for lv in parts[0]["choices"]}
+    timing = {b: {lab: w for p in parts for lab, w in p["timing"].get(b, {}).items()} for b in parts[0]["timing"]}
+    cfg = {**first, "methods": {n: src for p in parts for n, src in p["config"]["methods"].items()},
+           "seconds_total": max(p["config"]["seconds_total"] for p in parts),
+           "parts": [{k: p["config"].get(k) for k in ("methods", "harness_commit", "harness_dirty", "load_start", "load_end",
+                                                        "seconds_total")} for p in parts]}
+    return {"config": cfg, "reference": parts[0]["reference"], "sweep": rows, "choices": choices, "timing": timing,
+            "verdict": make_verdict(rows, choices, levels)}
+
+
 def rewrite(json_path: Path) -> dict[str, Path]:
     """Re-render a committed ``bench_cache.json`` (Markdown and PNG) without running anything."""
     rep = json.loads(Path(json_path).read_text())

@@ -206,6 +206,18 @@ def test_harness_end_to_end_leader_could_be_either_method(tiny_dit_folder, tmp_p
     paths = report.write(rep, tmp_path / "out")
     md = paths["md"].read_text()
     assert "verdict on the test split" in md and "Leader: **" + fast in md
+
+    def part(m: str) -> dict:  # the same run as if its methods had been split between two runs
+        keep = {lab for lab, w in rep["timing"]["batch2"].items() if lab == "none" or lab.startswith(m)}
+        return {**rep, "config": {**rep["config"], "methods": {m: rep["config"]["methods"][m]}},
+                "sweep": [r for r in rep["sweep"] if r["method"] == m],
+                "choices": {lv: {m: c[m]} for lv, c in rep["choices"].items()},
+                "timing": {b: {lab: w for lab, w in t.items() if lab in keep} for b, t in rep["timing"].items()}}
+
+    merged = report.merge([part("cg-taylor"), part("fbcache")])
+    assert merged["verdict"] == rep["verdict"] and len(merged["config"]["parts"]) == 2
+    with pytest.raises(AccelError, match="methods appear in two reports"):
+        report.merge([part("fbcache"), part("fbcache")])
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

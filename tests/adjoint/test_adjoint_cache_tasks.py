@@ -125,13 +125,13 @@ def test_finetune_bare_cache_is_the_finetune_entry(tiny_dit_folder):
 def test_dit_digits_ships_the_race_setting_for_finetuning():
     """dit-digits' accel_cache.json ships the fine-tuning race's choice (threshold 0.05 with the paper's ends, the
     CGTaylorConfig fields of that run written out; fields added since keep their defaults) as its ``finetune`` entry,
-    beside its sampling setting and presets."""
+    beside its sampling setting and presets (the benchmark rule's, checked in tests/caching/test_cache_shipped.py)."""
     from accel.caching import CGTaylorConfig
     from accel.zoo._registry import MODELS
 
     rec = json.loads((MODELS["dit-digits"].weights / "accel_cache.json").read_text())
     assert CGTaylorConfig(**rec["finetune"]) == CGTaylorConfig(threshold=0.05)
-    assert rec["threshold"] == 0.1 and rec["config"]["residual"] and set(rec["presets"]) == {"quality", "balanced", "fast"}
+    assert rec["threshold"] > 0 and rec["config"]["residual"] and set(rec["presets"]) == {"quality", "balanced", "fast"}
 
 
 def test_sample_with_grad_takes_the_shipped_setting_for_its_step_count(tiny_dit_folder, tiny_dit_pipe):

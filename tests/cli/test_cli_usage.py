@@ -24,6 +24,7 @@ BAD_USAGE: list[tuple[list[str], str]] = [
     (["reconstruct", "--ratio", "tenth"], "--ratio"),
     (["bench", "nothing"], "nothing"),
     (["bench", "cache", "--steps", "1.5"], "--steps"),
+    (["bench", "cache-merge"], "reports"),
     (["bench", "gate", "--json", "out.json"], "--json"),
     (["bench", "kernels", "--order", "two"], "--order"),
     (["bench", "adjoint", "--batch", "many"], "--batch"),

@@ -1,5 +1,5 @@
-"""Spectrum (Han et al., CVPR 2026, arXiv 2603.01623) as a benchmark peer, written from the paper and the notes
-(shared/notes/forecasters-2026.md, section 1); no package ships it.
+"""Spectrum (Han et al., CVPR 2026, arXiv 2603.01623) as a benchmark peer, written from the paper and how its
+public code (hanjq17/Spectrum) runs it; no package ships it.
 
 The last transformer block's output (the hidden stream before the output head; FLUX: the image tokens after the
 last single-stream block) is forecast on the steps a fixed schedule leaves out (``SpectrumConfig.schedule``): there

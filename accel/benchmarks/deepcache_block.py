@@ -1,5 +1,5 @@
 """DeepCache's uniform policy (Ma et al. 2023) as diffusers hooks, on the shallow paths CG-Taylor's U-Net policies
-keep: ``split="block"`` (``unet_policy="shallow"``, ``unet_split=1``: conv_in, down block 0, the last up block and
+keep: ``split="block"`` (``unet_policy="shallow"``: conv_in, down block 0, the last up block and
 the head live) or ``split="layer"`` (``unet_policy="layer"``: the path of the DeepCache package's branch 1: the first layer of down block 0
 and the last two layers of the last up block live). The deep part's output is reused unchanged between full
 steps. A peer in the benchmark beside the DeepCache package, on U-Nets the package does not take."""

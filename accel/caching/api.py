@@ -11,7 +11,7 @@ import torch
 from ..errors import AccelError
 from .blocks import BlockSpec, find_blocks, find_denoiser, find_denoisers
 from .config import CGTaylorConfig
-from .hooks import CONTROLLER_HOOK, ControllerHook, attach, controller_of, forecast_index, install, remove
+from .hooks import CONTROLLER_HOOK, ControllerHook, attach, controller_of, install, remove
 from .shipped import resolve
 from .state import CacheStats, ContextStates
 from .unet import unet_blocks
@@ -64,8 +64,6 @@ def attach_controller(model: torch.nn.Module, config: CGTaylorConfig, scheduler:
     them (``controller.blocks``); else they are found, and a transformer's first call fixes their order."""
     # [gate, *skipped, forecast]: a U-Net's shallow-path roles, else block 0 / blocks 1..L-2 / block L-1.
     blocks = order or unet_blocks(model, config) or find_blocks(model)
-    if order is not None or not all(b.kind == "transformer" for b in blocks):
-        forecast_index(config, blocks)  # a live tail must fit (transformers are checked once their order is known)
     states = ContextStates()
     try:
         params = list(inspect.signature(model.forward).parameters)

@@ -5,21 +5,23 @@ once per step (the ``accel.samplers`` steps do: guidance is one batched call), a
 nothing stays hooked between the forward pass and the backward sweep, or after an error.
 
 - The steps are numbered by the sampler (:class:`ScriptedTrajectory`), not read from a scheduler.
-- The controller runs in differentiable mode (``hooks.py``): the last block's factor stack is updated out of
-  place and the forecast is computed from it with autograd-visible operations (``taylor.py``), so a forecast
-  step's output depends on the stored factors, and through them on the last block's outputs at earlier full
-  steps. The gate's own (block-0) factors and its decisions carry no gradient.
-- The forward pass records, per step, the gate's decision (:class:`StepPlan`), and per full step only the new
-  first row of the last block's factor stack (its output). :meth:`CachedRun.factors` rebuilds the stack any step
-  started from out of the rows of the last K+1 full steps before it, with the forward's own update: bit for bit
-  the stack the forward used (row k of a stack depends only on the k+1 latest outputs), at 1/(K+1) of the memory
-  of keeping every stack. A replay pass re-runs single steps with those decisions imposed and those factors
-  given, which is what the discrete adjoint's backward sweep needs.
+- The controller runs in differentiable mode (``hooks.py``): the forecast block's stream is updated out of
+  place and the forecast is computed from it with autograd-visible operations (the forecaster's
+  ``updated`` and ``predict_differentiable``), so a forecast step's output depends on the stream's tensor (the
+  "factors"), and through it on the forecast block's outputs at earlier full steps. Block 0's stream, which the
+  gate judges, and the gate's decisions carry no gradient.
+- The forward pass records, per step, the gate's decision (:class:`StepPlan`), and per full step only the
+  forecast block's output that refreshed the stream. :meth:`CachedRun.factors` rebuilds the stream any step
+  started from out of the outputs of the forecaster's ``rows`` latest full steps before it (every one when it
+  says None), with the forward's own update: bit for bit the stream the forward used, at a fraction of the
+  memory of keeping every stream. A replay pass re-runs single steps with those decisions imposed and those
+  factors given, which is what the discrete adjoint's backward sweep needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -29,35 +31,26 @@ from ..errors import AccelError
 from .api import attach_controller
 from .blocks import BlockSpec, find_denoiser
 from .config import CGTaylorConfig
+from .forecasters import Stream
 from .hooks import ControllerHook, controller_of, remove
 from .state import CGTaylorState, ContextStates, branch_key
-from .taylor import updated
 from .trajectory import forced
-
-GRAD_BATCH_POLICIES = ("any", "mean")
-"""Batch policies the gradient path honours: one decision per denoiser call, for the whole batch."""
-
 
 @dataclass
 class StepPlan:
-    """What the forward pass did at one step: run in full (``computed``) or forecast, and, of the last block's
-    factor stack the step started from, its valid orders and the step of the last full step (the stack itself:
-    :meth:`CachedRun.factors`)."""
+    """What the forward pass did at one step: run in full (``computed``) or forecast, and the forecast block's
+    stream the step started from, without its tensor (:meth:`CachedRun.factors` rebuilds that)."""
 
     computed: bool
-    n_valid: int
-    last_full: int | None
-    choice: int | None = None  # ``forecaster="select"``: the candidate the forecast used
+    stream: Stream
 
 
 @dataclass
 class _Row:
-    """One refresh of the last block's factors in the forward pass: its step, the stack's new first row (the
-    block's output, in the factors' dtype) and the steps since the previous refresh."""
+    """One refresh of the forecast block's stream in the forward pass: its step and the output it took in."""
 
     step: int
     row: torch.Tensor
-    delta: float
 
 
 class ScriptedTrajectory:
@@ -68,8 +61,8 @@ class ScriptedTrajectory:
         self.states, self.config, self.steps = states, config, steps
         self.step, self.calls = 0, 0
         self.replay: StepPlan | None = None
-        self.factors: torch.Tensor | None = None  # replay: the factors to start from (a leaf that requires grad)
-        self.before: tuple[torch.Tensor | None, int, int | None] | None = None  # forward: (fl, nl, last_full) the step started from
+        self.factors: torch.Tensor | None = None  # replay: the stream's tensor to start from (a leaf that requires grad)
+        self.before: tuple[Stream, int | None] | None = None  # forward: (the forecast block's stream, last_full) the step started from
 
     def expect(self, step: int, replay: StepPlan | None = None, factors: torch.Tensor | None = None) -> None:
         self.step, self.calls, self.replay, self.factors = step, 0, replay, factors
@@ -83,10 +76,11 @@ class ScriptedTrajectory:
         st.step, st.last_t = self.step, None
         if self.replay is not None:
             p = self.replay
-            st.fl, st.nl, st.last_full = self.factors, p.n_valid, p.last_full
-            st.imposed, st.force, st.choice = p.computed, None, p.choice
+            st.sl = dataclasses.replace(p.stream, data=self.factors)
+            st.last_full = p.stream.last
+            st.imposed, st.force = p.computed, None
         else:
-            self.before = (st.fl, st.nl, st.last_full)
+            self.before = (st.sl, st.last_full)
             st.imposed, st.force = None, forced(st, self.config, last=self.step == self.steps - 1)
         return st
 
@@ -111,9 +105,6 @@ def check(model: Any, config: Any) -> torch.nn.Module:
     if why is not None:
         raise AccelError(f"cannot differentiate through the cache of a compiled model: {why}. The backward sweep re-runs single "
                          "steps with recorded gate decisions through eager hooks; pass the uncompiled module (model._orig_mod)")
-    if config.batch_policy not in GRAD_BATCH_POLICIES:
-        raise AccelError(f"batch_policy={config.batch_policy!r} cannot be differentiated: the gradient path holds one gate decision "
-                         f"per denoiser call fixed; use one of {GRAD_BATCH_POLICIES}")
     inner = find_denoiser(model)
     if controller_of(inner) is not None:
         raise AccelError(f"CG-Taylor is already enabled on {type(inner).__name__}; sample_with_grad(options={{'cache': ...}}) enables it itself for "
@@ -130,7 +121,8 @@ class CachedRun:
         self.model = check(model, config)
         self.config, self.steps = config, steps
         self.plans: list[StepPlan] = []
-        self._rows: list[_Row] = []  # per refresh of the last block's factors, in order
+        self._rows: list[_Row] = []  # per refresh of the forecast block's stream, in order
+        self._forecaster = config.build_forecaster("last")
         self._rebuilt: tuple[int, torch.Tensor] | None = None  # (refreshes it holds, stack): the stack last rebuilt
         self._order: list[BlockSpec] | None = None  # the blocks in execution order, once a pass has found it
         self._controller: ControllerHook | None = None
@@ -154,39 +146,41 @@ class CachedRun:
         self._trajectory().expect(i, self.plans[i] if replay else None, factors)
 
     def end_step(self) -> torch.Tensor | None:
-        """After a step: record the forward step's plan; returns the last block's factors after the step."""
+        """After a step: record the forward step's plan; returns the forecast block's stream tensor after the step."""
         traj = self._trajectory()
         if traj.calls != 1:
             raise AccelError(f"the sampler made no denoiser call in step {traj.step}; the cached gradient path needs one call per step")
         st = self._controller.states.get_state()
         if traj.replay is None:
-            fl, nl, last_full = traj.before
-            self.plans.append(StepPlan(bool(st.compute), nl, last_full, None if st.compute else st.choice))
-            # a step that refreshed the factors keeps the new first row only (a copy, not a view of the stack); no
-            # step follows the last one, so its refresh is not kept
-            if st.fl is not None and st.fl is not fl and traj.step < self.steps - 1:
-                delta = float(st.last_full - last_full) if last_full is not None else 1.0
-                self._rows.append(_Row(traj.step, st.fl[0].detach().clone(), delta))
-        return st.fl
+            before, _ = traj.before
+            self.plans.append(StepPlan(bool(st.compute), dataclasses.replace(before, data=None)))
+            # a step that refreshed the stream keeps the output it took in (a copy); no step follows the last one,
+            # so its refresh is not kept
+            if st.sl is not before and traj.step < self.steps - 1:
+                self._rows.append(_Row(traj.step, st.sl.data[0].detach().clone()))
+        return st.sl.data
 
     def factors(self, i: int) -> torch.Tensor | None:
-        """The last block's factor stack (K+1, *S) that step ``i`` of the forward pass started from (None before
-        the first full step), rebuilt from the rows of the last K+1 refreshes before it with the forward's update
-        (:func:`~accel.caching.taylor.updated`), so bit for bit the stack the forward used. The last one rebuilt
-        is kept: the steps after one full step share its stack."""
+        """The forecast block's stream tensor that step ``i`` of the forward pass started from (None before the first
+        full step), rebuilt from the outputs of the forecaster's ``rows`` latest refreshes before it with the
+        forward's update (``Forecaster.updated``), so bit for bit the tensor the forward used. The last one rebuilt
+        is kept: the steps after one full step share it."""
         k = sum(r.step < i for r in self._rows)
         if k == 0:
             return None
         if self._rebuilt is not None and self._rebuilt[0] == k:
             return self._rebuilt[1]
         self._rebuilt = None  # free the previous stack before building the next
-        fl, nl = None, 0
-        for r in self._rows[max(0, k - self.config.last_order - 1):k]:
-            fl, nl = updated(fl, r.row, r.delta, nl, self.config.last_order, r.row.dtype)
-        if nl != self.plans[i].n_valid:
-            raise AccelError(f"internal: the rebuilt factor stack of step {i} has {nl} valid orders, the forward's had {self.plans[i].n_valid}")
-        self._rebuilt = (k, fl)
-        return fl
+        n = self._forecaster.rows
+        s = Stream()
+        for r in self._rows[max(0, k - n) if n is not None else 0:k]:
+            s = self._forecaster.updated(s, r.row, r.step)
+        want = self.plans[i].stream
+        if (s.valid, s.last, s.extra) != (want.valid, want.last, want.extra):
+            raise AccelError(f"internal: the rebuilt stream of step {i} is not the one the forward used "
+                             f"({s.valid}, {s.last}, {s.extra} vs {want.valid}, {want.last}, {want.extra})")
+        self._rebuilt = (k, s.data)
+        return s.data
 
     def _trajectory(self) -> ScriptedTrajectory:
         if self._controller is None:

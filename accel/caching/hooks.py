@@ -24,12 +24,10 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from .. import kernels
 from ..errors import AccelError
-from . import forecasters
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
 from .parallel import all_reduce_sum, shard_group, sum_over_shards
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
-from .taylor import updated
 from .trajectory import Trajectory
 
 CONTROLLER_HOOK = "accel_cg_taylor"
@@ -80,22 +78,10 @@ def remove(model: torch.nn.Module) -> bool:
     return True
 
 
-def forecast_index(config: CGTaylorConfig, blocks: list[BlockSpec]) -> int:
-    """Index of the block whose output is forecast: the last one, or the one before a ``live_tail``."""
-    tail = config.live_tail
-    if tail and any(b.kind != "transformer" for b in blocks):
-        raise AccelError("live_tail applies to transformer blocks; a U-Net's live outer blocks are set by unet_split")
-    if len(blocks) < tail + 2:
-        raise AccelError(f"live_tail={tail} leaves no block to forecast: this model runs {len(blocks)} blocks; "
-                         f"use live_tail <= {len(blocks) - 2}")
-    return len(blocks) - 1 - tail
-
-
 def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> int:
-    """Give the blocks, in execution order, their roles: gate (block 0), skip (1..F-1), forecast (F = L-1, or
-    the block before a live tail, whose blocks keep no hook). Returns F; refuses before hooking anything."""
+    """Give the blocks, in execution order, their roles: gate (block 0), skip (1..L-2), forecast (L-1). Returns L-1."""
     states, config = controller.states, controller.config
-    f = forecast_index(config, blocks)
+    f = len(blocks) - 1
     controller.blocks = blocks
     # On a U-Net the last role is an up block or the mid block, whose consumers never keep the forecast.
     gate = GateHook(states, config, blocks[0], controller, reuse_buffer=blocks[f].kind in ("unet_plain", "unet_layer") and not config.residual)
@@ -164,8 +150,7 @@ class ControllerHook(ModelHook):
         for spec, _ in self.trace:
             if all(spec is not o for o in order):
                 order.append(spec)
-        tail = self.config.live_tail
-        first, last = (self.trace[0][1], self.trace[-1 - tail][1]) if len(self.trace) > tail else (None, None)
+        first, last = (self.trace[0][1], self.trace[-1][1]) if self.trace else (None, None)
         self.trace = []
         for spec in self.candidates:
             reg = spec.module.__dict__.get("_diffusers_hook")
@@ -178,11 +163,7 @@ class ControllerHook(ModelHook):
             ran = ", ".join(s.name for s in order) or "none"
             raise AccelError(f"cannot cache {cls}: only {len(order)} of its blocks ran in a forward call ({ran}); "
                              "CG-Taylor needs two or more blocks run in sequence. It has been disabled on this model.")
-        try:
-            f = install(self, order)
-        except AccelError as e:
-            remove(self.model)
-            raise AccelError(f"cannot cache {type(self.model).__name__}: {e}. It has been disabled on this model.") from None
+        f = install(self, order)
         self.model._diffusers_hook.invalidate_child_registries_cache()
         self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK)._gate(first)
         self.blocks[f].module._diffusers_hook.get_hook(LAST_HOOK)._refresh(self.states.get_state(), last)
@@ -240,20 +221,22 @@ class TraceHook(ModelHook):
         self.spec.learn(args, kwargs, out)
         trace = self.controller.trace
         h = self.spec.hidden_out(out)
-        keep = 1 + self.controller.config.live_tail  # the first output and the latest ``keep`` stay alive
-        if len(trace) > keep:
-            trace[-keep] = (trace[-keep][0], None)
+        if len(trace) > 1:  # the first output and the latest stay alive
+            trace[-1] = (trace[-1][0], None)
         trace.append((self.spec, h))
 
 
 class GateHook(ModelHook):
-    """On block 0: run it, then gate on the relative L1 error of its Taylor forecast."""
+    """On block 0: run it, then ask the gate whether the forecaster's forecast of its output can be trusted."""
 
     def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook,
                  reuse_buffer: bool = False) -> None:
         super().__init__()
         self.states, self.config, self.spec, self.controller = states, config, spec, controller
         self.reuse_buffer = reuse_buffer  # write forecasts into one buffer (see _buffer)
+        self.gate = config.build_gate()
+        self.judged = config.build_forecaster("block0")  # block 0's forecaster, which the gate judges
+        self.forecaster = config.build_forecaster("last")  # the forecast block's
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         out = self.fn_ref.original_forward(*args, **kwargs)
@@ -262,30 +245,11 @@ class GateHook(ModelHook):
         self._gate(self.spec.hidden_out(out))
         return out
 
-    def _error(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> float:
-        """Block 0's relative forecast error ``offset`` steps after the last full step (``forecaster="select"``:
-        the smallest over the candidates, whose index goes to ``st.choice``)."""
-        cfg = self.config
-        offset = offset * cfg.damping
-        if cfg.forecaster != "select":
-            return self._judge(*forecasters.forecast_error(st.f0, forecasters.terms(cfg.forecaster, offset, st.n0), h))
-        top = min(cfg.block0_order, cfg.last_order)  # a candidate both stacks can evaluate
-        picks = [c for c, (order, _) in enumerate(forecasters.CANDIDATES) if order <= top]
-        sums = [forecasters.forecast_error(st.f0, forecasters.terms("select", offset, st.n0, c), h) for c in picks]
-        errors = self._judge(torch.stack([e for e, _ in sums]), torch.stack([r for _, r in sums]))  # one sync, not one per candidate
-        best = min(range(len(picks)), key=lambda i: errors[i] if math.isfinite(errors[i]) else math.inf)
-        st.choice = picks[best]
-        return errors[best]
-
-    def _judge(self, err: torch.Tensor, ref: torch.Tensor) -> Any:
-        """The relative error from per-sample L1 sums (B,), by the batch policy: a float; or a list of floats, one per
-        row, from stacked sums (C, B)."""
-        err, ref = sum_over_shards(err, ref, self.controller.group)  # context parallelism: h is this rank's shard
-        if self.config.batch_policy == "mean":
-            rel = err.sum(-1) / ref.sum(-1).clamp_min(1e-30)
-        else:
-            rel = (err / ref.clamp_min(1e-30)).amax(-1)  # "any": the worst sample decides
-        return rel.tolist() if rel.dim() else float(rel.item())
+    def _error(self, st: CGTaylorState, h: torch.Tensor) -> float:
+        """Block 0's relative forecast error at this step, the worst sample's (context parallelism: summed over shards)."""
+        err, ref = self.gate.signal(self.judged, st.s0, st.step, h)
+        err, ref = sum_over_shards(err, ref, self.controller.group)  # h is this rank's shard
+        return float((err / ref.clamp_min(1e-30)).amax().item())
 
     def _buffer(self, st: CGTaylorState) -> torch.Tensor | None:
         """Where the forecast may be written in place of a fresh tensor: on U-Nets the forecast feeds an up block,
@@ -293,72 +257,63 @@ class GateHook(ModelHook):
         fresh multi-megabyte tensor per step costs page faults that showed as a few percent of a shallow step)."""
         if not self.reuse_buffer:
             return None
-        fl = st.fl
-        if st.buffer is None or st.buffer.shape != fl.shape[1:] or st.buffer.dtype != fl.dtype or st.buffer.device != fl.device:
-            st.buffer = torch.empty(fl.shape[1:], dtype=fl.dtype, device=fl.device)
+        like = st.sl.data[0]
+        if st.buffer is None or st.buffer.shape != like.shape or st.buffer.dtype != like.dtype or st.buffer.device != like.device:
+            st.buffer = torch.empty_like(like)
         return st.buffer
 
-    def _forecast(self, st: CGTaylorState, offset: float, h: torch.Tensor) -> torch.Tensor:
-        """The forecast block's output ``offset`` steps after its last full step (``residual``: block 0's output
-        ``h`` of this step plus the forecast residual). ``damping`` shortens the extrapolation: the series is
-        evaluated at ``damping * offset`` (each order-k term scaled by ``damping ** k``)."""
-        t = forecasters.terms(self.config.forecaster, offset * self.config.damping, st.nl, st.choice)
+    def _forecast(self, st: CGTaylorState, h: torch.Tensor) -> torch.Tensor:
+        """The forecast block's output at this step (``residual``: block 0's output ``h`` of this step plus the
+        forecast residual)."""
         if self.controller.differentiable:  # a new tensor, in the gradient's graph (no reused buffer, no fused kernel)
-            fc = forecasters.evaluate_differentiable(st.fl, t).to(h.dtype)
+            fc = self.forecaster.predict_differentiable(st.sl, st.step).to(h.dtype)
             return fc + h if self.config.residual else fc
-        fc = forecasters.evaluate(st.fl, t, out=self._buffer(st))
+        fc = self.forecaster.predict(st.sl, st.step, out=self._buffer(st))
         return fc.add_(h) if self.config.residual else fc
 
     @torch.compiler.disable
     def _gate(self, h: torch.Tensor) -> None:
         st = self.states.get_state()
-        if st.imposed is not None:  # a replayed step: the decision recorded by the forward pass, no gate, no block-0 factors
+        if st.imposed is not None:  # a replayed step: the decision recorded by the forward pass, no gate, no block-0 stream
             st.compute = st.imposed
             if not st.compute:
-                st.forecast = self._forecast(st, float(st.step - st.last_full), h)
+                st.forecast = self._forecast(st, h)
             elif self.config.residual:
                 st.h0 = h
             return
-        st.choice = None
         live = h  # the forecast's base under ``residual`` (in the gradient's graph on the gradient path)
-        h = h.detach()  # the gate's factors and decisions carry no gradient
-        cfg = self.config
+        h = h.detach()  # the gate's stream and decisions carry no gradient
+        if st.gate is None:
+            st.gate = self.gate.new_state()
         error: float | None = None
         reason = st.force
-        offset = float(st.step - st.last_full) if st.last_full is not None else 0.0
-        if reason is None and cfg.threshold == 0:
+        offset = st.step - st.last_full if st.last_full is not None else 0
+        if reason is None and self.config.threshold == 0:
             reason = "threshold0"  # the gate can never pass: skip measuring (keeps the overhead minimal)
         if reason is None:
-            error = self._error(st, offset, h)
-            judged = error + st.spent if cfg.gate == "cumulative" else error
+            error = self._error(st, h)
             if not math.isfinite(error):
                 reason = "nonfinite"
-            elif judged < cfg.threshold:
-                fc = self._forecast(st, offset, live if self.controller.differentiable else h)
+            elif self.gate.passes(st.gate, error):
+                fc = self._forecast(st, live if self.controller.differentiable else h)
                 if _all_finite(fc, self.controller.group):
                     st.compute, st.forecast, reason = False, fc, "forecast"
                 else:
                     reason = "nonfinite"
             else:
                 reason = "gate"
-        if not st.compute and self.controller.probe:
-            st.compute, st.refresh = True, False  # run the blocks anyway; LastHook measures the forecast
-            st.consecutive += 1
-        elif st.compute:
-            st.consecutive, st.spent = 0, 0.0
-            if cfg.residual and st.refresh:
-                st.h0 = live  # the forecast block's refresh stores its output minus this
-            if st.f0 is None:
-                dtype = torch.float32 if cfg.factor_dtype == "float32" else None
-                st.f0 = kernels.new_factors(h, cfg.block0_order, dtype=dtype)
-            delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
-            st.n0 = kernels.taylor_update(st.f0, h, delta, st.n0)
+        if not st.compute:
+            self.gate.forecasted(st.gate, error or 0.0)
+            if self.controller.probe:
+                st.compute, st.refresh = True, False  # run the blocks anyway; LastHook measures the forecast
         else:
-            st.consecutive += 1
-            st.spent += error or 0.0
+            self.gate.computed(st.gate)
+            if self.config.residual and st.refresh:
+                st.h0 = live  # the forecast block's refresh stores its output minus this
+            self.judged.update(st.s0, h, st.step)
         computed = st.compute and st.refresh
         st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), computed, reason or "gate", error,
-                                     offset=int(offset), choice=None if st.compute else st.choice))
+                                     offset=offset))
 
 
 class SkipHook(ModelHook):
@@ -383,6 +338,7 @@ class LastHook(ModelHook):
     def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook) -> None:
         super().__init__()
         self.states, self.config, self.spec, self.controller = states, config, spec, controller
+        self.forecaster = config.build_forecaster("last")
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         st = self.states.get_state()
@@ -413,12 +369,8 @@ class LastHook(ModelHook):
                 raise AccelError(f"residual=True needs block 0 and the forecast block to output the same shape; got "
                                  f"{None if base is None else tuple(base.shape)} and {tuple(h.shape)}: use residual=False on this model")
             h = h - base
-        dtype = torch.float32 if self.config.factor_dtype == "float32" else None
-        delta = float(st.step - st.last_full) if st.last_full is not None else 1.0
-        if self.controller.differentiable:  # a new stack: the old one stays valid for the backward sweep
-            st.fl, st.nl = updated(st.fl, h, delta, st.nl, self.config.last_order, dtype)
+        if self.controller.differentiable:  # a new stream: the old one stays valid for the backward sweep
+            st.sl = self.forecaster.updated(st.sl, h, st.step)
         else:
-            if st.fl is None:
-                st.fl = kernels.new_factors(h, self.config.last_order, dtype=dtype)
-            st.nl = kernels.taylor_update(st.fl, h, delta, st.nl)
+            self.forecaster.update(st.sl, h, st.step)
         st.last_full = st.step

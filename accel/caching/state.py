@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from diffusers.hooks.hooks import BaseState, StateManager
 
+from .forecasters import Stream
+
 DEFAULT_CONTEXT = "default"
 
 
@@ -25,11 +27,10 @@ class StepRecord:
     step: int
     timestep: float
     computed: bool
-    reason: str  # "warmup" | "last" | "cap" | "gate" | "forecast" | "nonfinite" | "threshold0"
+    reason: str  # "warmup" | "last" | "gate" | "forecast" | "nonfinite" | "threshold0"
     error: float | None = None  # block-0 relative L1 forecast error (None when not measured)
     last_error: float | None = None  # last-block forecast error; measured only in probe mode
     offset: int | None = None  # steps since the last full step
-    choice: int | None = None  # ``forecaster="select"``: the candidate block 0 picked (forecasters.CANDIDATES)
 
 
 class CGTaylorState(BaseState):
@@ -39,40 +40,35 @@ class CGTaylorState(BaseState):
         self.reset()
 
     def reset(self) -> None:
-        self.f0: torch.Tensor | None = None  # (K0+1, *S) block-0 output factors
-        self.n0 = 0
-        self.fl: torch.Tensor | None = None  # (KL+1, *S) last-block output factors
-        self.nl = 0
+        self.s0 = Stream()  # block 0's outputs: the forecast the gate judges
+        self.sl = Stream()  # the forecast block's outputs (or residuals): the forecast that replaces the skipped blocks
+        self.gate: Any = None  # the gate's per-branch state (``Gate.new_state``), made on the first gated step
         self.signature: tuple[Any, ...] | None = None  # shapes that must not change within a trajectory
         self.last_t: float | None = None
         self.step = -1
         self.last_full: int | None = None
-        self.consecutive = 0
         self.warm_from = 0  # warm-up counts from this step (moved on when the weights change mid-trajectory)
         # Decision for the call in flight.
         self.force: str | None = None  # reason to compute in full without gating, or None
         self.compute = True
         self.forecast: torch.Tensor | None = None
         self.buffer: torch.Tensor | None = None  # reused forecast memory where the consumer never keeps it (U-Nets)
-        self.refresh = True  # refresh the factor stacks after this call (False on probed forecast steps)
+        self.refresh = True  # refresh the streams after this call (False on probed forecast steps)
         self.imposed: bool | None = None  # a replayed call's recorded decision (True: full), or None: the gate decides
         self.h0: torch.Tensor | None = None  # block 0's output of the step in flight (``residual``: the forecast's base)
-        self.spent = 0.0  # ``gate="cumulative"``: block-0 errors of the forecast steps since the last full step
-        self.choice: int | None = None  # ``forecaster="select"``: the candidate of the step in flight (or imposed on a replay)
         self.records: list[StepRecord] = []
 
     def restart(self) -> None:
-        """Forget the factors but keep the step count and records: the denoiser's weights changed (a LoRA
+        """Forget the streams but keep the step count and records: the denoiser's weights changed (a LoRA
         adapter was loaded, switched, re-weighted, fused or unloaded), so the next steps warm up afresh."""
-        self.f0, self.n0, self.fl, self.nl = None, 0, None, 0
-        self.last_full, self.consecutive, self.forecast = None, 0, None
-        self.h0, self.spent = None, 0.0
+        self.s0, self.sl, self.gate = Stream(), Stream(), None
+        self.last_full, self.forecast, self.h0 = None, None, None
         self.warm_from = self.step + 1
 
     @property
     def factor_bytes(self) -> int:
-        """Memory held by the two factor stacks (and the reused forecast buffer, where there is one)."""
-        return sum(f.numel() * f.element_size() for f in (self.f0, self.fl, self.buffer) if f is not None)
+        """Memory held by the two streams (and the reused forecast buffer, where there is one)."""
+        return self.s0.nbytes + self.sl.nbytes + (self.buffer.numel() * self.buffer.element_size() if self.buffer is not None else 0)
 
 
 class CallOrder:

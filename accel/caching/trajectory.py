@@ -63,14 +63,12 @@ def call_signature(params: list[str], args: tuple[Any, ...], kwargs: dict[str, A
 
 
 def forced(st: CGTaylorState, config: CGTaylorConfig, last: bool) -> str | None:
-    """Why step ``st.step`` must run in full without asking the gate, or None: warm-up (also until both factor
-    stacks hold a value), the last step (``full_last_step``), or the cap on consecutive forecasts."""
-    if st.step - st.warm_from < config.warmup_steps or st.n0 == 0 or st.nl == 0:
+    """Why step ``st.step`` must run in full without asking the gate, or None: warm-up (also until both streams
+    hold a value) or the last step (``full_last_step``)."""
+    if st.step - st.warm_from < config.warmup_steps or not st.s0.valid or not st.sl.valid:
         return "warmup"
     if config.full_last_step and last:
         return "last"
-    if config.max_consecutive is not None and st.consecutive >= config.max_consecutive:
-        return "cap"
     return None
 
 

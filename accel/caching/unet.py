@@ -11,7 +11,8 @@ refresh as CG-Taylor does for block 0 (Guan et al. 2025, arXiv 2508.02240):
   where the factors expect it, so the deep part is skipped;
 - the deep part's output, i.e. the input of the first live up block (the output of ``up_blocks[-split-1]``,
   or of the mid block when every up block is live), is replaced by its Taylor forecast;
-- ``split`` (``CGTaylorConfig.unet_split``) is how many outer down blocks and up blocks stay live.
+- ``split`` is how many outer down blocks and up blocks stay live: 1 under ``CGTaylorConfig`` (DeepCache's block
+  level path; the DeepCache-style peer of ``accel bench cache`` passes its own).
 
 ``unet_policy="layer"`` moves the split inside the outer blocks, where DeepCache's branches put it: ``split``
 layers (a resnet and its attention) of ``down_blocks[0]`` stay live, and of the last up block the layers that
@@ -63,11 +64,11 @@ def deep_split_blocks(model: torch.nn.Module, split: int) -> list[BlockSpec]:
         deep.append(_spec("mid_block", mid, "unet_plain"))
     deep += [_spec(f"up_blocks.{i}", b, "unet_plain") for i, b in enumerate(ups) if i < len(ups) - split]
     if not 1 <= split <= len(downs) or not deep:
-        raise AccelError(f"unet_split must be between 1 and {len(downs) - (mid is None)} for {type(model).__name__} "
-                         f"({len(downs)} down blocks{'' if mid is not None else ', no mid block'}), got {split}")
+        raise AccelError(f"the shallow path's split must be between 1 and {len(downs) - (mid is None)} for {type(model).__name__} "
+                         f"({len(downs)} down blocks{'' if mid is not None else ', no mid block'}), got {split}; use unet_policy='whole'")
     skip_blocks = [s.name for s in deep if hasattr(s.module, "skip_conv")]
     if skip_blocks:
-        raise AccelError(f"blocks with a skip_sample path ({', '.join(skip_blocks)}) cannot be skipped; use a larger unet_split")
+        raise AccelError(f"blocks with a skip_sample path ({', '.join(skip_blocks)}) cannot be skipped; use unet_policy='whole'")
     gate = _spec(f"down_blocks.{split - 1}", downs[split - 1], "unet_down")
     return [gate, *deep]
 
@@ -91,7 +92,7 @@ def layer_split_blocks(model: torch.nn.Module, split: int) -> list[BlockSpec]:
     skipped_up = len(up_layers) - (split + 1)  # the last up block's live layers consume conv_in's and the live layers' skips
     if not 1 <= split < len(down_layers) or skipped_up < 1:
         most = min(len(down_layers) - 1, len(up_layers) - 2)
-        raise AccelError(f"unet_split under unet_policy='layer' is the number of live layers of down_blocks.0: between 1 and "
+        raise AccelError(f"the layer split's live layers of down_blocks.0 must be between 1 and "
                          f"{most} for {cls} ({len(down_layers)} down layers, {len(up_layers)} in the last up block), got {split}"
                          if most >= 1 else f"{cls}'s outer blocks have too few layers to split; use unet_policy='shallow'")
     deep = deep_split_blocks(model, 1)[1:]
@@ -114,6 +115,6 @@ def unet_blocks(model: torch.nn.Module, config: CGTaylorConfig) -> list[BlockSpe
     if len(model.down_blocks) != len(model.up_blocks):  # UNet1D: no up block mirrors each down block
         return None
     if config.unet_policy == "layer":
-        return layer_split_blocks(model, config.unet_split)
-    return deep_split_blocks(model, config.unet_split)
+        return layer_split_blocks(model, 1)
+    return deep_split_blocks(model, 1)
 

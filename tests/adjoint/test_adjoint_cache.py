@@ -225,18 +225,25 @@ def test_refusals_leave_nothing_hooked():
     assert not _hooked(m)
 
 
-VARIANTS = [("dit", {"residual": True}), ("dit", {"live_tail": 1}), ("dit", {"gate": "cumulative", "threshold": 0.4}),
-            ("dit", {"residual": True, "live_tail": 1}), ("flux", {"residual": True}), ("flux", {"gate": "cumulative", "threshold": 0.6}),
-            ("dit", {"damping": 0.7}), ("unet-layers", {}), ("unet-layers", {"residual": True}),
-            ("dit", {"forecaster": "horizon", "threshold": 0.4}), ("dit", {"forecaster": "select", "last_order": 2, "residual": True}),
-            ("dit", {"forecaster": "exp", "last_order": 2})]
+def _parts() -> list[tuple[str, dict]]:
+    """Every registered gate and forecaster on the DiT (the cumulative gate at a threshold where it forecasts), and the
+    residual forecast, the FLUX layout and the U-Net layer split with the defaults."""
+    from accel.caching import forecasters, gates
+
+    threshold = {"cumulative": 0.4}
+    parts = [("dit", {"gate": g, "forecaster": f, **({"threshold": threshold[g]} if g in threshold else {})})
+             for g in gates.REGISTRY for f in forecasters.REGISTRY]
+    return parts + [("dit", {"residual": True}), ("flux", {"residual": True}), ("flux", {"gate": "cumulative", "threshold": 0.6}),
+                    ("unet-layers", {}), ("unet-layers", {"residual": True})]
+
+
+VARIANTS = _parts()
 
 
 @pytest.mark.parametrize("model, fields", VARIANTS, ids=[f"{m}-{f}" for m, f in VARIANTS])
 def test_forecast_variants_keep_the_adjoint_exact(model, fields):
-    """The levers of the forecast (residual on block 0's fresh output, a live tail, the cumulative gate, damping, the
-    U-Net's layer split, the horizon, exp and select forecasters): the
-    discrete adjoint still equals autograd through the same cached forward, which forecasts some steps."""
+    """Every registered gate and forecaster, the residual forecast and the U-Net's layer split: the discrete adjoint
+    still equals autograd through the same cached forward, which forecasts some steps."""
     import dataclasses
 
     case = {"dit": lambda: _dit(False), "flux": _flux, "unet-layers": _unet_layers}[model]()
@@ -250,13 +257,13 @@ def test_forecast_variants_keep_the_adjoint_exact(model, fields):
         assert r.norm() > 0 and _rel(g, r) < 1e-8, (_rel(g, r), computed)
 
 
-@pytest.mark.parametrize("cache", [CGTaylorConfig(threshold=0.2, warmup_steps=4, last_order=2),
-                                   CGTaylorConfig(threshold=0.2, warmup_steps=2, residual=True, factor_dtype="float32")],
-                         ids=["order2", "residual-float32"])
+@pytest.mark.parametrize("cache", [CGTaylorConfig(threshold=0.2, warmup_steps=4, forecaster_options={"order": 2}),
+                                   CGTaylorConfig(threshold=0.2, warmup_steps=2, residual=True)],
+                         ids=["order2", "residual"])
 def test_rebuilt_factor_stacks_are_the_forwards(monkeypatch, cache):
-    """The forward keeps one output per full step, not every factor stack; the stack each step started from is
-    rebuilt from the last K+1 of them bit for bit (order 2: a window shorter than the run), and the adjoint on
-    the rebuilt stacks still equals autograd."""
+    """The forward keeps one output per full step, not every stream; the stream each step started from is rebuilt
+    from the forecaster's last ``rows`` of them bit for bit (order 2: a window shorter than the run), and the adjoint
+    on the rebuilt streams still equals autograd."""
     from accel.caching import grad as G
 
     runs, started = [], []
@@ -269,7 +276,7 @@ def test_rebuilt_factor_stacks_are_the_forwards(monkeypatch, cache):
     def record_begin(self, *a, **k):
         st = begin(self, *a, **k)
         if self.replay is None:
-            started.append(None if st.fl is None else st.fl.clone())
+            started.append(None if st.sl.data is None else st.sl.data.clone())
         return st
 
     monkeypatch.setattr(G.CachedRun, "__init__", record_init)
@@ -277,10 +284,10 @@ def test_rebuilt_factor_stacks_are_the_forwards(monkeypatch, cache):
     case = _dit(False)
     got = case.grads("discrete", cache=cache)
     (run,) = runs
-    assert len(started) == case.steps and len(run._rows) > cache.last_order + 1 and not all(run.decisions)
+    assert len(started) == case.steps and len(run._rows) > run._forecaster.rows and not all(run.decisions)
     for i, fl in enumerate(started):
         rebuilt = run.factors(i)
         assert (rebuilt is None and fl is None) or (rebuilt.dtype == fl.dtype and torch.equal(rebuilt, fl)), i
-    assert all(r.row.dtype == (torch.float32 if cache.factor_dtype else torch.float64) for r in run._rows)
+    assert all(r.row.dtype == torch.float64 for r in run._rows)
     for g, r in zip(got, case.grads("autograd", cache=cache)):
         assert r.norm() > 0 and _rel(g, r) < 1e-8, _rel(g, r)

@@ -172,14 +172,6 @@ def test_batched_cfg() -> None:
     assert batches == [2] * STEPS
     assert list(st.steps) == ["default"] and st.calls == STEPS
     assert st.forecast_fraction > 0 and torch.isfinite(out).all()
-    # The gate sees the two CFG halves as separate samples: the default "any" policy takes the worst half's
-    # error, "mean" the error of the whole batch; same decisions here, so the same steps are measured.
-    with accel.cached(fam.pipe, accel.CGTaylorConfig(threshold=1e3, warmup_steps=1, batch_policy="mean")):
-        fam.run()
-        mean = accel.stats(fam.pipe)
-    pairs = [(a.error, m.error) for a, m in zip(st.steps["default"], mean.steps["default"]) if a.error is not None]
-    assert pairs and all(m is not None and a >= m * (1 - 1e-6) for a, m in pairs)
-    assert any(a > m * (1 + 1e-6) for a, m in pairs), pairs
     fam.assert_clean()
     assert torch.equal(fam.run(), fam.ref)
 

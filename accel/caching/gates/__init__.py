@@ -1,0 +1,40 @@
+"""CG-Taylor's gates, registered by name: when a step may be forecast.
+
+Each gate is one class in its own module (:mod:`.step`, :mod:`.cumulative`, ...), owning its options
+(``CGTaylorConfig.gate`` names it, ``gate_options`` sets them) and its per-branch state. The hooks call them only
+through :class:`Gate`'s interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..parts import make_options
+from .base import Gate
+from .cumulative import CumulativeGate
+from .step import StepGate
+
+REGISTRY: dict[str, type[Gate]] = {}
+
+
+def register(cls: type[Gate]) -> type[Gate]:
+    """Add a gate class to the registry under its ``name``."""
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+for _cls in (StepGate, CumulativeGate):
+    register(_cls)
+
+
+def options(name: str, values: dict[str, Any] | None) -> Any:
+    """The options object of gate ``name`` from a dict; one clear error on an unknown name or option."""
+    return make_options("gate", REGISTRY, name, values)
+
+
+def build(name: str, threshold: float, values: dict[str, Any] | None) -> Gate:
+    """Gate ``name`` at ``threshold`` with ``values`` as its options."""
+    return REGISTRY[name](threshold, options(name, values))
+
+
+__all__ = ["Gate", "REGISTRY", "build", "options", "register"]

@@ -27,6 +27,7 @@ import torch
 from diffusers.hooks.hooks import BaseState, ModelHook, StateManager
 
 from ..caching.blocks import BlockSpec, find_blocks, find_denoiser
+from ..caching.forecasters.spectrum import chebyshev_basis, ridge_weights
 from ..caching.hooks import attach, controller_of, detach
 from ..errors import AccelError
 
@@ -98,11 +99,7 @@ class ChebyshevRidge:
 
     def basis(self, t: float) -> torch.Tensor:
         """x(tau) = [T_0(tau) .. T_M(tau)], tau = 2 t / N - 1, float64 on the CPU."""
-        tau = 2.0 * float(t) / self.n - 1.0
-        x = [1.0, tau]
-        while len(x) < self.p:
-            x.append(2.0 * tau * x[-1] - x[-2])
-        return torch.tensor(x[: self.p], dtype=torch.float64)
+        return chebyshev_basis(t, self.n, self.p)
 
     def update(self, t: float, h: torch.Tensor) -> None:
         """Add a full step's feature: G += x x^T, S += x h^T."""
@@ -120,10 +117,7 @@ class ChebyshevRidge:
 
     def weights(self, t: float) -> torch.Tensor:
         """G^-1 x(tau*) (float64): the forecast is sum_p weights[p] S[p]."""
-        chol, info = torch.linalg.cholesky_ex(self.gram)
-        if info:  # lam = 0 with fewer full steps than basis functions: the reference's jitter
-            chol = torch.linalg.cholesky(self.gram + 1e-6 * max(self.gram.diag().mean().item(), 1e-12) * torch.eye(self.p))
-        return torch.cholesky_solve(self.basis(t)[:, None], chol)[:, 0]
+        return ridge_weights(self.gram, self.basis(t))
 
     def chebyshev(self, t: float) -> torch.Tensor:
         """The ridge forecast x(tau*)^T C at step ``t`` (fp32)."""

@@ -157,7 +157,7 @@ class CachedRun:
             # a step that refreshed the stream keeps the output it took in (a copy); no step follows the last one,
             # so its refresh is not kept
             if st.sl is not before and traj.step < self.steps - 1:
-                self._rows.append(_Row(traj.step, st.sl.data[0].detach().clone()))
+                self._rows.append(_Row(traj.step, self._forecaster.latest(st.sl).detach().clone()))
         return st.sl.data
 
     def factors(self, i: int) -> torch.Tensor | None:

@@ -258,8 +258,9 @@ def test_forecast_variants_keep_the_adjoint_exact(model, fields):
 
 
 @pytest.mark.parametrize("cache", [CGTaylorConfig(threshold=0.2, warmup_steps=4, forecaster_options={"order": 2}),
-                                   CGTaylorConfig(threshold=0.2, warmup_steps=2, residual=True)],
-                         ids=["order2", "residual"])
+                                   CGTaylorConfig(threshold=0.2, warmup_steps=2, residual=True),
+                                   CGTaylorConfig(threshold=0.2, warmup_steps=2, forecaster="spectrum")],
+                         ids=["order2", "residual", "spectrum"])
 def test_rebuilt_factor_stacks_are_the_forwards(monkeypatch, cache):
     """The forward keeps one output per full step, not every stream; the stream each step started from is rebuilt
     from the forecaster's last ``rows`` of them bit for bit (order 2: a window shorter than the run), and the adjoint
@@ -284,7 +285,7 @@ def test_rebuilt_factor_stacks_are_the_forwards(monkeypatch, cache):
     case = _dit(False)
     got = case.grads("discrete", cache=cache)
     (run,) = runs
-    assert len(started) == case.steps and len(run._rows) > run._forecaster.rows and not all(run.decisions)
+    assert len(started) == case.steps and len(run._rows) > (run._forecaster.rows or 1) and not all(run.decisions)
     for i, fl in enumerate(started):
         rebuilt = run.factors(i)
         assert (rebuilt is None and fl is None) or (rebuilt.dtype == fl.dtype and torch.equal(rebuilt, fl)), i

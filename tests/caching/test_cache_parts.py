@@ -43,6 +43,7 @@ def test_forward_and_gradient_paths_agree(name, role):
         fc.update(inplace, h, step)
         functional = fc.updated(functional, h, step)
         outputs.append((step, h))
+        assert torch.equal(fc.latest(inplace), h) and torch.equal(fc.latest(functional), h)
         assert (inplace.valid, inplace.last, inplace.extra) == (functional.valid, functional.last, functional.extra)
         assert torch.allclose(inplace.data, functional.data, rtol=1e-12, atol=1e-12)
         for ahead in (step + 1, step + 3):

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..parts import NoOptions, make_options
 from .base import Forecaster, Stream
+from .spectrum import Spectrum
 from .taylor import Taylor
 
 REGISTRY: dict[str, type[Forecaster]] = {}
@@ -22,7 +23,7 @@ def register(cls: type[Forecaster]) -> type[Forecaster]:
     return cls
 
 
-for _cls in (Taylor,):
+for _cls in (Taylor, Spectrum):
     register(_cls)
 
 

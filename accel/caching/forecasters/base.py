@@ -58,6 +58,10 @@ class Forecaster:
         """The stream after a refresh with ``h``, as a new stream whose tensor autograd can differentiate; ``s`` stays valid."""
         raise NotImplementedError
 
+    def latest(self, s: Stream) -> torch.Tensor:
+        """The output the last refresh took in (in the stream's dtype): what the gradient path keeps per full step."""
+        raise NotImplementedError
+
     def predict(self, s: Stream, step: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """The forecast of the block's output at ``step`` (written into ``out`` when given)."""
         raise NotImplementedError

@@ -71,6 +71,9 @@ class Taylor(Forecaster):
             rows.append((rows[-1] - factors[i - 1]) / delta)
         return Stream(torch.stack(rows + list(factors[new:])), new, step)
 
+    def latest(self, s: Stream) -> torch.Tensor:
+        return s.data[0]
+
     def predict(self, s: Stream, step: int, out: torch.Tensor | None = None) -> torch.Tensor:
         return kernels.taylor_forecast(s.data, self._offset(s, step), s.valid, out=out)
 

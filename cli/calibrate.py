@@ -23,11 +23,16 @@ def calibrate(
     from_report: Annotated[Optional[Path], typer.Option("--from-report", help="An earlier run's bench_cache.json: "
                                                         "choose from it instead of sweeping again; with --save, a report "
                                                         "at another step count than the target's goes under that step count.")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(help="A text file of your own prompts, one per line (a text-to-image "
+                                                    "pipeline): the first half chooses the setting, the second half tests it.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Your own class labels, comma-separated (a class-conditional "
+                                                  "pipeline): the first half chooses the setting, the second half tests it.")] = None,
     out_dir: OutDir = Path("calibration"),
 ) -> None:
     """Tune CG-Taylor on the selection split with the benchmark's tuner, pick a setting per level by its rule,
     report it on the test split; with --save, the choice at --level (and a preset per level that holds on test)
-    goes to accel_cache.json. Works on a local pipeline folder too (a class-conditional DiT, FLUX or U-Net)."""
+    goes to accel_cache.json. Works on a local pipeline folder too (a class-conditional DiT, FLUX, any text-to-image
+    pipeline with --prompts, or a U-Net), on the conditioning you give (--prompts, --labels) or the target's own."""
     import sys
     import time
 
@@ -40,7 +45,8 @@ def calibrate(
         raise AccelError(f"--level must be one of {', '.join(f'{lv:g}' for lv in verdict.LEVELS)}, got {level!r}")
     t0 = time.perf_counter()
     if from_report is not None:
-        given = [f"--{k}" for k, v in (("quick", quick), ("selection", selection), ("test", test), ("rounds", rounds)) if v]
+        given = [f"--{k}" for k, v in (("quick", quick), ("selection", selection), ("test", test), ("rounds", rounds),
+                                         ("prompts", prompts), ("labels", labels)) if v]
         if given:
             raise AccelError(f"{', '.join(given)} set how a sweep runs; --from-report reads one that ran already, drop them")
         rep = _read_report(from_report, model, steps)
@@ -49,6 +55,7 @@ def calibrate(
     else:
         sizes = {k: v for k, v in (("selection", selection), ("test", test), ("rounds", rounds)) if v is not None}
         rep = harness.run(model, methods=["cg-taylor"], quick=quick, sizes=sizes or None, steps=steps,
+                          prompts=_prompts(prompts), labels=_labels(labels),
                           progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr, flush=True),
                           journal=Path(out_dir) / "journal.jsonl")
         report.write(rep, out_dir)
@@ -60,6 +67,34 @@ def calibrate(
 
         rec = ship(rep, resolve(model), level, "accel calibrate " + " ".join(sys.argv[2:]), steps=steps)
         typer.echo(f"saved to {rec['saved_to']}")
+
+
+def _prompts(path: Optional[Path]) -> list[str] | None:
+    """The prompts of ``--prompts``: one per non-empty line."""
+    from accel.errors import AccelError
+
+    if path is None:
+        return None
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise AccelError(f"--prompts {path}: cannot read it ({e}); give a text file with one prompt per line") from None
+    return [ln for ln in lines if ln]
+
+
+def _labels(text: Optional[str]) -> list[int] | None:
+    """The class labels of ``--labels``: comma-separated integers >= 0."""
+    from accel.errors import AccelError
+
+    if text is None:
+        return None
+    try:
+        labels = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AccelError(f"--labels must be comma-separated class indices such as 3,5,7; got {text!r}") from None
+    if any(v < 0 for v in labels):
+        raise AccelError(f"--labels must be class indices >= 0; got {text!r}")
+    return labels
 
 
 def _read_report(path: Path, model: str, steps: int | None) -> dict:

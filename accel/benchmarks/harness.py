@@ -31,7 +31,7 @@ import torch
 from ..errors import AccelError
 from .compute import ComputeCounter
 from .methods import METHODS, Context, calibrate_magcache, label
-from .targets import Sizes, Target, get_target
+from .targets import Sizes, Target, with_conditioning
 from .tuner import SPACES, Tuner, load_spaces, space
 from .verdict import LEVELS, choose, holds, leader, per_item_psnr, per_item_ssim, summary, wall
 
@@ -231,11 +231,13 @@ def _methods(target: Target, methods: list[str] | None) -> list[str]:
 
 def run(model: str, methods: list[str] | None = None, quick: bool = False, levels: tuple[float, ...] = LEVELS,
         sizes: dict[str, Any] | None = None, progress: Progress | None = None, seed: int = 0, steps: int | None = None,
-        spaces: Path = SPACES, budget: int | None = None, journal: Path | None = None) -> dict[str, Any]:
+        spaces: Path = SPACES, budget: int | None = None, journal: Path | None = None,
+        prompts: list[str] | None = None, labels: list[int] | None = None) -> dict[str, Any]:
     """The whole protocol on one target; returns the report (JSON-ready). ``sizes`` overrides fields of the
     target's :class:`~accel.benchmarks.targets.Sizes`; ``budget`` the tuner's evaluations per method; ``journal``
-    a JSON-lines file of measured evaluations, appended as they finish and read back to resume."""
-    target = get_target(model)
+    a JSON-lines file of measured evaluations, appended as they finish and read back to resume; ``prompts`` or
+    ``labels``: the caller's own conditioning, split in two (:func:`~accel.benchmarks.targets.with_conditioning`)."""
+    target = with_conditioning(model, prompts, labels)
     size = replace(target.quick if quick else target.full, **(sizes or {}))
     target.steps = steps or (target.quick_steps if quick and target.quick_steps else target.steps)
     budget = budget or (3 if quick else load_spaces(spaces)["budget"])
@@ -244,7 +246,8 @@ def run(model: str, methods: list[str] | None = None, quick: bool = False, level
     rng, ctx, t_start, prov = np.random.default_rng(seed), Context(steps=target.steps, guidance_batched=target.guidance_batched), time.perf_counter(), _provenance()
 
     log = Journal(journal, {"model": target.name, "steps": target.steps, "generation": target.test_generation,
-                            "sizes": [size.selection, size.test, size.batch], "mag": "magcache" in names}, say)
+                            "sizes": [size.selection, size.test, size.batch], "mag": "magcache" in names,
+                            **({"conditioning": prompts if prompts is not None else labels} if prompts is not None or labels is not None else {})}, say)
     ref_runner = Runner(target, "none", {}, ctx)
     say(f"selection: {size.selection} items, uncached reference")
     sel = reference(target, ref_runner, target.items("selection", size.selection), size.batch)

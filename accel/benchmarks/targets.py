@@ -252,6 +252,65 @@ TARGETS: dict[str, Callable[[], Target]] = {
 }
 
 
+def _text_to_image(name: str, index: dict[str, Any]) -> Target:
+    """Any text-to-image pipeline folder (``pipe(prompt, num_inference_steps, generator, output_type="np")``), for
+    the caller's own prompts (:func:`with_conditioning`)."""
+    from ..zoo import load
+
+    def generate(pipe: Any, its: list[tuple[str, int]]) -> np.ndarray:
+        kw = getattr(pipe, "accel_call_defaults", {})
+        gens = [torch.Generator().manual_seed(s) for _, s in its]
+        with torch.no_grad():
+            out = pipe(prompt=[p for p, _ in its], num_inference_steps=target.steps, generator=gens, output_type="np", **kw).images
+        return _to_uint8(out)
+
+    kind = "unet" if "unet" in index and "transformer" not in index else "dit"
+    target = Target(name, kind, 50, lambda: _quiet(load(name)), lambda split, n: [], generate,
+                    full=Sizes(selection=16, test=64, batch=4, rounds=15), quick=Sizes(selection=2, test=2, batch=2, rounds=1),
+                    quick_steps=10, extra={"text": True})
+    return target
+
+
+def with_conditioning(name: str, prompts: list[str] | None = None, labels: list[int] | None = None) -> Target:
+    """``name``'s target on the caller's own prompts (a text-to-image pipeline) or class labels (a class-conditional
+    one): the first half of them is the selection split, the second half the test split, each cycled with its own
+    noise seeds (1000+ and the test generation's), so the splits share neither conditioning nor noise. No task reader
+    applies to conditioning the benchmark did not write: the harm criterion is the 10th-percentile PSNR."""
+    given = prompts if prompts is not None else labels
+    if prompts is not None and labels is not None:
+        raise AccelError("give prompts or class labels, not both")
+    if given is None:
+        return get_target(name)
+    if len(given) < 2:
+        raise AccelError(f"give at least 2 {'prompts' if prompts is not None else 'labels'}: the first half chooses the "
+                         "setting, the second half tests it")
+    where = Path(name).expanduser()
+    index = json.loads((where / "model_index.json").read_text()) if name not in TARGETS and (where / "model_index.json").is_file() else {}
+    if prompts is not None and index and index.get("_class_name") != "FluxPipeline" and "text_encoder" in index:
+        target = _text_to_image(str(where), index)  # any other text-to-image pipeline
+    else:
+        target = get_target(name)
+    if labels is not None and not target.guidance_batched:
+        raise AccelError(f"{name} is not class-conditional: give --prompts instead of --labels")
+    if prompts is not None and not (target.kind == "flux" or target.extra.get("text")):
+        raise AccelError(f"{name} does not take text prompts" + (": give --labels" if target.guidance_batched else ""))
+    half = (len(given) + 1) // 2
+    pools = {"selection": (list(given[:half]), SELECTION_SEED), "test": (list(given[half:]), test_seed())}
+
+    def items(split: str, n: int) -> list[tuple[Any, int]]:
+        pool, seed = pools[split]
+        return [(pool[i % len(pool)], seed + i) for i in range(n)]
+
+    target.items, target.flips, target.scores = items, None, None
+    target.flip_reader = target.task_reader = "none"
+    target.full = Sizes(selection=max(half, target.full.selection), test=max(len(given) - half, target.full.test),
+                        batch=target.full.batch, rounds=target.full.rounds)
+    what = "prompts" if prompts is not None else "labels"
+    target.split_note = (f"the caller's {len(given)} {what}: the first {half} for selection (noise seeds {SELECTION_SEED}+), "
+                         f"the other {len(given) - half} for test (noise seeds {test_seed()}+), each cycled over its split")
+    return target
+
+
 def get_target(name: str) -> Target:
     """A registered target, or one built from a local pipeline folder (a class-conditional DiT without
     readers, a FLUX pipeline with flux-shapes' prompts and readers, or a UNet2DModel pipeline)."""
@@ -267,6 +326,8 @@ def get_target(name: str) -> Target:
         return _class_conditional(str(where), digits=False)
     if cls == "FluxPipeline":  # prompts of the flux-shapes grammar, read by its scorer
         return _flux_shapes(str(where))
+    if "text_encoder" in index:
+        raise AccelError(f"{name!r} is a text-to-image {cls or 'pipeline'}: give your own prompts (accel calibrate --prompts FILE)")
     if "unet" in index and "transformer" not in index:
         t = _unet_natural()
         from diffusers import DDIMPipeline, DDIMScheduler

@@ -141,12 +141,43 @@ def pareto_plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+SHARES = (0.5, 0.6, 0.7, 0.8)  # compute skipped at which methods are compared on equal terms
+
+
+def equal_compute(report: dict[str, Any], shares: tuple[float, ...] = SHARES) -> dict[str, dict[str, float | None]]:
+    """Per method, per share: the best selection PSNR median among its evaluations that skip at least that share
+    of the denoiser's compute (None: none skips that much). Selection split only: a study, not the verdict."""
+    best: dict[str, dict[str, float | None]] = {}
+    for r in report["sweep"]:
+        if "error" in r:
+            continue
+        s = r["selection"]
+        row = best.setdefault(r["method"], {f"{sh:g}": None for sh in shares})
+        for sh in shares:
+            k = f"{sh:g}"
+            if s["compute_skipped"] >= sh - 1e-9 and (row[k] is None or s["psnr_median"] > row[k]):
+                row[k] = float(s["psnr_median"])
+    return best
+
+
+def equal_compute_markdown(report: dict[str, Any]) -> str:
+    best = equal_compute(report)
+    head = ["method"] + [f">= {100 * sh:.0f}% skipped" for sh in SHARES]
+    lines = ["## Selection: PSNR median at equal compute skipped", "",
+             "Best selection PSNR median (dB) among each method's evaluations skipping at least this share of the denoiser's "
+             "compute (-: none skips that much); the tuner's evaluations, selection split only.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, row in best.items():
+        lines.append("| " + " | ".join([m] + [f"{v:.1f}" if v is not None else "-" for v in row.values()]) + " |")
+    return "\n".join(lines + [""])
+
+
 def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "bench_cache.json", "md": out_dir / "bench_cache.md", "png": out_dir / "bench_cache_pareto.png"}
     paths["json"].write_text(json.dumps(report, indent=1, default=float))
-    paths["md"].write_text(verdict_markdown(report) + "\n" + sweep_markdown(report))
+    paths["md"].write_text(verdict_markdown(report) + "\n" + equal_compute_markdown(report) + "\n" + sweep_markdown(report))
     pareto_plot(report, paths["png"])
     return paths
 

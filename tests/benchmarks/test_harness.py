@@ -278,3 +278,17 @@ def test_readme_verdict_is_the_committed_results(tmp_path):
     f.write_text("no markers")
     with pytest.raises(AccelError, match="no <!-- CACHE-VERDICT -->"):
         fill_readme(f, root / "docs/bench/cache")
+
+
+def test_equal_compute_table_takes_each_methods_best_psnr_at_each_share():
+    from accel.benchmarks.report import equal_compute, equal_compute_markdown
+
+    def row(method, skipped, psnr):
+        return {"method": method, "label": f"{method}({skipped})", "selection": {"compute_skipped": skipped, "psnr_median": psnr}}
+
+    rep = {"sweep": [row("a", 0.55, 40.0), row("a", 0.72, 35.0), row("a", 0.65, 38.0), row("b", 0.81, 30.0), row("b", 0.5, 45.0),
+                     {"method": "b", "label": "b(x)", "error": "boom"}]}
+    best = equal_compute(rep)
+    assert best["a"] == {"0.5": 40.0, "0.6": 38.0, "0.7": 35.0, "0.8": None}
+    assert best["b"] == {"0.5": 45.0, "0.6": 30.0, "0.7": 30.0, "0.8": 30.0}
+    assert "| a | 40.0 | 38.0 | 35.0 | - |" in equal_compute_markdown(rep)

@@ -116,7 +116,8 @@ def _step_vjp(
         if carry_next is not None and a_carry is not None:
             outs.append(carry_next)
             g_outs.append(a_carry)
-        if plan.computed and a_f is not None:  # a full step refreshed the factors: F_{i+1} = U(F_i, h_i)
+        changed = f_next is not None and f_next is not fi  # F_{i+1} = U(F_i, h_i): a refresh, or a forecaster taking in its forecast
+        if changed and a_f is not None:
             outs.append(f_next)
             g_outs.append(a_f)
         inputs = [xi] + ([ci] if ci is not None else []) + ([fi] if fi is not None else []) + wrt
@@ -124,7 +125,7 @@ def _step_vjp(
     a_prev = grads.pop(0)
     a_carry_prev = grads.pop(0) if ci is not None else None
     a_f_prev = grads.pop(0) if fi is not None else None
-    if not plan.computed and a_f is not None:  # a forecast step keeps the factors: F_{i+1} = F_i
+    if not changed and a_f is not None:  # a step that kept the factors: F_{i+1} = F_i
         a_f_prev = a_f if a_f_prev is None else a_f_prev + a_f
     n_cond = len(g_cond)
     accumulate(g_cond, grads[:n_cond])

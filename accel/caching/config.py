@@ -7,7 +7,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import AccelError
-from . import forecasters, gates
+from .forecasters import Forecaster
+from .forecasters import build as build_forecaster
+from .forecasters import options as forecaster_options
+from .gates import Gate
+from .gates import build as build_gate
+from .gates import options as gate_options
 
 UNET_POLICIES = ("shallow", "layer", "whole")
 
@@ -73,18 +78,18 @@ class CGTaylorConfig:
         for name in ("gate_options", "forecaster_options"):
             if not isinstance(getattr(self, name), dict):
                 raise AccelError(f"{name} must be a dict of the part's options, got {getattr(self, name)!r}")
-        gates.options(self.gate, self.gate_options)  # raise now, not on the first step
-        forecasters.options(self.forecaster, self.forecaster_options)
+        gate_options(self.gate, self.gate_options)  # raise now, not on the first step
+        forecaster_options(self.forecaster, self.forecaster_options)
 
     def __hash__(self) -> int:
         return hash(repr(self.to_dict()))
 
-    def build_gate(self) -> gates.Gate:
-        return gates.build(self.gate, self.threshold, self.gate_options)
+    def build_gate(self) -> Gate:
+        return build_gate(self.gate, self.threshold, self.gate_options)
 
-    def build_forecaster(self, role: str) -> forecasters.Forecaster:
+    def build_forecaster(self, role: str) -> Forecaster:
         """The forecaster of stream ``role``: ``"block0"`` (judged by the gate) or ``"last"`` (the forecast block's)."""
-        return forecasters.build(self.forecaster, self.forecaster_options, role)
+        return build_forecaster(self.forecaster, self.forecaster_options, role)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

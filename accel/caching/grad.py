@@ -123,7 +123,7 @@ class CachedRun:
         self.plans: list[StepPlan] = []
         self._rows: list[_Row] = []  # per refresh of the forecast block's stream, in order
         self._forecaster = config.build_forecaster("last")
-        self._rebuilt: tuple[int, torch.Tensor] | None = None  # (refreshes it holds, stack): the stack last rebuilt
+        self._rebuilt: tuple[Any, torch.Tensor] | None = None  # (key, stream tensor): the stream last rebuilt
         self._order: list[BlockSpec] | None = None  # the blocks in execution order, once a pass has found it
         self._controller: ControllerHook | None = None
 
@@ -156,7 +156,7 @@ class CachedRun:
             self.plans.append(StepPlan(bool(st.compute), dataclasses.replace(before, data=None)))
             # a step that refreshed the stream keeps the output it took in (a copy); no step follows the last one,
             # so its refresh is not kept
-            if st.sl is not before and traj.step < self.steps - 1:
+            if st.compute and st.sl is not before and traj.step < self.steps - 1:
                 self._rows.append(_Row(traj.step, self._forecaster.latest(st.sl).detach().clone()))
         return st.sl.data
 
@@ -168,18 +168,27 @@ class CachedRun:
         k = sum(r.step < i for r in self._rows)
         if k == 0:
             return None
-        if self._rebuilt is not None and self._rebuilt[0] == k:
+        fc = self._forecaster
+        key = (k, i if fc.advances else None)  # an advancing stream changes on forecast steps too
+        if self._rebuilt is not None and self._rebuilt[0] == key:
             return self._rebuilt[1]
-        self._rebuilt = None  # free the previous stack before building the next
-        n = self._forecaster.rows
+        self._rebuilt = None  # free the previous stream before building the next
         s = Stream()
-        for r in self._rows[max(0, k - n) if n is not None else 0:k]:
-            s = self._forecaster.updated(s, r.row, r.step)
+        if fc.advances:  # replay every step: full steps take their output in, forecast steps their own forecast
+            rows = iter(self._rows)
+            for j in range(i):
+                if self.plans[j].computed:
+                    s = fc.updated(s, next(rows).row, j)
+                elif s.data is not None:
+                    s = fc.advanced(s, fc.predict_differentiable(s, j), j)
+        else:
+            for r in self._rows[max(0, k - fc.rows) if fc.rows is not None else 0:k]:
+                s = fc.updated(s, r.row, r.step)
         want = self.plans[i].stream
         if (s.valid, s.last, s.extra) != (want.valid, want.last, want.extra):
             raise AccelError(f"internal: the rebuilt stream of step {i} is not the one the forward used "
                              f"({s.valid}, {s.last}, {s.extra} vs {want.valid}, {want.last}, {want.extra})")
-        self._rebuilt = (k, s.data)
+        self._rebuilt = (key, s.data)
         return s.data
 
     def _trajectory(self) -> ScriptedTrajectory:

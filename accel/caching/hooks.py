@@ -262,14 +262,28 @@ class GateHook(ModelHook):
             st.buffer = torch.empty_like(like)
         return st.buffer
 
-    def _forecast(self, st: CGTaylorState, h: torch.Tensor) -> torch.Tensor:
+    def _forecast(self, st: CGTaylorState, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The forecast block's output at this step (``residual``: block 0's output ``h`` of this step plus the
-        forecast residual)."""
+        forecast residual), and the forecast in the stream's terms (the residual itself under ``residual``)."""
         if self.controller.differentiable:  # a new tensor, in the gradient's graph (no reused buffer, no fused kernel)
-            fc = self.forecaster.predict_differentiable(st.sl, st.step).to(h.dtype)
-            return fc + h if self.config.residual else fc
-        fc = self.forecaster.predict(st.sl, st.step, out=self._buffer(st))
-        return fc.add_(h) if self.config.residual else fc
+            raw = self.forecaster.predict_differentiable(st.sl, st.step)
+            fc = raw.to(h.dtype)
+            return (fc + h if self.config.residual else fc), raw
+        raw = self.forecaster.predict(st.sl, st.step, out=self._buffer(st))
+        if not self.config.residual:
+            return raw, raw
+        return (raw.clone().add_(h) if self.forecaster.advances else raw.add_(h)), raw
+
+    def _advance(self, st: CGTaylorState, raw: torch.Tensor, gated: bool) -> None:
+        """A forecast step: a forecaster that takes in its own forecasts does so (block 0's too, where the gate ran)."""
+        if not self.forecaster.advances:
+            return
+        if self.controller.differentiable:
+            st.sl = self.forecaster.advanced(st.sl, raw, st.step)
+        else:
+            self.forecaster.advance(st.sl, raw, st.step)
+        if gated:
+            self.judged.advance(st.s0, self.judged.predict(st.s0, st.step), st.step)
 
     @torch.compiler.disable
     def _gate(self, h: torch.Tensor) -> None:
@@ -277,7 +291,8 @@ class GateHook(ModelHook):
         if st.imposed is not None:  # a replayed step: the decision recorded by the forward pass, no gate, no block-0 stream
             st.compute = st.imposed
             if not st.compute:
-                st.forecast = self._forecast(st, h)
+                st.forecast, raw = self._forecast(st, h)
+                self._advance(st, raw, gated=False)
             elif self.config.residual:
                 st.h0 = h
             return
@@ -295,9 +310,10 @@ class GateHook(ModelHook):
             if not math.isfinite(error):
                 reason = "nonfinite"
             elif self.gate.passes(st.gate, error):
-                fc = self._forecast(st, live if self.controller.differentiable else h)
+                fc, raw = self._forecast(st, live if self.controller.differentiable else h)
                 if _all_finite(fc, self.controller.group):
                     st.compute, st.forecast, reason = False, fc, "forecast"
+                    self._advance(st, raw, gated=True)
                 else:
                     reason = "nonfinite"
             else:

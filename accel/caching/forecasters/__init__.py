@@ -11,6 +11,7 @@ from typing import Any
 
 from ..parts import NoOptions, make_options
 from .base import Forecaster, Stream
+from .foca import FoCa
 from .spectrum import Spectrum
 from .taylor import Taylor
 
@@ -23,7 +24,7 @@ def register(cls: type[Forecaster]) -> type[Forecaster]:
     return cls
 
 
-for _cls in (Taylor, Spectrum):
+for _cls in (Taylor, Spectrum, FoCa):
     register(_cls)
 
 

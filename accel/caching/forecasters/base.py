@@ -8,7 +8,8 @@ the :class:`Stream`, one per branch and role, which the hooks hold and the gradi
 The gradient path (``accel.caching.grad``) needs two things of every forecaster: an out-of-place update and
 prediction that autograd differentiates (:meth:`Forecaster.updated`, :meth:`Forecaster.predict_differentiable`),
 and a stream that is a function of the latest :attr:`Forecaster.rows` refreshes alone, so that it can be rebuilt from
-them bit for bit (``None``: of every refresh so far).
+them bit for bit (``None``: of every refresh so far). A forecaster that also takes in its own forecasts
+(:attr:`Forecaster.advances`, e.g. FoCa's recursion) is rebuilt by replaying every step since the first.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Forecaster:
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     rows: ClassVar[int | None] = None  # refreshes that determine the stream (None: all): set per instance where it depends on options
+    advances: ClassVar[bool] = False  # the stream also takes in its own forecast on forecast steps (:meth:`advance`)
 
     def __init__(self, options: Any, role: str) -> None:
         self.options, self.role = options, role
@@ -57,6 +59,14 @@ class Forecaster:
     def updated(self, s: Stream, h: torch.Tensor, step: int) -> Stream:
         """The stream after a refresh with ``h``, as a new stream whose tensor autograd can differentiate; ``s`` stays valid."""
         raise NotImplementedError
+
+    def advance(self, s: Stream, fc: torch.Tensor, step: int) -> None:
+        """A forecast step used ``fc`` (this forecaster's own forecast at ``step``): take it in, in place (only where
+        :attr:`advances`)."""
+
+    def advanced(self, s: Stream, fc: torch.Tensor, step: int) -> Stream:
+        """:meth:`advance` out of place, for the gradient path; ``s`` stays valid."""
+        return s
 
     def latest(self, s: Stream) -> torch.Tensor:
         """The output the last refresh took in (in the stream's dtype): what the gradient path keeps per full step."""

@@ -116,6 +116,7 @@ def test_shipped_settings_are_the_benchmark_rules_choice():
     from pathlib import Path
 
     from accel.benchmarks.calibrate import PRESETS as LEVEL_OF, cg_taylor_choices
+    from accel.benchmarks.targets import TEST_GENERATION
     from accel.zoo import MODELS
 
     root = Path(__file__).resolve().parents[2] / "docs" / "bench" / "cache"
@@ -132,6 +133,20 @@ def test_shipped_settings_are_the_benchmark_rules_choice():
         held = {preset: choices[lv]["params"] for preset, lv in LEVEL_OF.items() if lv in choices and choices[lv]["holds_on_test"]}
         assert record["presets"] == held, name
         checked += 1
+        for n, entry in record.get("by_steps", {}).items():  # each step count's entry: the rule's choice on its own report
+            step_report = json.loads((root / name / f"steps-{n}" / "bench_cache.json").read_text())
+            assert step_report["config"]["test_generation"] == TEST_GENERATION and step_report["config"]["steps"] == int(n), (name, n)
+            choices = cg_taylor_choices(step_report)
+            level = f"{entry['level_db']:g}"
+            assert {"threshold": entry["threshold"], **entry["config"]} == choices[level]["params"] and choices[level]["holds_on_test"], (name, n)
+            held = {preset: choices[lv]["params"] for preset, lv in LEVEL_OF.items() if lv in choices and choices[lv]["holds_on_test"]}
+            assert entry["presets"] == held, (name, n)
+        for step_dir in (root / name).glob("steps-*"):  # a current report whose choices hold ships them, one that holds none ships none
+            step_report = json.loads((step_dir / "bench_cache.json").read_text())
+            if step_report["config"].get("test_generation") != TEST_GENERATION:
+                continue
+            holding = [c for c in cg_taylor_choices(step_report).values() if c["holds_on_test"]]
+            assert bool(holding) == (step_dir.name[len("steps-"):] in record.get("by_steps", {})), (name, step_dir.name)
     assert checked >= 2  # dit-digits and unet-natural have committed reports
 
 

@@ -28,6 +28,11 @@ def test_wheel_layout(wheel):
     assert tops == {"accel"}, f"unexpected top-level entries: {tops}"
     for sub in ("samplers", "adjoint", "invertible", "kernels", "cli", "caching", "coverage", "coverage/families", "zoo"):
         assert f"accel/{sub}/__init__.py" in names
+    roots = {"accel": ROOT / "accel", **{f"accel/{d}": ROOT / d for d in ("samplers", "adjoint", "invertible", "kernels", "cli")}}
+    for prefix, root in roots.items():  # every package of the source tree is in the wheel (pyproject lists each one)
+        for init in root.rglob("__init__.py"):
+            rel = init.relative_to(root).as_posix()
+            assert f"{prefix}/{rel}" in names, f"{prefix}/{rel}: add its package to [tool.setuptools] packages"
     assert not any(n.startswith("tests/") for n in names)
     # The shipped weights (fp32 safetensors) are most of it: dit-digits 4.5 MB, unet-natural 10.4 MB, three
     # IDM models of 11.4 MB (each a fine-tuned copy of the U-Net) and flux-shapes 16.6 MB (transformer 13.9, VAE
@@ -43,7 +48,7 @@ def test_installed_copy_imports_subpackages(wheel, tmp_path):
                    check=True, capture_output=True)
     assert not (target / "kernels").exists() and not (target / "cli").exists()
     code = (
-        "import accel, accel.samplers, accel.kernels, accel.cli, accel.adjoint, accel.invertible, accel.zoo;"
+        "import accel, accel.samplers, accel.kernels, accel.cli, accel.adjoint, accel.invertible, accel.zoo, accel.caching;"
         "import pathlib; p = pathlib.Path(accel.__file__).resolve();"
         f"assert str(p).startswith({str(target.resolve())!r}), p;"
         "print('ok')"

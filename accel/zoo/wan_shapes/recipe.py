@@ -1,0 +1,217 @@
+"""``wan-shapes``: a small text-to-video Wan pipeline trained here on clips of moving flat shapes.
+
+Every part is the class Wan uses, at a tiny size: ``WanTransformer3DModel`` at Wan2.1-1.3B's depth (30 blocks, narrow,
+so that one block is about the share of a step it is in Wan), ``AutoencoderKLWan`` (32x32 frames -> 8x8 latents,
+9 frames -> 5), ``UMT5EncoderModel`` with a word-level tokenizer over the moving-shapes grammar
+(``accel.zoo.motion``), and Wan's flow-matching UniPC scheduler, in a stock ``WanPipeline``. Training has two
+stages, both seeded and resumable:
+
+1. ``vae``: the autoencoder on rendered clips; then the latents' per-channel mean and spread set
+   ``latents_mean`` / ``latents_std``, which WanPipeline undoes before decoding.
+2. ``wan``: transformer and text encoder together, rectified flow (Wan's velocity target ``noise - x0``, timesteps
+   ``1000 sigma`` with Wan's shift), 10% empty prompts (the pipeline's unconditional branch).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import AccelError
+from ...training import ProgressFn, TrainLoop, save_trained, warmup_cosine_lr, with_ema
+from .. import motion
+
+SIZE, FRAMES = 32, 9
+SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]
+WORDS = sorted({"a", "an", "and", "moving", *motion.DIRECTIONS, *motion.COLOURS, *motion.SHAPES})
+MAX_TOKENS = 16  # the prompt length the pipeline is called with (its default is Wan's 512)
+TEXT_WIDTH = 64
+Z = 4
+VAE_CONFIG = dict(base_dim=16, z_dim=Z, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True],
+                  latents_mean=[0.0] * Z, latents_std=[1.0] * Z, scale_factor_temporal=2, scale_factor_spatial=4)
+UMT5_CONFIG = dict(vocab_size=len(SPECIAL) + len(WORDS), d_model=TEXT_WIDTH, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
+                   relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
+                   feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+TRANSFORMER_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=Z, out_channels=Z,
+                          text_dim=TEXT_WIDTH, freq_dim=64, ffn_dim=128, num_layers=30, cross_attn_norm=True,
+                          qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
+SHIFT = 3.0  # Wan's flow shift at low resolution
+SCHEDULER_CONFIG = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=SHIFT)
+CALL = {"height": SIZE, "width": SIZE, "num_frames": FRAMES, "max_sequence_length": MAX_TOKENS}
+
+
+def describe_vocabulary() -> str:
+    return (f"colours {', '.join(motion.COLOURS)}; shapes {', '.join(motion.SHAPES)}; directions "
+            f"{', '.join(motion.DIRECTIONS)} ('a red circle moving right', two joined by 'and')")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of ``accel zoo train wan-shapes``."""
+
+    vae_steps: int = 600
+    vae_batch_size: int = 8
+    vae_lr: float = 1e-3
+    steps: int = 5000
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup: int = 150
+    ema_decay: float = 0.998
+    prompt_dropout: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.prompt_dropout < 1:
+            raise AccelError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+
+
+def build_tokenizer():
+    """A word-level tokenizer over the grammar's words, adding </s> as T5's does."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(SPECIAL + WORDS)}, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512)
+
+
+def build_vae(seed: int = 0) -> torch.nn.Module:
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    return AutoencoderKLWan(**VAE_CONFIG)
+
+
+def build_models(seed: int = 0) -> dict[str, torch.nn.Module]:
+    """The three networks, freshly initialised from ``seed`` (the VAE first)."""
+    from diffusers import WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return {"vae": build_vae(seed), "transformer": WanTransformer3DModel(**TRANSFORMER_CONFIG),
+            "text_encoder": UMT5EncoderModel(UMT5Config(**UMT5_CONFIG))}
+
+
+def build_pipeline(models: dict[str, torch.nn.Module]):
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    for m in models.values():
+        m.eval().requires_grad_(False)
+    return WanPipeline(tokenizer=build_tokenizer(), scheduler=UniPCMultistepScheduler(**SCHEDULER_CONFIG), **models)
+
+
+def batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
+    """``n`` rendered clips in [-1, 1], (n, 3, FRAMES, SIZE, SIZE), and their prompts (single and pair in turn)."""
+    clips = [motion.random_clip(rng, SIZE, motion.KINDS[int(rng.random() < 0.5)]) for _ in range(n)]
+    video = np.stack([motion.render_clip(c, FRAMES, SIZE) for c in clips])  # (n, F, H, W, 3)
+    return torch.from_numpy(video).permute(0, 4, 1, 2, 3).float() / 127.5 - 1, [c.prompt for c in clips]
+
+
+def _rng(gen: torch.Generator) -> np.random.Generator:
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+
+
+def _train_vae(cfg: TrainConfig, work: Path, progress: ProgressFn | None) -> torch.nn.Module:
+    from diffusers import AutoencoderKLWan
+
+    done = work / "vae"
+    if (done / "config.json").is_file():
+        return AutoencoderKLWan.from_pretrained(done)
+    vae, ema = with_ema(lambda: build_vae(cfg.seed))
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def loss_at(step: int) -> torch.Tensor:
+        x, _ = batch(_rng(gen), cfg.vae_batch_size)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
+
+    sub = {k: getattr(cfg, k) for k in ("vae_steps", "vae_batch_size", "vae_lr", "seed")}
+    TrainLoop(work / "vae.safetensors", sub, vae, ema, opt, gen, total=cfg.vae_steps,
+              lr_at=lambda step: warmup_cosine_lr(step, cfg.vae_lr, min(100, cfg.vae_steps // 4), cfg.vae_steps), ema_decay=0.995,
+              checkpoint_every=cfg.checkpoint_every, progress=progress).run(loss_at)
+    with torch.no_grad():  # per-channel latent statistics -> Wan's (z - mean) / std normalisation
+        x, _ = batch(np.random.default_rng(cfg.seed + 1), 64)
+        z = torch.cat([ema.encode(c).latent_dist.mode() for c in x.split(32)])
+    dims = (0, 2, 3, 4)
+    ema.register_to_config(latents_mean=[round(float(v), 4) for v in z.mean(dims)],
+                           latents_std=[round(float(v), 4) for v in z.std(dims)])
+    ema.save_pretrained(done)
+    return ema
+
+
+def normalise(vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Latents in the space the transformer works in (what WanPipeline de-normalises before decoding)."""
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    return (z - mean) / std
+
+
+def encode_prompts(text: torch.nn.Module, tok: Any, prompts: list[str]) -> torch.Tensor:
+    """The prompt sequence exactly as WanPipeline.encode_prompt makes it: UMT5's states, zero beyond each prompt."""
+    enc = tok(prompts, padding="max_length", max_length=MAX_TOKENS, truncation=True, add_special_tokens=True,
+              return_attention_mask=True, return_tensors="pt")
+    return text(enc.input_ids, enc.attention_mask).last_hidden_state * enc.attention_mask[..., None]
+
+
+class _Trainable(torch.nn.Module):
+    def __init__(self, models: dict[str, torch.nn.Module]) -> None:
+        super().__init__()
+        self.transformer, self.text_encoder = models["transformer"], models["text_encoder"]
+
+
+def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str | Path | None = None,
+          progress: ProgressFn | None = None) -> Path:
+    """Train wan-shapes (both stages; resumes from ``work_dir``) and save the WanPipeline to ``out_dir``."""
+    cfg = config or TrainConfig()
+    work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".train"
+    work.mkdir(parents=True, exist_ok=True)
+    total = cfg.vae_steps + cfg.steps
+    vae = _train_vae(cfg, work, (lambda s, n, loss: progress(s, total, loss)) if progress else None).eval().requires_grad_(False)
+
+    torch.manual_seed(cfg.seed)
+    model, ema = with_ema(lambda: _Trainable(build_models(cfg.seed)))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    tok = build_tokenizer()
+
+    def loss_at(step: int) -> torch.Tensor:
+        rng = _rng(gen)
+        x, prompts = batch(rng, cfg.batch_size)
+        prompts = ["" if rng.random() < cfg.prompt_dropout else p for p in prompts]
+        with torch.no_grad():
+            x0 = normalise(vae, vae.encode(x).latent_dist.mode())
+        u = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))
+        sigma = SHIFT * u / (1 + (SHIFT - 1) * u)  # Wan's shifted flow sigmas
+        noise = torch.randn(x0.shape, generator=gen)
+        s = sigma.view(-1, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        pred = model.transformer(hidden_states=xt, timestep=1000 * sigma, encoder_hidden_states=encode_prompts(model.text_encoder, tok, prompts),
+                                 return_dict=False)[0]
+        return F.mse_loss(pred, noise - x0)
+
+    sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
+    loop = TrainLoop(work / "wan.safetensors", sub, model, ema, opt, gen, total=cfg.steps,
+                     lr_at=lambda step: warmup_cosine_lr(step, cfg.lr, min(cfg.warmup, cfg.steps // 4), cfg.steps),
+                     ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
+                     progress=(lambda s, n, loss: progress(cfg.vae_steps + s, total, loss)) if progress else None)
+    loss_ema = loop.run(loss_at)
+    pipe = build_pipeline({"vae": vae, "transformer": ema.transformer, "text_encoder": ema.text_encoder})
+    out = save_trained(out_dir, pipe, asdict(cfg), loss_ema)
+    from .._registry import CALL_DEFAULTS
+
+    (Path(out) / CALL_DEFAULTS).write_text(json.dumps(CALL, indent=2) + "\n")
+    return out

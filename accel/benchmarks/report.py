@@ -172,6 +172,28 @@ def equal_compute_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines + [""])
 
 
+def equal_compute_summary(root: Path) -> str:
+    """One row per committed report under ``root`` (``<target>[/steps-N]/bench_cache.json``): at each share of compute
+    skipped, CG-Taylor's best selection PSNR median beside the best peer's (selection split only)."""
+    lines = ["| target | steps | " + " | ".join(f">= {100 * sh:.0f}% skipped: CG-Taylor / best peer" for sh in SHARES) + " |",
+             "|---|---|" + "---|" * len(SHARES)]
+    for path in sorted(Path(root).glob("*/bench_cache.json")) + sorted(Path(root).glob("*/steps-*/bench_cache.json")):
+        rep = json.loads(path.read_text())
+        if "verdict" not in rep or rep["config"].get("test_generation") is None:
+            continue
+        best = equal_compute(rep)
+        cells = []
+        for sh in SHARES:
+            k = f"{sh:g}"
+            ours = best.get(OURS, {}).get(k)
+            peers = [(v[k], m) for m, v in best.items() if m != OURS and v[k] is not None]
+            top = max(peers) if peers else None
+            cells.append(f"{ours:.1f}" if ours is not None else "-")
+            cells[-1] += f" / {top[0]:.1f} ({top[1]})" if top else " / -"
+        lines.append(f"| {rep['config']['model']} | {rep['config']['steps']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -292,3 +292,20 @@ def test_equal_compute_table_takes_each_methods_best_psnr_at_each_share():
     assert best["a"] == {"0.5": 40.0, "0.6": 38.0, "0.7": 35.0, "0.8": None}
     assert best["b"] == {"0.5": 45.0, "0.6": 30.0, "0.7": 30.0, "0.8": 30.0}
     assert "| a | 40.0 | 38.0 | 35.0 | - |" in equal_compute_markdown(rep)
+
+
+def test_equal_compute_summary_sets_cg_taylor_beside_the_best_peer(tmp_path):
+    from accel.benchmarks.report import equal_compute_summary
+
+    def row(method, skipped, psnr):
+        return {"method": method, "label": method, "selection": {"compute_skipped": skipped, "psnr_median": psnr}}
+
+    rep = {"config": {"model": "toy", "steps": 10, "test_generation": 2}, "verdict": {},
+           "sweep": [row("cg-taylor", 0.62, 41.0), row("p", 0.55, 44.0), row("q", 0.71, 39.0)]}
+    (tmp_path / "toy" / "steps-10").mkdir(parents=True)
+    (tmp_path / "toy" / "steps-10" / "bench_cache.json").write_text(json.dumps(rep))
+    old = dict(rep, config={"model": "old", "steps": 50})  # an earlier protocol's report (no test generation): left out
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "bench_cache.json").write_text(json.dumps(old))
+    table = equal_compute_summary(tmp_path)
+    assert "| toy | 10 | 41.0 / 44.0 (p) | 41.0 / 39.0 (q) | - / 39.0 (q) | - / - |" in table and "old" not in table

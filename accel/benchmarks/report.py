@@ -296,7 +296,10 @@ def rewrite(json_path: Path) -> dict[str, Path]:
     return write(rep, Path(json_path).parent)
 
 
-if __name__ == "__main__":  # python -m accel.benchmarks.report README.md docs/bench/cache
+if __name__ == "__main__":  # python -m accel.benchmarks.report README.md docs/bench/cache | --equal-compute docs/bench/cache
     import sys
 
-    fill_readme(Path(sys.argv[1]), Path(sys.argv[2]))
+    if sys.argv[1] == "--equal-compute":
+        print(equal_compute_summary(Path(sys.argv[2])), end="")
+    else:
+        fill_readme(Path(sys.argv[1]), Path(sys.argv[2]))

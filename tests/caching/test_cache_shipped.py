@@ -357,3 +357,26 @@ def test_enable_without_steps_says_when_the_step_count_has_its_own_setting(shipp
     with accel.cached(pipe, steps=8), warnings.catch_warnings():
         warnings.simplefilter("error")
         run_pipe(pipe, steps=8)
+
+
+def test_the_default_config_holds_the_top_level_on_every_target():
+    """``CGTaylorConfig()``, what ``accel.enable(pipe)`` uses where a model ships no setting, is the tuner's verbatim
+    "recommended" evaluation in every benchmark run: on every current report (each target, each step count) it holds
+    the 40 dB level with no harm on the selection split. Faster settings are model-specific and ship per model."""
+    from pathlib import Path
+
+    from accel.benchmarks import verdict
+    from accel.benchmarks.targets import TEST_GENERATION
+    from accel.benchmarks.tuner import load_spaces
+
+    assert load_spaces()["methods"]["cg-taylor"]["all"]["recommended"] == {}  # the tuner evaluates the default as is
+    root = Path(__file__).resolve().parents[2] / "docs" / "bench" / "cache"
+    seen = 0
+    for path in sorted(root.glob("*/bench_cache.json")) + sorted(root.glob("*/steps-*/bench_cache.json")):
+        rep = json.loads(path.read_text())
+        if rep["config"].get("test_generation") != TEST_GENERATION:
+            continue
+        (row,) = [r for r in rep["sweep"] if r["method"] == "cg-taylor" and r["params"] == {}]
+        assert verdict.holds(row["selection"], 40.0), (path, row["selection"])
+        seen += 1
+    assert seen >= 6

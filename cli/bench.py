@@ -91,6 +91,34 @@ def cache_merge(
     typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
+@app.command("cache-overhead")
+def cache_overhead(
+    tokens: Annotated[int, typer.Option(min=1, help="Image tokens, a square number (FLUX.1 at 1024x1024: 4096; text tokens are an eighth).")] = 4096,
+    channels: Annotated[int, typer.Option(min=1, help="Hidden channels (FLUX.1: 3072).")] = 3072,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed full and cached steps per method (median and quartiles).")] = 15,
+    dtypes: Annotated[str, typer.Option(help="Comma-separated float32, bfloat16.")] = "float32,bfloat16",
+    out_dir: OutDir = Path("bench-cache-overhead"),
+) -> None:
+    """Each caching method's own work per step on FLUX.1-sized tensors, with its own code, on one thread: ms per
+    cached and full step, the memory it holds, and its arithmetic against one FLUX.1 block's (overhead.json, .md, .png)."""
+    import sys
+    import time
+
+    from accel.benchmarks import overhead, overhead_report
+
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    command = _command("cache-overhead", tokens=tokens, channels=channels, repeats=repeats, dtypes=dtypes, out_dir=out_dir)
+    rep = overhead.run(overhead.Geometry(tokens=tokens, channels=channels), dtypes=tuple(d.strip() for d in dtypes.split(",") if d.strip()),
+                       repeats=repeats, command=command, progress=say)
+    paths = overhead_report.write(rep, out_dir)
+    typer.echo(overhead_report.markdown(rep))
+    typer.echo(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
 @app.command("gate")
 def gate(
     model: Model = "dit-digits",

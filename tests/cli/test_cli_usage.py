@@ -25,6 +25,7 @@ BAD_USAGE: list[tuple[list[str], str]] = [
     (["bench", "nothing"], "nothing"),
     (["bench", "cache", "--steps", "1.5"], "--steps"),
     (["bench", "cache-merge"], "reports"),
+    (["bench", "cache-overhead", "--tokens", "many"], "--tokens"),
     (["bench", "gate", "--json", "out.json"], "--json"),
     (["bench", "kernels", "--order", "two"], "--order"),
     (["bench", "adjoint", "--batch", "many"], "--batch"),

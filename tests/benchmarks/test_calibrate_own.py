@@ -62,7 +62,7 @@ def test_calibrate_tunes_a_users_sd_pipeline_on_their_prompts_and_enable_uses_it
     from typer.testing import CliRunner
 
     from accel.zoo import load
-    from cli.main import app
+    from accel.cli.main import app
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n\n")
@@ -82,7 +82,7 @@ def test_calibrate_tunes_a_users_sd_pipeline_on_their_prompts_and_enable_uses_it
 def test_own_conditioning_is_refused_with_a_report_to_read(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.main import app
+    from accel.cli.main import app
 
     # (the installed command prints these as one line: tests/cli/test_cli_usage.py)
     res = CliRunner().invoke(app, ["calibrate", "--model", "dit-digits", "--labels", "1,x"])

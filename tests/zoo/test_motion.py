@@ -41,6 +41,16 @@ def test_the_scorer_catches_wrong_motion_and_wrong_objects():
     assert all(v >= 0.95 * len(clips) for v in caught.values()), caught
 
 
+def test_every_draw_places_its_clip_inside_the_frame():
+    """Thousands of draws (a training run makes about 80,000) all succeed, each path inside the frame, pairs apart."""
+    rng = np.random.default_rng(7)
+    for _ in range(3000):
+        c = motion.random_clip(rng, 32)
+        for m in c.movers:
+            r = m.size / 2 + 1 - 1e-9
+            assert all(r <= v <= 32 - r for t in (0.0, 1.0) for v in m.at(t)), m
+
+
 def test_bad_prompts_and_frames_are_refused():
     with pytest.raises(AccelError, match="not a prompt of the moving-shapes grammar"):
         motion.parse_clip("a red circle")

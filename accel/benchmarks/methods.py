@@ -229,17 +229,27 @@ def _flux_raw_vision(pipe: Any) -> Callable[..., list[torch.Tensor]]:
 # --------------------------------------------------------------------------------------------- cache-dit
 
 
+def quiet_cache_dit() -> None:
+    """cache-dit's loggers at WARNING: it logs an info line per block list per pipeline otherwise. Each of its modules
+    has its own logger that does not propagate, so every one is set."""
+    import logging
+
+    import cache_dit  # noqa: F401  (its modules create their loggers on import)
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("cache_dit"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _cache_dit(calibrator: str | None) -> Callable[[Any, dict[str, Any], Context], Reset]:
     """cache-dit's DBCache (Fn front blocks always computed, Bn back blocks too, the middle cached while the
     Fn residual changes less than the threshold), with one of its calibrators on the cached residual."""
 
     def apply(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
-        import logging
-
         import cache_dit
         from cache_dit import DBCacheConfig
 
-        logging.getLogger("CACHE_DIT").setLevel(logging.WARNING)  # one info line per block list per pipeline otherwise
+        quiet_cache_dit()
 
         p = dict(params)
         mask = p.pop("steps_mask_policy", None)

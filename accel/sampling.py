@@ -99,7 +99,8 @@ def generate(
         on_step(0, steps)
     out = pipe(**kwargs)
     seconds = time.perf_counter() - t0
-    return GenerateResult(images=list(out.images), seconds=seconds, steps=steps, labels=labels)
+    images = out.images if hasattr(out, "images") else [list(v) for v in out.frames]  # a video pipeline: frames per video
+    return GenerateResult(images=list(images), seconds=seconds, steps=steps, labels=labels)
 
 
 def recommended_settings(pipe: Any, preset: str | None = None, steps: int | None = None) -> dict[str, Any]:
@@ -276,23 +277,41 @@ def _finish(report: dict[str, Any], parts: list[dict[str, Any]], out: Path, cach
     images = [im for p in parts for im in p["images"]]
     report.pop("forecast_fraction_local", None)
     report["seconds"] = round(max(p["seconds"] for p in parts), 4)  # the pipeline calls' wall time (see generate)
-    grid = make_grid(images, scale=max(1, 128 // images[0].width))
-    grid.save(out)
+    if isinstance(images[0], list):  # videos: an animated image and a strip of frames
+        report["strip"] = str(write_video(images, out))
+        report["frames"] = len(images[0])
+        images = [f for v in images for f in v]
+    else:
+        make_grid(images, scale=max(1, 128 // images[0].width)).save(out)
     report["out"] = str(out)
     if cache != "none":
         fr = [p["forecast"] for p in parts if p["forecast"] is not None]
         report["forecast_fraction"] = round(sum(fr) / len(fr), 4) if fr else None
         if parts[0]["base_images"] is not None:
             base = [im for p in parts for im in p["base_images"]]
+            base = [f for v in base for f in v] if isinstance(base[0], list) else base
             report["uncached_seconds"] = round(max(p["base_seconds"] for p in parts), 4)
             report["speedup"] = round(report["uncached_seconds"] / report["seconds"], 3)
             report["psnr_vs_uncached"] = round(psnr(images, base), 3)
     return report
 
 
+def write_video(videos: list[list[Any]], out: Path, fps: int = 6) -> Path:
+    """Write videos (each a list of PIL frames) as one animated image at ``out`` (GIF for ``.gif``, else APNG): each
+    frame a grid of the videos' frames at that time; and beside it ``<stem>-strip.png``: one row of frames per video."""
+    scale = max(1, 128 // videos[0][0].width)
+    frames = [make_grid([v[t] for v in videos], scale=scale) for t in range(len(videos[0]))]
+    fmt = "GIF" if out.suffix.lower() == ".gif" else "PNG"
+    frames[0].save(out, format=fmt, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    strip = out.with_name(out.stem + "-strip.png")
+    make_grid([f for v in videos for f in v], ncols=len(videos[0]), scale=scale).save(strip)
+    return strip
+
+
 def summary_line(r: dict[str, Any]) -> str:
     """One human line for the terminal."""
-    s = f"wrote {r['num_images']} image(s) to {r['out']} in {r['seconds']:.2f} s of sampling ({r['steps']} steps"
+    what = f"video(s) of {r['frames']} frames to {r['out']} (frames in {r['strip']})" if "frames" in r else f"image(s) to {r['out']}"
+    s = f"wrote {r['num_images']} {what} in {r['seconds']:.2f} s of sampling ({r['steps']} steps"
     if r["processes"] > 1:
         s += f", {r['processes']} processes"
     s += "; the whole pipeline call, as timed on the progress bar"

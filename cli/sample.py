@@ -34,7 +34,7 @@ def sample(
     steps: Annotated[Optional[int], typer.Option(help="Denoising steps (default: the model's; 50 for others).")] = None,
     seed: Annotated[int, typer.Option(help="Seed; image i uses seed + i, whatever the process split.")] = 0,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (model default if unset).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG (a grid when several images).")] = Path("samples.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG (a grid when several images); for a video pipeline an animated GIF (.gif) or PNG, with a strip of its frames in <name>-strip.png.")] = Path("samples.png"),
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write a JSON report here.")] = None,
     cache: Annotated[str, typer.Option(help="Block caching: none | cg-taylor.")] = "none",
     threshold: Annotated[Optional[float], typer.Option(help="CG-Taylor gate threshold (model's recommended value if unset).")] = None,

@@ -39,3 +39,22 @@ def test_the_recipe_trains_and_the_folder_is_a_wan_pipeline(tmp_path):
     assert frames.shape == (1, recipe.FRAMES, recipe.SIZE, recipe.SIZE, 3)
     video = (np.clip(frames[0], 0, 1) * 255).astype(np.uint8)
     assert motion.score_clip(video, "a red circle moving right").kind == "single"  # readable, right or wrong
+
+
+def test_accel_sample_writes_a_video_pipelines_clips_as_an_animation_and_a_strip(tmp_path):
+    """``accel sample`` on a Wan folder (wan-shapes' architecture, random weights): an animated GIF or PNG with one
+    frame per video frame, and a strip with one row of frames per clip; cached and uncached compared frame by frame."""
+    from PIL import Image
+
+    from accel.sampling import sample_to_file
+
+    torch.manual_seed(0)
+    folder = tmp_path / "wan"
+    recipe.build_pipeline(recipe.build_models(0)).save_pretrained(folder)
+    (folder / "accel_call.json").write_text(json.dumps(recipe.CALL))
+    for name, fmt in (("clips.gif", "GIF"), ("clips.png", "PNG")):
+        r = sample_to_file(str(folder), tmp_path / name, num_images=2, steps=5, prompt="a red circle moving right",
+                           cache="cg-taylor", threshold=1e3)
+        anim, strip = Image.open(tmp_path / name), Image.open(r["strip"])
+        assert anim.format == fmt and anim.n_frames == recipe.FRAMES and r["frames"] == recipe.FRAMES
+        assert strip.size[0] > strip.size[1] and r["forecast_fraction"] > 0 and np.isfinite(r["psnr_vs_uncached"])

@@ -280,7 +280,7 @@ def _finish(report: dict[str, Any], parts: list[dict[str, Any]], out: Path, cach
     if isinstance(images[0], list):  # videos: an animated image and a strip of frames
         report["strip"] = str(write_video(images, out))
         report["frames"] = len(images[0])
-        images = [f for v in images for f in v]
+        images = _frames(images)
     else:
         make_grid(images, scale=max(1, 128 // images[0].width)).save(out)
     report["out"] = str(out)
@@ -288,12 +288,16 @@ def _finish(report: dict[str, Any], parts: list[dict[str, Any]], out: Path, cach
         fr = [p["forecast"] for p in parts if p["forecast"] is not None]
         report["forecast_fraction"] = round(sum(fr) / len(fr), 4) if fr else None
         if parts[0]["base_images"] is not None:
-            base = [im for p in parts for im in p["base_images"]]
-            base = [f for v in base for f in v] if isinstance(base[0], list) else base
+            base = _frames([im for p in parts for im in p["base_images"]])
             report["uncached_seconds"] = round(max(p["base_seconds"] for p in parts), 4)
             report["speedup"] = round(report["uncached_seconds"] / report["seconds"], 3)
             report["psnr_vs_uncached"] = round(psnr(images, base), 3)
     return report
+
+
+def _frames(images: list[Any]) -> list[Any]:
+    """Images as they are; videos (lists of frames) as all their frames in order."""
+    return [f for v in images for f in v] if isinstance(images[0], list) else images
 
 
 def write_video(videos: list[list[Any]], out: Path, fps: int = 6) -> Path:
@@ -304,7 +308,7 @@ def write_video(videos: list[list[Any]], out: Path, fps: int = 6) -> Path:
     fmt = "GIF" if out.suffix.lower() == ".gif" else "PNG"
     frames[0].save(out, format=fmt, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     strip = out.with_name(out.stem + "-strip.png")
-    make_grid([f for v in videos for f in v], ncols=len(videos[0]), scale=scale).save(strip)
+    make_grid(_frames(videos), ncols=len(videos[0]), scale=scale).save(strip)
     return strip
 
 

@@ -121,3 +121,24 @@ def make_grid(images: np.ndarray | list[Image.Image], ncols: int | None = None, 
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
     return img
+
+
+SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<s>"]  # ids 0-3 of a word_tokenizer (eos id 1: CLIP pools at the first </s>)
+
+
+def word_tokenizer(words: list[str], single: str, max_length: int, bos: bool = False) -> Any:
+    """A word-level fast tokenizer over a closed vocabulary: ids 0-3 are ``<pad> </s> <unk> <s>``, then ``words``;
+    lower-cased, split on whitespace; ``single`` is the template around a prompt (``"$A </s>"`` as T5's,
+    ``"<s> $A </s>"`` as CLIP's); ``bos`` names ``<s>`` as the tokenizer's bos token."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(SPECIAL_TOKENS + words)}, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<s>", 3), ("</s>", 1)])
+    extra = {"bos_token": "<s>"} if bos else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=max_length, **extra)
+

@@ -137,6 +137,15 @@ def _same_objects(a: list[Any], b: list[Any], tol: float, min_area: int) -> bool
 SELECTION_PROMPTS = 128
 
 
+def _from_prompts(pipe: Any, its: list[tuple[str, int]], steps: int) -> np.ndarray:
+    """A text-to-image pipeline's images for (prompt, noise seed) items, with the folder's call defaults."""
+    gens = [torch.Generator().manual_seed(s) for _, s in its]
+    with torch.no_grad():
+        out = pipe(prompt=[p for p, _ in its], num_inference_steps=steps, generator=gens, output_type="np",
+                   **getattr(pipe, "accel_call_defaults", {})).images
+    return _to_uint8(out)
+
+
 def _flux_shapes(name: str = "flux-shapes") -> Target:
     from ..zoo import load, shapes
 
@@ -153,11 +162,7 @@ def _flux_shapes(name: str = "flux-shapes") -> Target:
         return [(p, test_seed() + 2 * i + j) for i, p in enumerate(pool) for j in range(2)][:n]
 
     def generate(pipe: Any, its: list[tuple[str, int]]) -> np.ndarray:
-        kw = getattr(pipe, "accel_call_defaults", {})
-        gens = [torch.Generator().manual_seed(s) for _, s in its]
-        with torch.no_grad():
-            out = pipe([p for p, _ in its], num_inference_steps=target.steps, generator=gens, output_type="np", **kw).images
-        return _to_uint8(out)
+        return _from_prompts(pipe, its, target.steps)
 
     def flips(ref: np.ndarray, out: np.ndarray, its: list[Any]) -> np.ndarray:
         tol = 0.1 * ref.shape[1]  # 3.2 px on 32 px images
@@ -258,11 +263,7 @@ def _text_to_image(name: str, index: dict[str, Any]) -> Target:
     from ..zoo import load
 
     def generate(pipe: Any, its: list[tuple[str, int]]) -> np.ndarray:
-        kw = getattr(pipe, "accel_call_defaults", {})
-        gens = [torch.Generator().manual_seed(s) for _, s in its]
-        with torch.no_grad():
-            out = pipe(prompt=[p for p, _ in its], num_inference_steps=target.steps, generator=gens, output_type="np", **kw).images
-        return _to_uint8(out)
+        return _from_prompts(pipe, its, target.steps)
 
     kind = "unet" if "unet" in index and "transformer" not in index else "dit"
     target = Target(name, kind, 50, lambda: _quiet(load(name)), lambda split, n: [], generate,

@@ -26,6 +26,7 @@ from .. import kernels
 from ..errors import AccelError
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
+from .forecasters import Forecaster
 from .parallel import all_reduce_sum, shard_group, sum_over_shards
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
 from .trajectory import Trajectory
@@ -83,12 +84,14 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> int:
     states, config = controller.states, controller.config
     f = len(blocks) - 1
     controller.blocks = blocks
+    forecaster = config.build_forecaster("last")  # the forecast block's, shared by the two hooks that use it
     # On a U-Net the last role is an up block or the mid block, whose consumers never keep the forecast.
-    gate = GateHook(states, config, blocks[0], controller, reuse_buffer=blocks[f].kind in ("unet_plain", "unet_layer") and not config.residual)
+    gate = GateHook(states, config, blocks[0], controller, forecaster,
+                    reuse_buffer=blocks[f].kind in ("unet_plain", "unet_layer") and not config.residual)
     attach(blocks[0].module, gate, GATE_HOOK)
     for spec in blocks[1:f]:
         attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
-    attach(blocks[f].module, LastHook(states, config, blocks[f], controller), LAST_HOOK)
+    attach(blocks[f].module, LastHook(states, config, blocks[f], controller, forecaster), LAST_HOOK)
     return f
 
 
@@ -230,13 +233,13 @@ class GateHook(ModelHook):
     """On block 0: run it, then ask the gate whether the forecaster's forecast of its output can be trusted."""
 
     def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook,
-                 reuse_buffer: bool = False) -> None:
+                 forecaster: Forecaster, reuse_buffer: bool = False) -> None:
         super().__init__()
         self.states, self.config, self.spec, self.controller = states, config, spec, controller
         self.reuse_buffer = reuse_buffer  # write forecasts into one buffer (see _buffer)
         self.gate = config.build_gate()
         self.judged = config.build_forecaster("block0")  # block 0's forecaster, which the gate judges
-        self.forecaster = config.build_forecaster("last")  # the forecast block's
+        self.forecaster = forecaster  # the forecast block's
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         out = self.fn_ref.original_forward(*args, **kwargs)
@@ -351,10 +354,11 @@ class SkipHook(ModelHook):
 class LastHook(ModelHook):
     """On block L-1: forecast its output on skipped steps; refresh its factors on full steps."""
 
-    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook) -> None:
+    def __init__(self, states: ContextStates, config: CGTaylorConfig, spec: BlockSpec, controller: ControllerHook,
+                 forecaster: Forecaster) -> None:
         super().__init__()
         self.states, self.config, self.spec, self.controller = states, config, spec, controller
-        self.forecaster = config.build_forecaster("last")
+        self.forecaster = forecaster
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         st = self.states.get_state()

@@ -1,4 +1,5 @@
-"""Options of a registered part (a gate or a forecaster) from a plain dict, with one clear error when they are wrong."""
+"""The registries of CG-Taylor's parts (gates, forecasters): name -> class, and each part's options from a plain dict
+with one clear error when they are wrong."""
 
 from __future__ import annotations
 
@@ -25,3 +26,21 @@ def make_options(kind: str, registry: dict[str, type], name: Any, values: dict[s
         offer = f"its options are {', '.join(sorted(known))}" if known else "it takes no options"
         raise AccelError(f"{kind} {name!r} has no option {', '.join(unknown)}: {offer}")
     return cls(**values)
+
+
+class Registry(dict):
+    """Part classes by name (``cls.name``), of one ``kind`` ("gate", "forecaster")."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def register(self, cls: type) -> type:
+        """Add a part class under its ``name``."""
+        self[cls.name] = cls
+        return cls
+
+    def options(self, name: str, values: dict[str, Any] | None) -> Any:
+        """The options object of part ``name`` from a dict; one clear error on an unknown name or option."""
+        return make_options(self.kind, self, name, values)
+

@@ -9,28 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..parts import NoOptions, make_options
+from ..parts import NoOptions, Registry
 from .base import Forecaster, Stream
 from .foca import FoCa
 from .spectrum import Spectrum
 from .taylor import Taylor
 
-REGISTRY: dict[str, type[Forecaster]] = {}
-
-
-def register(cls: type[Forecaster]) -> type[Forecaster]:
-    """Add a forecaster class to the registry under its ``name``."""
-    REGISTRY[cls.name] = cls
-    return cls
-
-
+REGISTRY = Registry("forecaster")
+register, options = REGISTRY.register, REGISTRY.options
 for _cls in (Taylor, Spectrum, FoCa):
     register(_cls)
-
-
-def options(name: str, values: dict[str, Any] | None) -> Any:
-    """The options object of forecaster ``name`` from a dict; one clear error on an unknown name or option."""
-    return make_options("forecaster", REGISTRY, name, values)
 
 
 def build(name: str, values: dict[str, Any] | None, role: str) -> Forecaster:

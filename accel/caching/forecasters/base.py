@@ -15,6 +15,7 @@ them bit for bit (``None``: of every refresh so far). A forecaster that also tak
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -37,10 +38,10 @@ class Stream:
         return self.data.numel() * self.data.element_size() if self.data is not None else 0
 
 
-class Forecaster:
+class Forecaster(ABC):
     """Extrapolates one stream of a block's outputs over the steps since its last refresh.
 
-    Subclasses set ``name`` and ``Options`` (a frozen dataclass that validates itself) and implement the four
+    Subclasses set ``name`` and ``Options`` (a frozen dataclass that validates itself) and implement the abstract
     operations; :func:`accel.caching.forecasters.register` adds them to the registry.
     """
 
@@ -52,13 +53,13 @@ class Forecaster:
     def __init__(self, options: Any, role: str) -> None:
         self.options, self.role = options, role
 
+    @abstractmethod
     def update(self, s: Stream, h: torch.Tensor, step: int) -> None:
         """A full step at ``step`` computed ``h``: refresh ``s`` in place (the forward path)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def updated(self, s: Stream, h: torch.Tensor, step: int) -> Stream:
         """The stream after a refresh with ``h``, as a new stream whose tensor autograd can differentiate; ``s`` stays valid."""
-        raise NotImplementedError
 
     def advance(self, s: Stream, fc: torch.Tensor, step: int) -> None:
         """A forecast step used ``fc`` (this forecaster's own forecast at ``step``): take it in, in place (only where
@@ -68,17 +69,17 @@ class Forecaster:
         """:meth:`advance` out of place, for the gradient path; ``s`` stays valid."""
         return s
 
+    @abstractmethod
     def latest(self, s: Stream) -> torch.Tensor:
         """The output the last refresh took in (in the stream's dtype): what the gradient path keeps per full step."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict(self, s: Stream, step: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """The forecast of the block's output at ``step`` (written into ``out`` when given)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def predict_differentiable(self, s: Stream, step: int) -> torch.Tensor:
         """:meth:`predict` with autograd-visible operations (the gradient path)."""
-        raise NotImplementedError
 
     def error(self, s: Stream, step: int, actual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample, ``(sum |forecast - actual|, sum |actual|)`` in float32: the gate's signal."""

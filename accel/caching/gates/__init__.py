@@ -9,27 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..parts import make_options
+from ..parts import Registry
 from .base import Gate
 from .cumulative import CumulativeGate
 from .step import StepGate
 
-REGISTRY: dict[str, type[Gate]] = {}
-
-
-def register(cls: type[Gate]) -> type[Gate]:
-    """Add a gate class to the registry under its ``name``."""
-    REGISTRY[cls.name] = cls
-    return cls
-
-
+REGISTRY = Registry("gate")
+register, options = REGISTRY.register, REGISTRY.options
 for _cls in (StepGate, CumulativeGate):
     register(_cls)
-
-
-def options(name: str, values: dict[str, Any] | None) -> Any:
-    """The options object of gate ``name`` from a dict; one clear error on an unknown name or option."""
-    return make_options("gate", REGISTRY, name, values)
 
 
 def build(name: str, threshold: float, values: dict[str, Any] | None) -> Gate:

@@ -9,6 +9,7 @@ worst sample decides) and asks :meth:`Gate.passes`; then tells the gate what hap
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -17,7 +18,7 @@ from ..forecasters import Forecaster, Stream
 from ..parts import NoOptions
 
 
-class Gate:
+class Gate(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
 
@@ -32,9 +33,9 @@ class Gate:
         """Per sample, (error, reference) sums whose ratio is the error the gate judges."""
         return forecaster.error(s, step, actual)
 
+    @abstractmethod
     def passes(self, state: Any, error: float) -> bool:
         """Whether the step with block-0 relative error ``error`` is forecast."""
-        raise NotImplementedError
 
     def forecasted(self, state: Any, error: float) -> None:
         """The step was forecast (or would have been, in probe mode)."""

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AccelError
-from ...training import ProgressFn, TrainLoop, save_trained, warmup_cosine_lr, with_ema
+from ...training import ProgressFn, TrainLoop, numpy_rng, save_trained, train_autoencoder, warmup_cosine_lr, with_ema
+from ...utils import SPECIAL_TOKENS, word_tokenizer
 from .. import shapes
 
 IMAGE_SIZE = 32
-SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]  # eos id 1 (CLIP then pools at the first </s>, not at argmax)
 WORDS = sorted({"a", "an", "two", "three", "to", "the", "left", "right", "of", "above", "below",
                 *shapes.COLOURS, *shapes.SHAPES, *(s + "s" for s in shapes.SHAPES)})
 CLIP_MAX_LENGTH = 77
@@ -47,10 +47,10 @@ VAE_CONFIG = dict(
     use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
 )
 TEXT_WIDTH = 64
-CLIP_CONFIG = dict(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=TEXT_WIDTH, intermediate_size=128, num_hidden_layers=2,
+CLIP_CONFIG = dict(vocab_size=len(SPECIAL_TOKENS) + len(WORDS), hidden_size=TEXT_WIDTH, intermediate_size=128, num_hidden_layers=2,
                    num_attention_heads=2, max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=TEXT_WIDTH,
                    pad_token_id=0, bos_token_id=3, eos_token_id=1)
-T5_CONFIG = dict(vocab_size=len(SPECIAL) + len(WORDS), d_model=TEXT_WIDTH, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
+T5_CONFIG = dict(vocab_size=len(SPECIAL_TOKENS) + len(WORDS), d_model=TEXT_WIDTH, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
                  relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
                  feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 TRANSFORMER_CONFIG = dict(
@@ -173,18 +173,7 @@ def _upgrade_settings(old: dict[str, Any]) -> dict[str, Any]:
 
 def build_tokenizer(kind: str):
     """A word-level tokenizer over the grammar's words: ``"clip"`` adds <s> ... </s>, ``"t5"`` adds </s>."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    single = "<s> $A </s>" if kind == "clip" else "$A </s>"
-    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<s>", 3), ("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   bos_token="<s>", model_max_length=CLIP_MAX_LENGTH if kind == "clip" else 512)
+    return word_tokenizer(WORDS, "<s> $A </s>" if kind == "clip" else "$A </s>", CLIP_MAX_LENGTH if kind == "clip" else 512, bos=True)
 
 
 def build_vae(seed: int = 0) -> torch.nn.Module:
@@ -251,31 +240,16 @@ def batch(rng: np.random.Generator, n: int, mix: tuple[float, float, float] = sh
     return torch.from_numpy(img).permute(0, 3, 1, 2).float() / 127.5 - 1, [s.prompt for s in scenes]
 
 
-def _rng(gen: torch.Generator) -> np.random.Generator:
-    """A numpy generator seeded from the torch one, so the torch state alone makes data reproducible."""
-    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
-
-
 def _train_vae(cfg: TrainConfig, work: Path, progress: ProgressFn | None) -> torch.nn.Module:
     from diffusers import AutoencoderKL
 
     done = work / "vae"
     if (done / "config.json").is_file():
         return AutoencoderKL.from_pretrained(done)
-    vae, ema = with_ema(lambda: build_vae(cfg.seed))
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    def loss_at(step: int) -> torch.Tensor:
-        x, _ = batch(_rng(gen), cfg.vae_batch_size)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=gen)).sample
-        return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
-
     sub = {k: getattr(cfg, k) for k in ("vae_steps", "vae_batch_size", "vae_lr", "seed")}
-    TrainLoop(work / "vae.safetensors", sub, vae, ema, opt, gen, total=cfg.vae_steps,
-              lr_at=lambda step: warmup_cosine_lr(step, cfg.vae_lr, 100, cfg.vae_steps), ema_decay=0.995,
-              checkpoint_every=cfg.checkpoint_every, progress=progress).run(loss_at)
+    ema = train_autoencoder(work / "vae.safetensors", sub, lambda: build_vae(cfg.seed), lambda rng, n: batch(rng, n)[0],
+                            steps=cfg.vae_steps, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, warmup=100, seed=cfg.seed,
+                            checkpoint_every=cfg.checkpoint_every, progress=progress)
     # latent statistics -> FLUX's (z - shift) * scale normalisation
     with torch.no_grad():
         x, _ = batch(np.random.default_rng(cfg.seed + 1), 1024)
@@ -332,7 +306,7 @@ def train(
     img_ids = FluxPipeline._prepare_latent_image_ids(1, h // 2, h // 2, "cpu", torch.float32)
 
     def loss_at(step: int) -> torch.Tensor:
-        rng = _rng(gen)
+        rng = numpy_rng(gen)
         x, prompts = batch(rng, cfg.batch_size, cfg.mix_at(step))
         prompts = ["" if rng.random() < cfg.prompt_dropout else p for p in prompts]
         length = int(rng.choice(T5_LENGTHS))

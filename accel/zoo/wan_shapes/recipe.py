@@ -24,18 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AccelError
-from ...training import ProgressFn, TrainLoop, save_trained, warmup_cosine_lr, with_ema
+from ...training import ProgressFn, TrainLoop, numpy_rng, save_trained, train_autoencoder, warmup_cosine_lr, with_ema
+from ...utils import SPECIAL_TOKENS, word_tokenizer
 from .. import motion
 
 SIZE, FRAMES = 32, 9
-SPECIAL = ["<pad>", "</s>", "<unk>", "<s>"]
 WORDS = sorted({"a", "an", "and", "moving", *motion.DIRECTIONS, *motion.COLOURS, *motion.SHAPES})
 MAX_TOKENS = 16  # the prompt length the pipeline is called with (its default is Wan's 512)
 TEXT_WIDTH = 64
 Z = 4
 VAE_CONFIG = dict(base_dim=16, z_dim=Z, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True],
                   latents_mean=[0.0] * Z, latents_std=[1.0] * Z, scale_factor_temporal=2, scale_factor_spatial=4)
-UMT5_CONFIG = dict(vocab_size=len(SPECIAL) + len(WORDS), d_model=TEXT_WIDTH, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
+UMT5_CONFIG = dict(vocab_size=len(SPECIAL_TOKENS) + len(WORDS), d_model=TEXT_WIDTH, d_kv=32, d_ff=128, num_layers=2, num_heads=2,
                    relative_attention_num_buckets=8, relative_attention_max_distance=32, dropout_rate=0.0,
                    feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
 TRANSFORMER_CONFIG = dict(patch_size=(1, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=Z, out_channels=Z,
@@ -77,15 +77,7 @@ class TrainConfig:
 
 def build_tokenizer():
     """A word-level tokenizer over the grammar's words, adding </s> as T5's does."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(SPECIAL + WORDS)}, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512)
+    return word_tokenizer(WORDS, "$A </s>", 512)
 
 
 def build_vae(seed: int = 0) -> torch.nn.Module:
@@ -119,30 +111,16 @@ def batch(rng: np.random.Generator, n: int) -> tuple[torch.Tensor, list[str]]:
     return torch.from_numpy(video).permute(0, 4, 1, 2, 3).float() / 127.5 - 1, [c.prompt for c in clips]
 
 
-def _rng(gen: torch.Generator) -> np.random.Generator:
-    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
-
-
 def _train_vae(cfg: TrainConfig, work: Path, progress: ProgressFn | None) -> torch.nn.Module:
     from diffusers import AutoencoderKLWan
 
     done = work / "vae"
     if (done / "config.json").is_file():
         return AutoencoderKLWan.from_pretrained(done)
-    vae, ema = with_ema(lambda: build_vae(cfg.seed))
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    def loss_at(step: int) -> torch.Tensor:
-        x, _ = batch(_rng(gen), cfg.vae_batch_size)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=gen)).sample
-        return F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + 1e-6 * post.kl().mean()
-
     sub = {k: getattr(cfg, k) for k in ("vae_steps", "vae_batch_size", "vae_lr", "seed")}
-    TrainLoop(work / "vae.safetensors", sub, vae, ema, opt, gen, total=cfg.vae_steps,
-              lr_at=lambda step: warmup_cosine_lr(step, cfg.vae_lr, min(100, cfg.vae_steps // 4), cfg.vae_steps), ema_decay=0.995,
-              checkpoint_every=cfg.checkpoint_every, progress=progress).run(loss_at)
+    ema = train_autoencoder(work / "vae.safetensors", sub, lambda: build_vae(cfg.seed), lambda rng, n: batch(rng, n)[0],
+                            steps=cfg.vae_steps, batch_size=cfg.vae_batch_size, lr=cfg.vae_lr, warmup=min(100, cfg.vae_steps // 4),
+                            seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, progress=progress)
     with torch.no_grad():  # per-channel latent statistics -> Wan's (z - mean) / std normalisation
         x, _ = batch(np.random.default_rng(cfg.seed + 1), 64)
         z = torch.cat([ema.encode(c).latent_dist.mode() for c in x.split(32)])
@@ -189,7 +167,7 @@ def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str 
     tok = build_tokenizer()
 
     def loss_at(step: int) -> torch.Tensor:
-        rng = _rng(gen)
+        rng = numpy_rng(gen)
         x, prompts = batch(rng, cfg.batch_size)
         prompts = ["" if rng.random() < cfg.prompt_dropout else p for p in prompts]
         with torch.no_grad():

@@ -73,15 +73,16 @@ class _Count(TorchFunctionMode):
 
 
 class ComputeCounter:
-    """Counts the multiply-accumulates executed inside ``model``'s forward while the context is open.
+    """Counts the multiply-accumulates executed inside the forwards of ``models`` (a pipeline's denoisers: Wan
+    2.2's two experts are two) while the context is open.
 
     >>> with ComputeCounter(pipe.transformer) as c:
     ...     pipe(...)
     >>> c.macs
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model, self.macs, self.depth = model, 0, 0
+    def __init__(self, *models: torch.nn.Module) -> None:
+        self.models, self.macs, self.depth = models, 0, 0
         self._handles: list[Any] = []
         self._mode = _Count(self)
 
@@ -92,8 +93,8 @@ class ComputeCounter:
         self.depth -= 1
 
     def __enter__(self) -> "ComputeCounter":
-        self._handles = [self.model.register_forward_pre_hook(self._enter_forward),
-                         self.model.register_forward_hook(self._leave_forward, always_call=True)]
+        self._handles = [h for m in self.models for h in (m.register_forward_pre_hook(self._enter_forward),
+                                                          m.register_forward_hook(self._leave_forward, always_call=True))]
         self._mode.__enter__()
         return self
 

@@ -33,13 +33,15 @@ from .compute import ComputeCounter
 from .methods import METHODS, Context, calibrate_magcache, label
 from .targets import Sizes, Target, with_conditioning
 from .tuner import SPACES, Tuner, load_spaces, space
-from .verdict import LEVELS, choose, holds, leader, per_item_psnr, per_item_ssim, summary, wall
+from .verdict import LEVELS, choose, holds, is_video, leader, per_item_psnr, per_item_ssim, per_item_temporal_psnr, summary, wall
 
 Progress = Callable[[str], None]
 
 
-def _denoiser(pipe: Any) -> torch.nn.Module:
-    return pipe.transformer if getattr(pipe, "transformer", None) is not None else pipe.unet
+def _denoisers(pipe: Any) -> list[torch.nn.Module]:
+    """The pipeline's denoisers: its transformer (and Wan 2.2's low-noise expert ``transformer_2``) or its U-Net."""
+    found = [m for m in (getattr(pipe, "transformer", None), getattr(pipe, "transformer_2", None)) if m is not None]
+    return found or [pipe.unet]
 
 
 class Runner:
@@ -56,7 +58,7 @@ class Runner:
         for i in range(0, len(items), batch):
             chunk = items[i:i + batch]
             if count:
-                with ComputeCounter(_denoiser(self.pipe)) as c:
+                with ComputeCounter(*_denoisers(self.pipe)) as c:
                     outs.append(self.target.generate(self.pipe, chunk))
                 macs += [c.macs / len(chunk)] * len(chunk)
             else:
@@ -87,6 +89,8 @@ def measure(target: Target, split: Split, out: np.ndarray, macs: np.ndarray) -> 
     m: dict[str, np.ndarray] = {"psnr": per_item_psnr(split.out, out, target.latents), "macs": macs}
     if not target.latents:
         m["ssim"] = per_item_ssim(split.out, out)
+    if is_video(split.out):
+        m["temporal_psnr"] = per_item_temporal_psnr(split.out, out)
     if target.flips is not None:
         m["flips"] = target.flips(split.out, out, split.items).astype(bool)
     if target.scores is not None:
@@ -251,7 +255,7 @@ def run(model: str, methods: list[str] | None = None, quick: bool = False, level
     ref_runner = Runner(target, "none", {}, ctx)
     say(f"selection: {size.selection} items, uncached reference")
     sel = reference(target, ref_runner, target.items("selection", size.selection), size.batch)
-    if "magcache" in names:  # calibrated on the first selection batch (never on test items)
+    if "magcache" in names and getattr(ref_runner.pipe, "transformer_2", None) is None:  # calibrated on the first selection batch (never on test items)
         ctx.mag_ratios = calibrate_magcache(target.load(), lambda p: target.generate(p, sel.items[: size.batch]), target.steps)
     rows = select(target, names, sel, ctx, size, budget, levels, spaces, log, say)
     choices = choices_of(rows, names, levels)

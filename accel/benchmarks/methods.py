@@ -1,7 +1,7 @@
 """The caching methods the benchmark compares: one entry each in :data:`METHODS`.
 
 An entry says which denoiser kinds it applies to (``dit``: a class-conditional DiT; ``flux``: a FLUX
-transformer; ``unet``: a U-Net) and how to apply one setting of it to a freshly loaded pipeline. Its knob
+transformer; ``wan``: a Wan video transformer; ``unet``: a U-Net) and how to apply one setting of it to a freshly loaded pipeline. Its knob
 space is data, in ``spaces.json`` beside this file, explored by the one tuner (:mod:`accel.benchmarks.tuner`).
 Adding a peer is one function here, one line in :data:`METHODS` and its space in ``spaces.json``.
 
@@ -66,6 +66,21 @@ def _with_registry(pipe: Any) -> torch.nn.Module:
     return model
 
 
+def _each_denoiser(pipe: Any, apply_one: Callable[[torch.nn.Module], None]) -> Reset:
+    """Apply a diffusers hook to every denoiser of the pipeline (Wan 2.2's two experts each get their own, with its
+    own state, as the hooks are meant to be applied per model); one reset for all."""
+    from diffusers.hooks.hooks import HookRegistry
+
+    from ..caching.blocks import find_denoisers
+
+    resets = []
+    for model in find_denoisers(pipe):
+        HookRegistry.check_if_exists_or_initialize(model)
+        apply_one(model)
+        resets.append(_reset_diffusers_hooks(model))
+    return lambda: [r() for r in resets] and None
+
+
 # --------------------------------------------------------------------------------------------- ours
 
 
@@ -86,9 +101,7 @@ def _cg_taylor(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
 def _fbcache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from diffusers.hooks import FirstBlockCacheConfig, apply_first_block_cache
 
-    model = _with_registry(pipe)
-    apply_first_block_cache(model, FirstBlockCacheConfig(**params))
-    return _reset_diffusers_hooks(model)
+    return _each_denoiser(pipe, lambda m: apply_first_block_cache(m, FirstBlockCacheConfig(**params)))
 
 
 # TaylorSeer (Liu et al. 2025) forecasts every attention and feed-forward output of every block, and in lite
@@ -98,19 +111,22 @@ _TAYLORSEER_IDS = {
     "DiTTransformer2DModel": ([r"^transformer_blocks\.\d+\.(attn1|ff)$"], [r"^proj_out_2$"]),
     "FluxTransformer2DModel": ([r"^transformer_blocks\.\d+\.(attn|ff|ff_context)$",
                                 r"^single_transformer_blocks\.\d+\.(attn|proj_mlp|proj_out)$"], [r"^proj_out$"]),
+    "WanTransformer3DModel": ([r"^blocks\.\d+\.(attn1|attn2|ffn)$"], [r"^proj_out$"]),
 }
 
 
 def _taylorseer(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
-    model = _with_registry(pipe)
     p = dict(params)
     lite = bool(p.pop("use_lite_mode", False))
-    full_ids, lite_ids = _TAYLORSEER_IDS.get(type(model).__name__, (None, None))
-    apply_taylorseer_cache(model, TaylorSeerCacheConfig(**p, taylor_factors_dtype=torch.float32, use_lite_mode=lite,
-                                                        cache_identifiers=lite_ids if lite else full_ids))
-    return _reset_diffusers_hooks(model)
+
+    def one(model: torch.nn.Module) -> None:
+        full_ids, lite_ids = _TAYLORSEER_IDS.get(type(model).__name__, (None, None))
+        apply_taylorseer_cache(model, TaylorSeerCacheConfig(**p, taylor_factors_dtype=torch.float32, use_lite_mode=lite,
+                                                            cache_identifiers=lite_ids if lite else full_ids))
+
+    return _each_denoiser(pipe, one)
 
 
 def calibrate_magcache(pipe: Any, call: Callable[[Any], Any], steps: int) -> list[float]:
@@ -132,6 +148,8 @@ def _magcache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
 
     if ctx.mag_ratios is None:
         raise AccelError("MagCache needs its ratios calibrated first (the harness does it on the selection split)")
+    if getattr(pipe, "transformer_2", None) is not None:
+        raise AccelError("MagCache's calibration covers one denoiser's trajectory; it does not apply to a two-expert pipeline")
     model = _with_registry(pipe)
     apply_mag_cache(model, MagCacheConfig(**params, num_inference_steps=ctx.steps, mag_ratios=ctx.mag_ratios))
     return _reset_diffusers_hooks(model)
@@ -146,23 +164,27 @@ def _now(pipe: Any) -> Callable[[], Any]:
 def _pab(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from diffusers.hooks import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
 
-    model = _with_registry(pipe)
     p = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
-    apply_pyramid_attention_broadcast(model, PyramidAttentionBroadcastConfig(**p, current_timestep_callback=_now(pipe)))
-    return _reset_diffusers_hooks(model)
+    return _each_denoiser(pipe, lambda m: apply_pyramid_attention_broadcast(
+        m, PyramidAttentionBroadcastConfig(**p, current_timestep_callback=_now(pipe))))
 
 
 def _fastercache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from diffusers.hooks import FasterCacheConfig, apply_faster_cache
 
-    model = _with_registry(pipe)
     p = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
     extra: dict[str, Any] = {"is_guidance_distilled": not ctx.guidance_batched}
     if ctx.guidance_batched:  # FasterCache's guidance cache: the unconditional branch reused between its refreshes
-        _uncond_first_kwargs(model)  # stays for the pipeline's lifetime (the harness loads a fresh one per setting)
         extra["_unconditional_conditional_input_kwargs_identifiers"] = ["hidden_states", "timestep", "class_labels"]
-    apply_faster_cache(model, FasterCacheConfig(**p, current_timestep_callback=_now(pipe), tensor_format="BCHW", **extra))
-    return _reset_diffusers_hooks(model)
+    # Video latents (B, C, F, H, W): the layout diffusers' FasterCache names "BCFHW"
+    fmt = "BCFHW" if type(_denoiser(pipe)).__name__ == "WanTransformer3DModel" else "BCHW"
+
+    def one(model: torch.nn.Module) -> None:
+        if ctx.guidance_batched:
+            _uncond_first_kwargs(model)  # stays for the pipeline's lifetime (the harness loads a fresh one per setting)
+        apply_faster_cache(model, FasterCacheConfig(**p, current_timestep_callback=_now(pipe), tensor_format=fmt, **extra))
+
+    return _each_denoiser(pipe, one)
 
 
 def _uncond_first_kwargs(model: torch.nn.Module) -> list[Any]:
@@ -190,10 +212,10 @@ def _uncond_first_kwargs(model: torch.nn.Module) -> list[Any]:
 def _seacache(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from diffusers.hooks import SeaCacheConfig, apply_sea_cache
 
-    model = _with_registry(pipe)
     _pass_scheduler_position(pipe)
-    apply_sea_cache(model, SeaCacheConfig(**params, raw_vision_callback=_flux_raw_vision(pipe)))
-    return _reset_diffusers_hooks(model)
+    # FLUX needs a vision adapter (its latents come packed); diffusers reads Wan's latents itself
+    raw = _flux_raw_vision(pipe) if type(_denoiser(pipe)).__name__ == "FluxTransformer2DModel" else None
+    return _each_denoiser(pipe, lambda m: apply_sea_cache(m, SeaCacheConfig(**params, raw_vision_callback=raw)))
 
 
 def _pass_scheduler_position(pipe: Any) -> None:
@@ -310,21 +332,21 @@ def _spectrum(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
 
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
-    MethodSpec("none", ("dit", "flux", "unet"), _none, "no cache (the reference)"),
-    MethodSpec("cg-taylor", ("dit", "flux", "unet"), _cg_taylor, "accel (this project)"),
-    MethodSpec("fbcache", ("dit", "flux"), _fbcache, "diffusers FirstBlockCacheConfig"),
-    MethodSpec("taylorseer", ("dit", "flux"), _taylorseer, "diffusers TaylorSeerCacheConfig"),
-    MethodSpec("magcache", ("dit", "flux"), _magcache, "diffusers MagCacheConfig (ratios calibrated on the selection split)"),
-    MethodSpec("pab", ("dit", "flux"), _pab, "diffusers PyramidAttentionBroadcastConfig"),
-    MethodSpec("fastercache", ("dit", "flux"), _fastercache, "diffusers FasterCacheConfig (its guidance cache on where the target batches guidance)"),
-    MethodSpec("seacache", ("flux",), _seacache, "diffusers SeaCacheConfig (with the scheduler position and a FLUX vision adapter)"),
-    MethodSpec("dbcache", ("dit", "flux"), _cache_dit(None), "cache-dit DBCacheConfig"),
-    MethodSpec("dbcache-taylorseer", ("dit", "flux"), _cache_dit("taylorseer"), "cache-dit DBCache + TaylorSeerCalibratorConfig"),
-    MethodSpec("dbcache-foca", ("dit", "flux"), _cache_dit("foca"), "cache-dit DBCache + FoCaCalibratorConfig"),
-    MethodSpec("dbcache-dmd", ("dit", "flux"), _cache_dit("dmd"), "cache-dit DBCache + DMDCalibratorConfig"),
+    MethodSpec("none", ("dit", "flux", "wan", "unet"), _none, "no cache (the reference)"),
+    MethodSpec("cg-taylor", ("dit", "flux", "wan", "unet"), _cg_taylor, "accel (this project)"),
+    MethodSpec("fbcache", ("dit", "flux", "wan"), _fbcache, "diffusers FirstBlockCacheConfig"),
+    MethodSpec("taylorseer", ("dit", "flux", "wan"), _taylorseer, "diffusers TaylorSeerCacheConfig"),
+    MethodSpec("magcache", ("dit", "flux", "wan"), _magcache, "diffusers MagCacheConfig (ratios calibrated on the selection split)"),
+    MethodSpec("pab", ("dit", "flux", "wan"), _pab, "diffusers PyramidAttentionBroadcastConfig"),
+    MethodSpec("fastercache", ("dit", "flux", "wan"), _fastercache, "diffusers FasterCacheConfig (its guidance cache on where the target batches guidance)"),
+    MethodSpec("seacache", ("flux", "wan"), _seacache, "diffusers SeaCacheConfig (FLUX: with the scheduler position and a vision adapter)"),
+    MethodSpec("dbcache", ("dit", "flux", "wan"), _cache_dit(None), "cache-dit DBCacheConfig"),
+    MethodSpec("dbcache-taylorseer", ("dit", "flux", "wan"), _cache_dit("taylorseer"), "cache-dit DBCache + TaylorSeerCalibratorConfig"),
+    MethodSpec("dbcache-foca", ("dit", "flux", "wan"), _cache_dit("foca"), "cache-dit DBCache + FoCaCalibratorConfig"),
+    MethodSpec("dbcache-dmd", ("dit", "flux", "wan"), _cache_dit("dmd"), "cache-dit DBCache + DMDCalibratorConfig"),
     MethodSpec("deepcache", ("unet",), _deepcache, "DeepCache package DeepCacheSDHelper"),
     MethodSpec("deepcache-block", ("unet",), _deepcache_block, "DeepCache's uniform policy on the block split (the package's branch 2) or the layer split (its branch 1); re-implemented here"),
-    MethodSpec("spectrum", ("dit", "flux"), _spectrum, "Spectrum (Chebyshev ridge forecast; re-implemented here from its paper)"),
+    MethodSpec("spectrum", ("dit", "flux", "wan"), _spectrum, "Spectrum (Chebyshev ridge forecast; re-implemented here from its paper)"),
 )}
 
 

@@ -240,15 +240,19 @@ class _BlockHook(ModelHook):
 
 
 class SpectrumHandle:
-    """Spectrum applied to one denoiser: ``reset()`` between pipeline calls, ``remove()`` to undo exactly."""
+    """Spectrum applied to one denoiser: ``reset()`` between pipeline calls, ``remove()`` to undo exactly.
+    ``others``: the handles of further denoisers of the same pipeline (a second expert), reset and removed with it."""
 
     def __init__(self, model: torch.nn.Module, hook: SpectrumHook) -> None:
         self.model, self.hook, self.config = model, hook, hook.config
         self.removed = False
+        self.others: list[SpectrumHandle] = []
 
     def reset(self) -> None:
         """Forget every context's trajectory (step counters, fits): call it between pipeline calls."""
         self.hook.reset_state(self.model)
+        for h in self.others:
+            h.reset()
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per cache context: full and forecast calls of the trajectory in progress, else of the last one."""
@@ -265,6 +269,8 @@ class SpectrumHandle:
             reg.invalidate_child_registries_cache()  # diffusers' cached list of the blocks' registries
         detach(self.model, (CONTROLLER_HOOK,))
         self.removed = True
+        for h in self.others:
+            h.remove()
 
 
 def apply_spectrum(pipe_or_denoiser: Any, config: SpectrumConfig | None = None) -> SpectrumHandle:
@@ -290,5 +296,11 @@ def apply_spectrum(pipe_or_denoiser: Any, config: SpectrumConfig | None = None) 
 def apply(pipe: Any, params: dict[str, Any], steps: int) -> Callable[[], None]:
     """The benchmark's adapter: Spectrum with ``params`` (SpectrumConfig fields but ``num_inference_steps``) for
     ``steps``-step trajectories on ``pipe``'s denoiser. Returns the reset function (a bound method: its
-    ``__self__`` is the handle, whose ``remove()`` undoes the hooks)."""
-    return apply_spectrum(pipe, SpectrumConfig(**params, num_inference_steps=steps)).reset
+    ``__self__`` is the handle, whose ``remove()`` undoes the hooks). A second expert (Wan 2.2's ``transformer_2``)
+    gets Spectrum too, with its own fit over the steps it runs."""
+    from ..caching.blocks import find_denoisers
+
+    handles = [apply_spectrum(m, SpectrumConfig(**params, num_inference_steps=steps)) for m in find_denoisers(pipe)]
+    for extra in handles[1:]:
+        handles[0].others.append(extra)
+    return handles[0].reset

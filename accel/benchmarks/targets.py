@@ -45,11 +45,11 @@ class Sizes:
 @dataclass
 class Target:
     name: str
-    kind: str  # "dit" | "flux" | "unet"
+    kind: str  # "dit" | "flux" | "wan" | "unet"
     steps: int
     load: Callable[[], Any]
     items: Callable[[str, int], list[Any]]  # (split, n) -> items; splits "selection" and "test" are disjoint
-    generate: Callable[[Any, list[Any]], np.ndarray]  # (pipe, items) -> uint8 (N, H, W, C), or float latents
+    generate: Callable[[Any, list[Any]], np.ndarray]  # (pipe, items) -> uint8 (N, H, W, C), videos (N, F, H, W, C), or latents
     full: Sizes
     quick: Sizes
     quick_steps: int | None = None
@@ -184,6 +184,54 @@ def _flux_shapes(name: str = "flux-shapes") -> Target:
     return target
 
 
+# --------------------------------------------------------------------------------------------- wan-shapes
+
+
+def _wan_shapes(name: str = "wan-shapes") -> Target:
+    from ..zoo import load, motion
+
+    def items(split: str, n: int) -> list[tuple[str, int]]:
+        # As flux-shapes: selection prompts from the grammar, test prompts from another draw with every selection
+        # prompt removed, two noise seeds each; the splits share neither prompts nor seeds.
+        sel = motion.prompt_set(SELECTION_PROMPTS, seed=4_001)
+        if split == "selection":
+            return [(p, SELECTION_SEED + 20_000 + i) for i, p in enumerate(sel[:n])]
+        seen, pool = set(sel), []
+        for p in motion.prompt_set(40 * n, seed=5_001 + TEST_GENERATION):
+            if p not in seen and p not in pool and len(pool) < (n + 1) // 2:
+                pool.append(p)
+        return [(p, test_seed() + 2 * i + j) for i, p in enumerate(pool) for j in range(2)][:n]
+
+    def generate(pipe: Any, its: list[tuple[str, int]]) -> np.ndarray:
+        gens = [torch.Generator().manual_seed(s) for _, s in its]
+        with torch.no_grad():
+            out = pipe(prompt=[p for p, _ in its], num_inference_steps=target.steps, generator=gens, output_type="np",
+                       **getattr(pipe, "accel_call_defaults", {})).frames
+        return _to_uint8(np.asarray(out))
+
+    def read(videos: np.ndarray, its: list[Any]) -> list[Any]:
+        return [motion.score_clip(v, p) for v, (p, _) in zip(videos, its)]
+
+    def flips(ref: np.ndarray, out: np.ndarray, its: list[Any]) -> np.ndarray:
+        return np.array([(a.objects, a.correct, [c.present for c in a.checks]) != (b.objects, b.correct, [c.present for c in b.checks])
+                         for a, b in zip(read(ref, its), read(out, its))])
+
+    def scores(videos: np.ndarray, its: list[Any]) -> np.ndarray:
+        return np.array([s.correct for s in read(videos, its)])
+
+    target = Target(name, "wan", 20, lambda: _quiet(load(name)), items, generate,
+                    full=Sizes(selection=32, test=128, batch=4, rounds=15),
+                    quick=Sizes(selection=2, test=2, batch=2, rounds=1), quick_steps=8,
+                    flips=flips, scores=scores,
+                    task_reader="the motion scorer: every object of the prompt on most frames, moving the named way",
+                    flip_reader="the motion scorer's reading changed (an object found or lost, or its motion read otherwise)",
+                    split_note=f"selection: {SELECTION_PROMPTS} prompts drawn from the moving-shapes grammar (prompt_set seed 4001), "
+                               f"noise seeds {SELECTION_SEED + 20_000}+; test: other prompts drawn from it (seed {5_001 + TEST_GENERATION}, "
+                               f"every selection prompt removed) x 2 noise seeds ({test_seed()}+); quality per video: the median "
+                               "over frames of the per-frame PSNR")
+    return target
+
+
 # --------------------------------------------------------------------------------------------- U-Nets
 
 
@@ -252,6 +300,7 @@ def _tiny_sd15() -> Target:
 TARGETS: dict[str, Callable[[], Target]] = {
     "dit-digits": lambda: _class_conditional("dit-digits", digits=True),
     "flux-shapes": _flux_shapes,
+    "wan-shapes": _wan_shapes,
     "unet-natural": _unet_natural,
     "tiny-sd15": _tiny_sd15,
 }
@@ -327,6 +376,8 @@ def get_target(name: str) -> Target:
         return _class_conditional(str(where), digits=False)
     if cls == "FluxPipeline":  # prompts of the flux-shapes grammar, read by its scorer
         return _flux_shapes(str(where))
+    if cls == "WanPipeline":  # prompts of the moving-shapes grammar, read by its scorer
+        return _wan_shapes(str(where))
     if "text_encoder" in index:
         raise AccelError(f"{name!r} is a text-to-image {cls or 'pipeline'}: give your own prompts (accel calibrate --prompts FILE)")
     if "unet" in index and "transformer" not in index:

@@ -17,8 +17,13 @@ P10_MARGIN = 5.0  # harm without a task reader: the 10th-percentile PSNR at most
 BOOTSTRAP = 2000
 
 
-def per_item_psnr(ref: np.ndarray, out: np.ndarray, latents: bool) -> np.ndarray:
-    r, o = ref.astype(np.float64).reshape(len(ref), -1), out.astype(np.float64).reshape(len(out), -1)
+def is_video(x: np.ndarray) -> bool:
+    """Videos come as uint8 (N, F, H, W, C); images as (N, H, W, C)."""
+    return x.ndim == 5 and x.dtype == np.uint8
+
+
+def _psnr(r: np.ndarray, o: np.ndarray, latents: bool) -> np.ndarray:
+    r, o = r.astype(np.float64).reshape(len(r), -1), o.astype(np.float64).reshape(len(o), -1)
     mse = ((r - o) ** 2).mean(1)
     peak = np.abs(r).max(1) if latents else np.full(len(r), 255.0)
     with np.errstate(divide="ignore"):
@@ -26,15 +31,32 @@ def per_item_psnr(ref: np.ndarray, out: np.ndarray, latents: bool) -> np.ndarray
     return np.minimum(p, 99.0)  # identical images: reported as 99 dB
 
 
+def per_item_psnr(ref: np.ndarray, out: np.ndarray, latents: bool) -> np.ndarray:
+    """PSNR per image; per video, the median over its frames of the per-frame PSNR."""
+    if is_video(ref):
+        return np.array([np.median(_psnr(a, b, False)) for a, b in zip(ref, out)])
+    return _psnr(ref, out, latents)
+
+
+def per_item_temporal_psnr(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Temporal consistency per video: the PSNR (peak 255) of the cached video's frame-to-frame changes against
+    the uncached video's. Flicker or motion a cache adds or removes lowers it even where single frames look close."""
+    d = lambda v: np.diff(v.astype(np.float64), axis=1)  # noqa: E731
+    return _psnr(d(ref), d(out), False)
+
+
 def per_item_ssim(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """SSIM per image; per video, the mean over its frames."""
     from ..metrics import ssim
 
+    if is_video(ref):
+        return np.array([ssim(a, b) for a, b in zip(ref, out)])
     return np.array([ssim(a[None], b[None]) if a.shape[-1] != 1 else ssim(a[None, ..., 0], b[None, ..., 0]) for a, b in zip(ref, out)])
 
 
 def summary(m: dict[str, np.ndarray], ref: dict[str, np.ndarray], rng: np.random.Generator | None = None) -> dict[str, Any]:
     """Point figures (with ``rng``, also bootstrap 95% intervals over items) of one setting's per-item figures
-    ``m`` (``psnr``, ``macs``, optional ``ssim``, ``flips``, ``correct``) against the reference's (``macs``,
+    ``m`` (``psnr``, ``macs``, optional ``ssim``, ``temporal_psnr``, ``flips``, ``correct``) against the reference's (``macs``,
     optional ``correct``)."""
     stats: dict[str, Callable[[np.ndarray], Any]] = {
         "psnr_median": lambda idx: np.median(m["psnr"][idx], axis=-1),
@@ -43,6 +65,8 @@ def summary(m: dict[str, np.ndarray], ref: dict[str, np.ndarray], rng: np.random
     }
     if "ssim" in m:
         stats["ssim"] = lambda idx: m["ssim"][idx].mean(-1)
+    if "temporal_psnr" in m:
+        stats["temporal_psnr_median"] = lambda idx: np.median(m["temporal_psnr"][idx], axis=-1)
     if "flips" in m:
         stats["flip_rate"] = lambda idx: m["flips"][idx].mean(-1)
     if "correct" in m:

@@ -105,6 +105,28 @@ def test_compute_counter_counts_linear_conv_and_attention_inside_the_model_only(
     attention = 2 * 2 * 5 * 5 * (8 + 8)
     conv = 4 * 6 * 6 * 3 * 9
     assert c.macs == linear + attention + conv
+    other = Net()  # two denoisers (Wan 2.2's experts): both counted
+    with harness.ComputeCounter(net, other) as c:
+        net(x, img)
+        other(x, img)
+    assert c.macs == 2 * (linear + attention + conv)
+
+
+def test_video_quality_is_per_frame_and_temporal_consistency_catches_flicker():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (2, 6, 8, 8, 3)).astype(np.uint8)
+    out = ref.copy()
+    out[0, 0] = np.clip(ref[0, 0].astype(int) + 40, 0, 255)  # one bad frame of six: the per-frame median ignores it
+    psnr = verdict.per_item_psnr(ref, out, latents=False)
+    assert psnr[0] == 99.0 and psnr[1] == 99.0
+    assert verdict.per_item_psnr(ref[:, :1], out[:, :1], latents=False)[0] < 30
+    steady = np.clip(ref.astype(int) + 6, 0, 255).astype(np.uint8)  # the same change on every frame: no flicker
+    flicker = ref.astype(int)
+    flicker[:, ::2] += 6
+    flicker = np.clip(flicker, 0, 255).astype(np.uint8)  # the same size of change on every other frame
+    t_steady, t_flicker = verdict.per_item_temporal_psnr(ref, steady), verdict.per_item_temporal_psnr(ref, flicker)
+    assert (t_steady > t_flicker + 10).all()
+    assert verdict.per_item_ssim(ref, ref)[0] == pytest.approx(1.0)
 
 
 def test_tuner_brackets_each_level_and_spends_its_budget():
@@ -153,13 +175,13 @@ def test_every_method_has_a_space_that_fits_the_budget_at_every_step_count():
 
 
 def test_splits_are_disjoint():
-    for name in ("dit-digits", "unet-natural", "tiny-sd15", "flux-shapes"):
+    for name in ("dit-digits", "unet-natural", "tiny-sd15", "flux-shapes", "wan-shapes"):
         t = targets.get_target(name)
         sel, test = t.items("selection", t.full.selection), t.items("test", t.full.test)
         assert len(sel) == t.full.selection and len(test) == t.full.test
         seed = (lambda it: it[1]) if isinstance(sel[0], tuple) else (lambda it: it)
         assert not {seed(i) for i in sel} & {seed(i) for i in test}, name
-        if name == "flux-shapes":
+        if name in ("flux-shapes", "wan-shapes"):
             assert not {p for p, _ in sel} & {p for p, _ in test}
 
 

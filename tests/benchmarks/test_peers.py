@@ -1,5 +1,6 @@
 """Every peer adapter of the caching benchmark, at a setting that caches nothing, reproduces the uncached output
-bit for bit on the shipped dit-digits pipeline (batched guidance), through the harness's own runner. A peer that
+bit for bit on the shipped dit-digits pipeline (batched guidance) and on a Wan pipeline (sequential guidance, video;
+one expert and Wan 2.2's two), through the harness's own runner. A peer that
 is misconfigured (wrong identifiers, a guidance adapter that permutes the batch wrongly) shows up here first.
 U-Net peers are checked the same way in tests/caching/test_cache_unet.py, SeaCache in tests/zoo/test_flux_shapes.py."""
 
@@ -69,3 +70,79 @@ def test_deepcache_policy_splits_are_the_packages_branches():
         assert np.array_equal(ours, run("deepcache", {"cache_interval": 3, "cache_branch_id": branch})), split
     assert not np.array_equal(run("deepcache-block", {"cache_interval": 3, "split": "layer"}),
                               run("deepcache", {"cache_interval": 3, "cache_branch_id": 0}))
+
+
+@pytest.fixture(scope="module")
+def wan_targets(tmp_path_factory):
+    """wan-shapes' architecture (4 blocks) with random weights, as one expert and as Wan 2.2's two (boundary 0.875)."""
+    import json
+
+    import torch
+    from diffusers import WanPipeline, WanTransformer3DModel
+
+    from accel.zoo.wan_shapes import recipe
+
+    folders = {}
+    models = recipe.build_models(0)
+    small = {**recipe.TRANSFORMER_CONFIG, "num_layers": 4}  # wan-shapes' blocks, fewer of them: a quicker check
+    models["transformer"] = WanTransformer3DModel(**small)
+    one = recipe.build_pipeline(models)
+    torch.manual_seed(1)
+    two = WanPipeline(tokenizer=one.tokenizer, text_encoder=one.text_encoder, vae=one.vae, scheduler=one.scheduler,
+                      transformer=one.transformer, transformer_2=WanTransformer3DModel(**small).eval(), boundary_ratio=0.875)
+    for name, pipe in (("one", one), ("two", two)):
+        folders[name] = tmp_path_factory.mktemp(f"wan-{name}")
+        pipe.save_pretrained(folders[name])
+        (folders[name] / "accel_call.json").write_text(json.dumps({**recipe.CALL, "guidance_scale": 3.0}))
+    out = {}
+    for name, folder in folders.items():
+        t = targets.get_target(str(folder))
+        t.steps = STEPS
+        ctx = methods.Context(steps=STEPS, mag_ratios=[1.0] + [0.9] * (STEPS - 1))
+        items = t.items("selection", 2)
+        out[name] = (t, ctx, items, *harness.Runner(t, "none", {}, ctx).generate(items, 2, count=True))
+    return out
+
+
+def test_every_wan_peer_has_a_no_op_check():
+    assert set(NO_OP) == {n for n, s in methods.METHODS.items() if "wan" in s.kinds and n not in ("none", "cg-taylor", "seacache")}
+
+
+@pytest.mark.parametrize("name", sorted(NO_OP))
+def test_wan_peer_no_op_setting_reproduces_the_uncached_video(wan_targets, name):
+    """On Wan (sequential guidance, video latents) and on Wan 2.2's two experts, where every peer but MagCache is
+    applied to both; MagCache's calibration covers one denoiser, and it says so on two."""
+    from accel.errors import AccelError
+
+    for kind in ("one", "two"):
+        t, ctx, items, ref, ref_macs = wan_targets[kind]
+        if name == "magcache" and kind == "two":
+            with pytest.raises(AccelError, match="two-expert"):
+                harness.Runner(t, name, NO_OP[name], ctx)
+            continue
+        out, macs = harness.Runner(t, name, NO_OP[name], ctx).generate(items, 2, count=True)
+        assert out.shape == ref.shape and out.ndim == 5
+        assert np.array_equal(out, ref), f"{name} ({kind}): max |diff| {np.abs(out.astype(int) - ref).max()}"
+        assert macs.sum() >= ref_macs.sum()
+
+
+@pytest.mark.parametrize("name, params", [
+    ("fbcache", {"threshold": 1e3}),
+    ("taylorseer", {"cache_interval": 3, "max_order": 1, "disable_cache_before_step": 1}),
+    ("pab", {"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": [-1, 1001]}),
+    ("dbcache", {"Fn": 1, "Bn": 0, "residual_diff_threshold": 1e3, "max_warmup_steps": 0}),
+    ("spectrum", {"warmup_steps": 1, "flex_window": 3.0}),
+    ("cg-taylor", {"threshold": 1e3, "warmup_steps": 1, "full_last_step": False}),
+])
+def test_wan_peers_cache_the_second_expert_too(wan_targets, name, params):
+    """At a setting that skips, the low-noise expert's own compute drops too: the method was applied to it."""
+    from accel.benchmarks.compute import ComputeCounter
+
+    t, ctx, items, _, _ = wan_targets["two"]
+    counts = {}
+    for method, p in (("none", {}), (name, params)):
+        runner = harness.Runner(t, method, p, ctx)
+        with ComputeCounter(runner.pipe.transformer_2) as c:
+            runner.generate(items, 2)
+        counts[method] = c.macs
+    assert 0 < counts[name] < 0.9 * counts["none"], counts

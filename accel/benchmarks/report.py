@@ -33,10 +33,13 @@ def verdict_markdown(report: dict[str, Any]) -> str:
     batches = list(report["timing"])
     harm = (f"task accuracy ({cfg['task_reader']}) at most {MAX_ACCURACY_DROP:.0%} points below uncached, paired"
             if ref.get("test_accuracy") is not None else f"10th-percentile PSNR at most {P10_MARGIN:g} dB below the level")
+    quality = ("per-video: the median over frames of the per-frame PSNR against the uncached video; temporal PSNR: the "
+               "PSNR of the frame-to-frame changes against the uncached video's (flicker a cache adds lowers it). "
+               if any("temporal_psnr_median" in e.get("test", {}) for v in report["verdict"].values() for e in v["entries"]) else "")
     lines = [f"## {cfg['model']}: verdict on the test split", "",
              f"{cfg['steps']} steps; selection {cfg['sizes']['selection']} items, test {cfg['sizes']['test']} items, test generation "
              f"{cfg['test_generation']} ({cfg['split_note']}). Each method: {cfg['budget']} selection evaluations by the one tuner. "
-             f"Rule: {cfg['rule']} Harm: {harm}. Speed: compute speedup ({cfg['compute_count']}), bootstrap 95% intervals over items; "
+             f"Rule: {cfg['rule']} {quality}Harm: {harm}. Speed: compute speedup ({cfg['compute_count']}), bootstrap 95% intervals over items; "
              f"wall time beside it: {cfg['sizes']['rounds']} rounds in a shuffled order, ratio of medians with an interval over rounds, "
              f"{cfg['torch_threads']} torch thread(s), load {cfg['load_start'][0]:.1f} at start. Harness commit "
              f"{(cfg.get('harness_commit') or 'unknown')[:10]}{' (with local changes)' if cfg.get('harness_dirty') else ''}.", ""]
@@ -45,7 +48,8 @@ def verdict_markdown(report: dict[str, Any]) -> str:
     for lv, v in report["verdict"].items():
         lines += [f"### per-image PSNR median >= {lv} dB", ""]
         head = ["method", "chosen on selection", "compute speedup"] + [f"wall {b}" for b in batches]
-        head += ["PSNR median", "PSNR p10", "SSIM", "flips", "accuracy drop (lost/gained)", "holds"]
+        video = any("temporal_psnr_median" in e.get("test", {}) for e in v["entries"])
+        head += ["PSNR median", "PSNR p10"] + (["temporal PSNR"] if video else []) + ["SSIM", "flips", "accuracy drop (lost/gained)", "holds"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for e in sorted(v["entries"], key=lambda e: -(e["test"]["compute_speedup"] if e.get("setting") else 0)):
             if not e.get("setting"):
@@ -55,8 +59,9 @@ def verdict_markdown(report: dict[str, Any]) -> str:
             t, ci = e["test"], e["test"].get("ci", {})
             cells = [f"**{e['method']}**" if e["method"] == OURS else e["method"], _setting(e),
                      _ci(t["compute_speedup"], ci.get("compute_speedup"), ".2f")] + [_wall(e, b) for b in batches]
-            cells += [_ci(t["psnr_median"], ci.get("psnr_median"), ".1f"), _ci(t["psnr_p10"], ci.get("psnr_p10"), ".1f"),
-                      f"{t['ssim']:.4f}" if "ssim" in t else "-",
+            cells += [_ci(t["psnr_median"], ci.get("psnr_median"), ".1f"), _ci(t["psnr_p10"], ci.get("psnr_p10"), ".1f")]
+            cells += [_ci(t["temporal_psnr_median"], ci.get("temporal_psnr_median"), ".1f")] if video else []
+            cells += [f"{t['ssim']:.4f}" if "ssim" in t else "-",
                       f"{t['flipped']}/{t['n']} ({t['flip_rate']:.1%})" if "flipped" in t else "-",
                       f"{100 * t['accuracy_drop']:+.1f} pts [{100 * ci['accuracy_drop'][0]:+.1f}, {100 * ci['accuracy_drop'][1]:+.1f}] "
                       f"({t['lost']}/{t['gained']})" if "accuracy_drop" in t else "-",
@@ -232,7 +237,7 @@ def headline_markdown(report: dict[str, Any]) -> str:
 
 
 VERDICT_START, VERDICT_END = "<!-- CACHE-VERDICT -->", "<!-- /CACHE-VERDICT -->"
-TARGET_ORDER = ("flux-shapes", "dit-digits", "unet-natural", "tiny-sd15")
+TARGET_ORDER = ("flux-shapes", "wan-shapes", "wan22-shapes", "dit-digits", "unet-natural", "tiny-sd15")
 
 
 def readme_verdict(root: Path) -> str:

@@ -227,8 +227,7 @@ def _wan_shapes(name: str = "wan-shapes") -> Target:
                     flip_reader="the motion scorer's reading changed (an object found or lost, or its motion read otherwise)",
                     split_note=f"selection: {SELECTION_PROMPTS} prompts drawn from the moving-shapes grammar (prompt_set seed 4001), "
                                f"noise seeds {SELECTION_SEED + 20_000}+; test: other prompts drawn from it (seed {5_001 + TEST_GENERATION}, "
-                               f"every selection prompt removed) x 2 noise seeds ({test_seed()}+); quality per video: the median "
-                               "over frames of the per-frame PSNR")
+                               f"every selection prompt removed) x 2 noise seeds ({test_seed()}+)")
     return target
 
 
@@ -301,6 +300,7 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "dit-digits": lambda: _class_conditional("dit-digits", digits=True),
     "flux-shapes": _flux_shapes,
     "wan-shapes": _wan_shapes,
+    "wan22-shapes": lambda: _wan_shapes("wan22-shapes"),
     "unet-natural": _unet_natural,
     "tiny-sd15": _tiny_sd15,
 }

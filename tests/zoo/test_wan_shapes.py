@@ -58,3 +58,40 @@ def test_accel_sample_writes_a_video_pipelines_clips_as_an_animation_and_a_strip
         anim, strip = Image.open(tmp_path / name), Image.open(r["strip"])
         assert anim.format == fmt and anim.n_frames == recipe.FRAMES and r["frames"] == recipe.FRAMES
         assert strip.size[0] > strip.size[1] and r["forecast_fraction"] > 0 and np.isfinite(r["psnr_vs_uncached"])
+
+
+def test_the_two_expert_recipe_fine_tunes_a_low_noise_expert_and_resumes(tmp_path):
+    """wan22-shapes at a toy length from a random base folder: the low-noise expert starts as a copy of the base
+    transformer and moves; the folder is a stock two-expert WanPipeline; a stopped run resumes to the same weights."""
+    from diffusers import WanPipeline
+    from safetensors.torch import load_file
+
+    from accel.zoo.wan22_shapes import recipe as two
+
+    base = tmp_path / "base"
+    recipe.build_pipeline(recipe.build_models(0)).save_pretrained(base)
+    (base / "accel_call.json").write_text(json.dumps(recipe.CALL))
+    cfg = two.TrainConfig(steps=2, batch_size=2, checkpoint_every=1)
+    out = two.train(tmp_path / "w22", cfg, base_model=str(base))
+    pipe = load(str(out))
+    assert isinstance(pipe, WanPipeline) and pipe.config.boundary_ratio == cfg.boundary_ratio
+    assert pipe.transformer_2 is not None and pipe.accel_call_defaults == recipe.CALL
+    b, e = load(str(base)).transformer.state_dict(), pipe.transformer_2.state_dict()
+    assert all(torch.equal(b[k], pipe.transformer.state_dict()[k]) for k in b)  # the high-noise expert is the base
+    assert any(not torch.equal(b[k], e[k]) for k in b)  # the low-noise expert was trained
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(step, total, loss):
+        if step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):  # stopped after its first step (checkpointed)
+        two.train(tmp_path / "resumed", cfg, work_dir=tmp_path / "resume", progress=stop_after_one, base_model=str(base))
+    resumed = two.train(tmp_path / "resumed", cfg, work_dir=tmp_path / "resume", base_model=str(base))
+    w_direct = load_file(out / "transformer_2" / "diffusion_pytorch_model.safetensors")
+    w_resumed = load_file(resumed / "transformer_2" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(w_direct[k], w_resumed[k]) for k in w_direct)
+    sigma = two.low_noise_sigma(torch.tensor([0.0, 0.5, 1.0]), cfg.boundary_ratio)
+    assert float(sigma.max()) <= cfg.boundary_ratio and bool((sigma.diff() > 0).all())
+

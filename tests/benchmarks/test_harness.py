@@ -331,3 +331,23 @@ def test_equal_compute_summary_sets_cg_taylor_beside_the_best_peer(tmp_path):
     (tmp_path / "old" / "bench_cache.json").write_text(json.dumps(old))
     table = equal_compute_summary(tmp_path)
     assert "| toy | 10 | 41.0 / 44.0 (p) | 41.0 / 39.0 (q) | - / 39.0 (q) | - / - |" in table and "old" not in table
+
+
+def test_block0_bound_reads_the_forecast_share_from_the_speedup(tmp_path, monkeypatch):
+    """1/S = (1 - f) + f b: at S = 2 with block 0 a tenth of a step, f = 5/9 and the same decisions without block 0
+    give 2.25x; U-Net reports are left out (their live path is more than block 0)."""
+    from accel.benchmarks import block0
+
+    def rep(kind: str) -> dict:
+        entry = {"method": "cg-taylor", "setting": "cg-taylor(threshold=0.1)", "holds_on_test": True, "test": {"compute_speedup": 2.0}}
+        return {"config": {"model": f"toy-{kind}", "kind": kind, "steps": 10},
+                "verdict": {"40": {"entries": [entry], "leader": {"method": "cg-taylor", "speedup": 2.0}}}}
+
+    for kind in ("dit", "unet"):
+        (tmp_path / kind).mkdir()
+        (tmp_path / kind / "bench_cache.json").write_text(json.dumps(rep(kind)))
+    monkeypatch.setattr(block0, "block0_share", lambda name: 0.1)
+    (row,) = block0.rows(tmp_path)
+    assert row["model"] == "toy-dit" and row["forecast_share"] == pytest.approx(5 / 9)
+    assert row["without_block0"] == pytest.approx(2.25)
+    assert "2.25x" in block0.markdown([row])

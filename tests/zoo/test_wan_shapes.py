@@ -26,7 +26,7 @@ def test_every_prompt_of_the_grammar_is_in_the_vocabulary():
 def test_the_recipe_trains_and_the_folder_is_a_wan_pipeline(tmp_path):
     from diffusers import WanPipeline
 
-    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1)
+    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1, vae_floor=0.0)
     seen = []
     out = recipe.train(tmp_path / "wan", cfg, progress=lambda s, n, loss: seen.append((s, n)))
     assert seen[-1] == (4, 4) and np.isfinite(json.loads((out / "train_config.json").read_text())["final_loss_ema"])
@@ -95,3 +95,14 @@ def test_the_two_expert_recipe_fine_tunes_a_low_noise_expert_and_resumes(tmp_pat
     sigma = two.low_noise_sigma(torch.tensor([0.0, 0.5, 1.0]), cfg.boundary_ratio)
     assert float(sigma.max()) <= cfg.boundary_ratio and bool((sigma.diff() > 0).all())
 
+
+
+def test_an_autoencoder_the_scorer_cannot_read_through_stops_training(tmp_path):
+    """Two steps of the autoencoder stage cannot reconstruct clips the scorer reads: training stops before the
+    diffusion stage, saying what to change."""
+    from accel.errors import AccelError
+
+    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1)
+    with pytest.raises(AccelError, match="autoencoder stage reconstructs .* train it longer"):
+        recipe.train(tmp_path / "wan", cfg)
+    assert not (tmp_path / "wan" / "model_index.json").exists()

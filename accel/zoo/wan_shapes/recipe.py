@@ -66,11 +66,14 @@ class TrainConfig:
     prompt_dropout: float = 0.1
     seed: int = 0
     checkpoint_every: int = 200
+    vae_floor: float = 0.9  # share of reconstructed clips the motion scorer must read right before stage 2 starts
 
     def __post_init__(self) -> None:
         for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise AccelError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.vae_floor <= 1:
+            raise AccelError(f"vae_floor must be in [0, 1], got {self.vae_floor}")
         if not 0 <= self.prompt_dropout < 1:
             raise AccelError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
 
@@ -127,8 +130,24 @@ def _train_vae(cfg: TrainConfig, work: Path, progress: ProgressFn | None) -> tor
     dims = (0, 2, 3, 4)
     ema.register_to_config(latents_mean=[round(float(v), 4) for v in z.mean(dims)],
                            latents_std=[round(float(v), 4) for v in z.std(dims)])
+    check_autoencoder(ema, cfg.vae_floor, cfg.seed)
     ema.save_pretrained(done)
     return ema
+
+
+def check_autoencoder(vae: torch.nn.Module, floor: float, seed: int, n: int = 32) -> float:
+    """The share of ``n`` rendered clips whose reconstruction the motion scorer reads right; below ``floor`` the
+    diffusion stage would learn to make clips the decoder cannot show, so training stops here with what to change."""
+    x, prompts = batch(np.random.default_rng(seed + 2), n)
+    with torch.no_grad():
+        rec = torch.cat([vae(c).sample for c in x.split(8)])
+    clips = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+    read = float(np.mean([motion.score_clip(c, p).correct for c, p in zip(clips, prompts)]))
+    if read < floor:
+        raise AccelError(f"the autoencoder stage reconstructs {read:.0%} of {n} clips so that the motion scorer reads them "
+                         f"right (floor {floor:.0%}): train it longer (vae_steps) or with more capacity before the "
+                         "diffusion stage")
+    return read
 
 
 def normalise(vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:

@@ -138,12 +138,13 @@ SELECTION_PROMPTS = 128
 
 
 def _from_prompts(pipe: Any, its: list[tuple[str, int]], steps: int) -> np.ndarray:
-    """A text-to-image pipeline's images for (prompt, noise seed) items, with the folder's call defaults."""
+    """A text-to-image (or text-to-video) pipeline's images (videos) for (prompt, noise seed) items, with the
+    folder's call defaults."""
     gens = [torch.Generator().manual_seed(s) for _, s in its]
     with torch.no_grad():
         out = pipe(prompt=[p for p, _ in its], num_inference_steps=steps, generator=gens, output_type="np",
-                   **getattr(pipe, "accel_call_defaults", {})).images
-    return _to_uint8(out)
+                   **getattr(pipe, "accel_call_defaults", {}))
+    return _to_uint8(np.asarray(out.images if hasattr(out, "images") else out.frames))
 
 
 def _flux_shapes(name: str = "flux-shapes") -> Target:
@@ -307,14 +308,14 @@ TARGETS: dict[str, Callable[[], Target]] = {
 
 
 def _text_to_image(name: str, index: dict[str, Any]) -> Target:
-    """Any text-to-image pipeline folder (``pipe(prompt, num_inference_steps, generator, output_type="np")``), for
-    the caller's own prompts (:func:`with_conditioning`)."""
+    """Any text-to-image or text-to-video pipeline folder (``pipe(prompt, num_inference_steps, generator,
+    output_type="np")``), for the caller's own prompts (:func:`with_conditioning`)."""
     from ..zoo import load
 
     def generate(pipe: Any, its: list[tuple[str, int]]) -> np.ndarray:
         return _from_prompts(pipe, its, target.steps)
 
-    kind = "unet" if "unet" in index and "transformer" not in index else "dit"
+    kind = "unet" if "unet" in index and "transformer" not in index else "wan" if index.get("_class_name", "").startswith("Wan") else "dit"
     target = Target(name, kind, 50, lambda: _quiet(load(name)), lambda split, n: [], generate,
                     full=Sizes(selection=16, test=64, batch=4, rounds=15), quick=Sizes(selection=2, test=2, batch=2, rounds=1),
                     quick_steps=10, extra={"text": True})

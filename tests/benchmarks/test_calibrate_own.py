@@ -91,3 +91,29 @@ def test_own_conditioning_is_refused_with_a_report_to_read(tmp_path):
     assert isinstance(res.exception, AccelError) and "cannot read it" in str(res.exception)
     res = CliRunner().invoke(app, ["calibrate", "--from-report", str(tmp_path / "r.json"), "--labels", "1,2"])
     assert isinstance(res.exception, AccelError) and "--labels" in str(res.exception) and "drop them" in str(res.exception)
+
+
+def test_calibrate_tunes_a_users_wan_pipeline_on_their_prompts(tmp_path):
+    """A text-to-video folder (wan-shapes' architecture, 4 blocks, random weights) tuned on the caller's prompts: a
+    Wan target (videos, per-frame PSNR) whose choice is saved beside the weights."""
+    from diffusers import WanTransformer3DModel
+    from typer.testing import CliRunner
+
+    from accel.cli.main import app
+    from accel.zoo.wan_shapes import recipe
+
+    models = recipe.build_models(0)
+    models["transformer"] = WanTransformer3DModel(**{**recipe.TRANSFORMER_CONFIG, "num_layers": 4})
+    folder = tmp_path / "my-wan"
+    recipe.build_pipeline(models).save_pretrained(folder)
+    (folder / "accel_call.json").write_text(json.dumps(recipe.CALL))
+    t = with_conditioning(str(folder), prompts=["a red circle moving right", "a blue square moving up"])
+    assert t.kind == "wan"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle moving right\na blue square moving up\n")
+    res = CliRunner().invoke(app, ["calibrate", "--model", str(folder), "--prompts", str(prompts), "--quick", "--level", "30",
+                                   "--save", "--out-dir", str(tmp_path / "cal")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "cal" / "bench_cache.json").read_text())
+    assert rep["config"]["kind"] == "wan" and "temporal_psnr_median" in rep["sweep"][0]["selection"]
+    assert "threshold" in json.loads((folder / "accel_cache.json").read_text())

@@ -64,6 +64,9 @@ def attach_controller(model: torch.nn.Module, config: CGTaylorConfig, scheduler:
     them (``controller.blocks``); else they are found, and a transformer's first call fixes their order."""
     # [gate, *skipped, forecast]: a U-Net's shallow-path roles, else block 0 / blocks 1..L-2 / block L-1.
     blocks = order or unet_blocks(model, config) or find_blocks(model)
+    if config.gate == "lookahead" and any(b.kind != "transformer" for b in blocks):
+        raise AccelError(f"the lookahead gate forecasts block 0 too, which needs transformer blocks; {type(model).__name__} "
+                         "is a U-Net: use gate='step' or 'cumulative'")
     states = ContextStates()
     try:
         params = list(inspect.signature(model.forward).parameters)

@@ -45,8 +45,10 @@ class CGTaylorConfig:
             block's output is forecast, skipping everything in between (the transformer recipe; loses quality on
             natural-image U-Nets).
         gate: when a step may be forecast, by name (``accel.caching.gates``): ``"step"`` (default, the paper: the
-            step's block-0 forecast error is below the threshold) or ``"cumulative"`` (the sum of the errors of the
-            forecast steps since the last full step, this one included, is below it).
+            step's block-0 forecast error is below the threshold), ``"cumulative"`` (the sum of the errors of the
+            forecast steps since the last full step, this one included, is below it) or ``"lookahead"`` (the step
+            gate, and after a forecast whose error is under ``ratio`` x threshold the next step forecasts block 0
+            too; transformers only).
         gate_options: the gate's options (a dict; the chosen gate's ``Options`` fields).
         forecaster: what a skipped step's output is forecast with, for block 0 (which the gate judges) and the
             forecast block alike, by name (``accel.caching.forecasters``): ``"taylor"`` (default, the paper).

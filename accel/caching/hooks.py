@@ -175,7 +175,10 @@ class ControllerHook(ModelHook):
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.group = shard_group(self.model) if self.model is not None else None
         st = self.trajectory.begin(args, kwargs)
-        st.compute, st.forecast, st.refresh = True, None, True
+        st.compute, st.forecast, st.refresh, st.blind = True, None, True, False
+        if (st.force is None and st.imposed is None and not self.probe and not self.differentiable and not self.pending
+                and st.gate is not None and self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK).gate.blind(st.gate)):
+            st.compute, st.blind = False, True  # block 0 is forecast too (GateHook)
         if self.step_hint is not None and st.step == 0:
             self._hint(self.trajectory.num_steps())
 
@@ -242,11 +245,26 @@ class GateHook(ModelHook):
         self.forecaster = forecaster  # the forecast block's
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if self.states.get_state().blind:
+            return self.spec.passthrough(args, kwargs, hidden=self._blind())
         out = self.fn_ref.original_forward(*args, **kwargs)
         if not self.spec.known or self.spec.tuple_len is None:
             self.spec.learn(args, kwargs, out)
         self._gate(self.spec.hidden_out(out))
         return out
+
+    @torch.compiler.disable
+    def _blind(self) -> torch.Tensor:
+        """A step the gate let skip block 0: block 0's output is forecast by its own forecaster, and the forecast
+        block's from that (never on the gradient path or in probe mode)."""
+        st = self.states.get_state()
+        h = self.judged.predict(st.s0, st.step)
+        st.forecast, raw = self._forecast(st, h)
+        self._advance(st, raw, gated=True)
+        self.gate.went_blind(st.gate)
+        offset = st.step - st.last_full if st.last_full is not None else 0
+        st.records.append(StepRecord(st.step, st.last_t if st.last_t is not None else float("nan"), False, "blind", None, offset=offset))
+        return h
 
     def _error(self, st: CGTaylorState, h: torch.Tensor) -> float:
         """Block 0's relative forecast error at this step, the worst sample's (context parallelism: summed over shards)."""

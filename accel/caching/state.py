@@ -27,7 +27,7 @@ class StepRecord:
     step: int
     timestep: float
     computed: bool
-    reason: str  # "warmup" | "last" | "gate" | "forecast" | "nonfinite" | "threshold0"
+    reason: str  # "warmup" | "last" | "gate" | "forecast" | "blind" | "nonfinite" | "threshold0"
     error: float | None = None  # block-0 relative L1 forecast error (None when not measured)
     last_error: float | None = None  # last-block forecast error; measured only in probe mode
     offset: int | None = None  # steps since the last full step
@@ -51,6 +51,7 @@ class CGTaylorState(BaseState):
         # Decision for the call in flight.
         self.force: str | None = None  # reason to compute in full without gating, or None
         self.compute = True
+        self.blind = False  # this step forecasts block 0 too (the gate allowed it after a very good forecast)
         self.forecast: torch.Tensor | None = None
         self.buffer: torch.Tensor | None = None  # reused forecast memory where the consumer never keeps it (U-Nets)
         self.refresh = True  # refresh the streams after this call (False on probed forecast steps)

@@ -106,6 +106,31 @@ def test_cumulative_gate_forecasts_no_more_than_the_step_gate(tiny_dit_pipe):
     assert 0 < fractions["cumulative"] <= fractions["step"], fractions
 
 
+def test_lookahead_gate_skips_block_0_after_a_very_good_forecast(tiny_dit_pipe):
+    """With the same threshold, the lookahead gate forecasts the step gate's steps and takes some of them blind: block 0
+    runs on fewer calls, every blind step follows a gated forecast (max_blind 1), and a ratio no error reaches takes
+    none (then its decisions and outputs are the step gate's, bit for bit)."""
+    from conftest import call_counts
+
+    probe = "transformer_blocks.0.attn1.to_q"  # runs only when block 0 really computes
+    runs, recs, outs = {}, {}, {}
+    for gate, opts in (("step", {}), ("lookahead", {"ratio": 1.0}), ("lookahead", {"ratio": 1e-9})):
+        key = gate + str(opts)
+        with accel.cached(tiny_dit_pipe, CGTaylorConfig(threshold=0.3, warmup_steps=2, gate=gate, gate_options=opts)):
+            counts, handles = call_counts(tiny_dit_pipe.transformer, [probe])
+            outs[key] = run_pipe(tiny_dit_pipe, steps=12)
+            for h in handles:
+                h.remove()
+            runs[key] = counts[probe]
+            recs[key] = [r.reason for rows in accel.stats(tiny_dit_pipe).steps.values() for r in rows]
+    blind = recs["lookahead{'ratio': 1.0}"]
+    assert "blind" in blind and runs["lookahead{'ratio': 1.0}"] == len(blind) - blind.count("blind") < runs["step{}"]
+    assert all(blind[i - 1] == "forecast" for i, r in enumerate(blind) if r == "blind")
+    assert recs["lookahead{'ratio': 1e-09}"] == recs["step{}"] and torch.equal(outs["lookahead{'ratio': 1e-09}"], outs["step{}"])
+    with pytest.raises(AccelError, match="ratio must be in"):
+        CGTaylorConfig(gate="lookahead", gate_options={"ratio": 0})
+
+
 def test_variants_that_cannot_apply_are_refused(tiny_dit_pipe):
     from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
@@ -118,6 +143,9 @@ def test_variants_that_cannot_apply_are_refused(tiny_dit_pipe):
     accel.enable(pipe, CGTaylorConfig(threshold=0.3, residual=True, warmup_steps=1))
     with pytest.raises(AccelError, match="residual=True needs block 0 and the forecast block to output the same shape"):
         pipe(batch_size=1, num_inference_steps=4, output_type="np")
+    assert not accel.is_enabled(pipe)
+    with pytest.raises(AccelError, match="lookahead gate forecasts block 0 too, which needs transformer blocks"):
+        accel.enable(pipe, CGTaylorConfig(threshold=0.3, gate="lookahead"))
     assert not accel.is_enabled(pipe)
     for bad, msg in (({"gate": "sum"}, "gate must be one of"), ({"residual": 1}, "residual must be"),
                      ({"forecaster": "hermite"}, "forecaster must be one of"), ({"forecaster_options": {"ordr": 2}}, "has no option ordr"),

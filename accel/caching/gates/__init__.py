@@ -12,11 +12,12 @@ from typing import Any
 from ..parts import Registry
 from .base import Gate
 from .cumulative import CumulativeGate
+from .lookahead import LookaheadGate
 from .step import StepGate
 
 REGISTRY = Registry("gate")
 register, options = REGISTRY.register, REGISTRY.options
-for _cls in (StepGate, CumulativeGate):
+for _cls in (StepGate, CumulativeGate, LookaheadGate):
     register(_cls)
 
 

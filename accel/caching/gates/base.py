@@ -42,3 +42,11 @@ class Gate(ABC):
 
     def computed(self, state: Any) -> None:
         """The step ran in full."""
+
+    def blind(self, state: Any) -> bool:
+        """Whether the next step is forecast without running block 0 at all (its output forecast too). Asked before
+        the step runs; never on forced steps, in probe mode or on the gradient path."""
+        return False
+
+    def went_blind(self, state: Any) -> None:
+        """A step was forecast without block 0."""

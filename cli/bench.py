@@ -39,7 +39,7 @@ def cache(
     selection evaluations; per quality level (per-image PSNR median >= 40 / 35 / 30 dB, and no harm: task
     accuracy down at most 2 points, or without a task reader the 10th-percentile PSNR at most 5 dB under the
     level) the rule picks the setting with the highest compute speedup; only those run on the test split and in
-    shuffled wall-time rounds. Models: dit-digits, flux-shapes, wan-shapes, wan22-shapes, unet-natural, tiny-sd15, or a local folder.
+    shuffled wall-time rounds. Models: dit-digits, flux-shapes, unet-natural, tiny-sd15, or a local folder (class-conditional DiT, FLUX, Wan, U-Net).
     Every evaluation is appended to OUT_DIR/journal.jsonl as it finishes; the same command resumes from it."""
     import sys
     import time

@@ -220,7 +220,16 @@ def _wan_shapes(name: str = "wan-shapes") -> Target:
     def scores(videos: np.ndarray, its: list[Any]) -> np.ndarray:
         return np.array([s.correct for s in read(videos, its)])
 
-    target = Target(name, "wan", 20, lambda: _quiet(load(name)), items, generate,
+    def load_wan() -> Any:
+        from ..zoo import MODELS
+
+        if name in ("wan-shapes", "wan22-shapes") and name not in MODELS:
+            folder = name.replace("-", "_")
+            raise AccelError(f"{name} has no weights in this checkout yet: train them with accel/zoo/{folder}/recipe.py "
+                             "(train(out_dir)), then pass the folder, or benchmark any WanPipeline folder")
+        return _quiet(load(name))
+
+    target = Target(name, "wan", 20, load_wan, items, generate,
                     full=Sizes(selection=32, test=128, batch=4, rounds=15),
                     quick=Sizes(selection=2, test=2, batch=2, rounds=1), quick_steps=8,
                     flips=flips, scores=scores,

@@ -5,7 +5,8 @@ Four hooks share one per-context state (``ContextStates``):
   and position among the calls at the same timestep), its step and whether it must run in full (warm-up,
   last step, skip cap), and on the first call records the order in which the blocks run;
 - the gate, on block 0, compares block 0's real output with its Taylor forecast and decides whether the
-  remaining blocks run (Prediction Confidence Gating);
+  remaining blocks run (Prediction Confidence Gating); on a step the gate lets go blind (``gate="lookahead"``),
+  block 0 does not run and its output is forecast too;
 - skip hooks on blocks 1..L-2 pass their inputs through on forecast steps;
 - the last hook, on block L-1, returns the Taylor forecast of its own output on forecast steps (Last Block
   Forecast) and refreshes its factors on full steps.

@@ -35,3 +35,12 @@ def test_family_table_is_one_entry_per_class() -> None:
     assert not set(IMAGE) & set(VIDEO_AUDIO)
     names = [p.name for fam in FAMILIES.values() for p in fam.pipelines]
     assert len(names) == len(set(names)), names
+
+
+def test_coverage_under_the_lookahead_gate():
+    """`accel coverage --gate lookahead`: a transformer forecasts under it with every check passing; a U-Net refuses it
+    in one line."""
+    from accel.coverage.check import check
+
+    assert check("DiTTransformer2DModel", gate="lookahead").status == "supported"
+    assert check("UNet2DModel", gate="lookahead").status.startswith("refused: the lookahead gate forecasts block 0 too")

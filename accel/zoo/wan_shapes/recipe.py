@@ -34,8 +34,8 @@ MAX_TOKENS = 16  # the prompt length the pipeline is called with (its default is
 TEXT_WIDTH = 64
 Z = 4
 # 2x spatial, 2x temporal: 9 frames of 32x32 -> 5 x 16x16 latents. A 4x-spatial autoencoder of this size stalls at ~19 dB
-# and loses the colours (its reconstructions read right by the motion scorer: 3% after 600 steps); this one reaches 24 dB
-# and 44% by 900 steps and is still climbing (deterministic latents, lr 1e-3, batch 8).
+# and loses the colours (its reconstructions read right by the motion scorer: 3% after 600 steps); this one, after its
+# 3000 steps, reconstructs 128 fresh clips at 30.1 dB median and the scorer reads 94.5% of them right (single 98%, pair 90%).
 VAE_CONFIG = dict(base_dim=16, z_dim=Z, dim_mult=[1, 2], num_res_blocks=1, attn_scales=[], temperal_downsample=[True],
                   latents_mean=[0.0] * Z, latents_std=[1.0] * Z, scale_factor_temporal=2, scale_factor_spatial=2)
 UMT5_CONFIG = dict(vocab_size=len(SPECIAL_TOKENS) + len(WORDS), d_model=TEXT_WIDTH, d_kv=32, d_ff=128, num_layers=2, num_heads=2,

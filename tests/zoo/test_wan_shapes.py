@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from accel.errors import AccelError
 from accel.zoo import load, motion
 from accel.zoo.wan_shapes import recipe
 
@@ -26,10 +27,18 @@ def test_every_prompt_of_the_grammar_is_in_the_vocabulary():
 def test_the_recipe_trains_and_the_folder_is_a_wan_pipeline(tmp_path):
     from diffusers import WanPipeline
 
-    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1, vae_floor=0.0)
+    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1, vae_floor=0.0,
+                             restarts=((1, 1e-4),))
     seen = []
     out = recipe.train(tmp_path / "wan", cfg, progress=lambda s, n, loss: seen.append((s, n)))
-    assert seen[-1] == (4, 4) and np.isfinite(json.loads((out / "train_config.json").read_text())["final_loss_ema"])
+    assert seen[-1] == (5, 5) and np.isfinite(json.loads((out / "train_config.json").read_text())["final_loss_ema"])
+    # a finished run trains further when its restarts grow: it resumes after the last step, not from the start
+    longer = recipe.TrainConfig(**{**cfg.__dict__, "restarts": ((1, 1e-4), (1, 5e-5))})
+    seen.clear()
+    recipe.train(tmp_path / "wan", longer, work_dir=tmp_path / "wan" / ".train", progress=lambda s, n, loss: seen.append((s, n)))
+    assert seen == [(6, 6)]
+    with pytest.raises(AccelError, match="another config"):
+        recipe.train(tmp_path / "wan", recipe.TrainConfig(**{**cfg.__dict__, "lr": 1e-3}), work_dir=tmp_path / "wan" / ".train")
     pipe = load(str(out))
     assert isinstance(pipe, WanPipeline) and pipe.transformer.config.num_layers == 30
     assert pipe.accel_call_defaults == recipe.CALL
@@ -100,9 +109,7 @@ def test_the_two_expert_recipe_fine_tunes_a_low_noise_expert_and_resumes(tmp_pat
 def test_an_autoencoder_the_scorer_cannot_read_through_stops_training(tmp_path):
     """Two steps of the autoencoder stage cannot reconstruct clips the scorer reads: training stops before the
     diffusion stage, saying what to change."""
-    from accel.errors import AccelError
-
-    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1)
+    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1, restarts=())
     with pytest.raises(AccelError, match="autoencoder stage reconstructs .* train it longer"):
         recipe.train(tmp_path / "wan", cfg)
     assert not (tmp_path / "wan" / "model_index.json").exists()

@@ -71,6 +71,9 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     vae_floor: float = 0.9  # share of reconstructed clips the motion scorer must read right before stage 2 starts
+    # further cosine cycles of the diffusion stage after its first ``steps``: (steps, peak lr) each, 100 warm-up steps;
+    # the list may grow after a run finished, and the work directory's checkpoint resumes into the longer schedule
+    restarts: tuple[tuple[int, float], ...] = ((6000, 3e-4),)
 
     def __post_init__(self) -> None:
         for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):
@@ -80,6 +83,24 @@ class TrainConfig:
             raise AccelError(f"vae_floor must be in [0, 1], got {self.vae_floor}")
         if not 0 <= self.prompt_dropout < 1:
             raise AccelError(f"prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+        self.restarts = tuple((int(n), float(lr)) for n, lr in self.restarts)
+        if any(n <= 0 or lr <= 0 for n, lr in self.restarts):
+            raise AccelError(f"every restart needs positive (steps, lr), got {self.restarts}")
+
+    @property
+    def diffusion_steps(self) -> int:
+        return self.steps + sum(n for n, _ in self.restarts)
+
+    def lr_at(self, step: int) -> float:
+        """Warm-up then cosine over ``steps``; then each restart is another cosine cycle with 100 warm-up steps."""
+        if step < self.steps:
+            return warmup_cosine_lr(step, self.lr, min(self.warmup, self.steps // 4), self.steps)
+        step -= self.steps
+        for n, lr in self.restarts:
+            if step < n:
+                return warmup_cosine_lr(step, lr, min(100, n // 4), n)
+            step -= n
+        return 0.1 * (self.restarts[-1][1] if self.restarts else self.lr)
 
 
 def build_tokenizer():
@@ -180,7 +201,7 @@ def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str 
     cfg = config or TrainConfig()
     work = Path(work_dir) if work_dir is not None else Path(out_dir) / ".train"
     work.mkdir(parents=True, exist_ok=True)
-    total = cfg.vae_steps + cfg.steps
+    total = cfg.vae_steps + cfg.diffusion_steps
     vae = _train_vae(cfg, work, (lambda s, n, loss: progress(s, total, loss)) if progress else None).eval().requires_grad_(False)
 
     torch.manual_seed(cfg.seed)
@@ -205,9 +226,9 @@ def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str 
         return F.mse_loss(pred, noise - x0)
 
     sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
-    loop = TrainLoop(work / "wan.safetensors", sub, model, ema, opt, gen, total=cfg.steps,
-                     lr_at=lambda step: warmup_cosine_lr(step, cfg.lr, min(cfg.warmup, cfg.steps // 4), cfg.steps),
-                     ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
+    loop = TrainLoop(work / "wan.safetensors", sub, model, ema, opt, gen, total=cfg.diffusion_steps, lr_at=cfg.lr_at,
+                     ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every, extendable="restarts",
+                     upgrade=lambda old: {"restarts": [], **old},
                      progress=(lambda s, n, loss: progress(cfg.vae_steps + s, total, loss)) if progress else None)
     loss_ema = loop.run(loss_at)
     pipe = build_pipeline({"vae": vae, "transformer": ema.transformer, "text_encoder": ema.text_encoder})

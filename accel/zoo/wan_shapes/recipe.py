@@ -72,8 +72,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     vae_floor: float = 0.9  # share of reconstructed clips the motion scorer must read right before stage 2 starts
     # further cosine cycles of the diffusion stage after its first ``steps``: (steps, peak lr) each, 100 warm-up steps;
-    # the list may grow after a run finished, and the work directory's checkpoint resumes into the longer schedule
-    restarts: tuple[tuple[int, float], ...] = ((6000, 3e-4),)
+    # the list may grow after a run finished, and the work directory's checkpoint resumes into the longer schedule.
+    # Single-object clips read right (200 prompts, 20 steps, guidance 5): 2% after 5,000 steps, 15% after 11,000.
+    restarts: tuple[tuple[int, float], ...] = ((6000, 3e-4), (8000, 3e-4))
 
     def __post_init__(self) -> None:
         for name in ("vae_steps", "vae_batch_size", "steps", "batch_size", "checkpoint_every"):

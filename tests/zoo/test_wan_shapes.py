@@ -24,6 +24,17 @@ def test_every_prompt_of_the_grammar_is_in_the_vocabulary():
         assert 2 not in ids and ids[-1] == 1 and len(ids) <= recipe.MAX_TOKENS, p  # no <unk>, ends with </s>, fits
 
 
+def test_restarts_are_cosine_cycles_after_the_first_and_bad_ones_are_refused():
+    cfg = recipe.TrainConfig(steps=1000, lr=5e-4, warmup=100, restarts=((400, 3e-4), (200, 1e-4)))
+    assert cfg.diffusion_steps == 1600
+    assert cfg.lr_at(99) == pytest.approx(5e-4) and cfg.lr_at(999) == pytest.approx(5e-5, rel=0.01)
+    assert cfg.lr_at(1000) == pytest.approx(3e-4 / 100) and cfg.lr_at(1099) == pytest.approx(3e-4)  # warm-up again
+    assert cfg.lr_at(1399) == pytest.approx(3e-5, rel=0.01) and cfg.lr_at(1400 + 49) == pytest.approx(1e-4)
+    for bad in (((0, 1e-4),), ((100, -1.0),)):
+        with pytest.raises(AccelError, match="restart"):
+            recipe.TrainConfig(restarts=bad)
+
+
 def test_the_recipe_trains_and_the_folder_is_a_wan_pipeline(tmp_path):
     from diffusers import WanPipeline
 

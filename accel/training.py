@@ -216,6 +216,16 @@ def warmup_cosine_lr(step: int, lr: float, warmup: int, total: int, floor: float
     return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def cycles_lr(step: int, cycles: list[tuple[int, float, int]]) -> float:
+    """Learning rate in a schedule of warm-up + cosine cycles, each ``(steps, peak lr, warm-up steps)`` after the
+    previous one; past the end, the last cycle's floor."""
+    for n, lr, warmup in cycles:
+        if step < n:
+            return warmup_cosine_lr(step, lr, warmup, n)
+        step -= n
+    return 0.1 * cycles[-1][1]
+
+
 def end_distributed() -> None:
     """Wait for every process, then tear down the process group so that workers exit cleanly.
 

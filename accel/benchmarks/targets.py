@@ -220,10 +220,7 @@ def _wan_shapes(name: str = "wan-shapes") -> Target:
     def scores(videos: np.ndarray, its: list[Any]) -> np.ndarray:
         return np.array([s.correct for s in read(videos, its)])
 
-    def load_wan() -> Any:
-        return _quiet(load(name))  # without weights: the registry's error says how to train them
-
-    target = Target(name, "wan", 20, load_wan, items, generate,
+    target = Target(name, "wan", 20, lambda: _quiet(load(name)), items, generate,
                     full=Sizes(selection=32, test=128, batch=4, rounds=15),
                     quick=Sizes(selection=2, test=2, batch=2, rounds=1), quick_steps=8,
                     flips=flips, scores=scores,

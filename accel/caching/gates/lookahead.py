@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import AccelError
-from .base import Gate
+from .step import StepGate
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,12 @@ class Run:
     next_blind: bool = False
 
 
-class LookaheadGate(Gate):
+class LookaheadGate(StepGate):
     name = "lookahead"
     Options = LookaheadOptions
 
     def new_state(self) -> Run:
         return Run()
-
-    def passes(self, state: Run, error: float) -> bool:
-        return error < self.threshold
 
     def forecasted(self, state: Run, error: float) -> None:
         state.blind = 0

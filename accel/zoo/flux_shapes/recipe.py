@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AccelError
-from ...training import ProgressFn, TrainLoop, numpy_rng, save_trained, train_autoencoder, warmup_cosine_lr, with_ema
+from ...training import ProgressFn, TrainLoop, cycles_lr, numpy_rng, save_trained, train_autoencoder, with_ema
 from ...utils import SPECIAL_TOKENS, word_tokenizer
 from .. import shapes
 
@@ -146,12 +146,7 @@ class TrainConfig:
 
     def lr_at(self, step: int) -> float:
         """Warm-up then cosine over ``steps``; then each restart is another cosine cycle (100 warm-up steps)."""
-        if step < self.steps:
-            return warmup_cosine_lr(step, self.lr, self.warmup, self.steps)
-        within, r = self._restart_at(step)
-        if r is None:  # past the end: the last cycle's floor
-            return 0.1 * (self.restarts[-1].lr if self.restarts else self.lr)
-        return warmup_cosine_lr(within, r.lr, 100, r.steps)
+        return cycles_lr(step, [(self.steps, self.lr, self.warmup), *((r.steps, r.lr, 100) for r in self.restarts)])
 
     def mix_at(self, step: int) -> tuple[float, float, float]:
         """The prompt mix (single, count, relation) of the cycle ``step`` is in."""

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import AccelError
-from ...training import ProgressFn, TrainLoop, numpy_rng, save_trained, train_autoencoder, warmup_cosine_lr, with_ema
+from ...training import ProgressFn, TrainLoop, cycles_lr, numpy_rng, save_trained, train_autoencoder, with_ema
 from ...utils import SPECIAL_TOKENS, word_tokenizer
 from .. import motion
 
@@ -94,14 +94,8 @@ class TrainConfig:
 
     def lr_at(self, step: int) -> float:
         """Warm-up then cosine over ``steps``; then each restart is another cosine cycle with 100 warm-up steps."""
-        if step < self.steps:
-            return warmup_cosine_lr(step, self.lr, min(self.warmup, self.steps // 4), self.steps)
-        step -= self.steps
-        for n, lr in self.restarts:
-            if step < n:
-                return warmup_cosine_lr(step, lr, min(100, n // 4), n)
-            step -= n
-        return 0.1 * (self.restarts[-1][1] if self.restarts else self.lr)
+        first = (self.steps, self.lr, min(self.warmup, self.steps // 4))
+        return cycles_lr(step, [first, *((n, lr, min(100, n // 4)) for n, lr in self.restarts)])
 
 
 def build_tokenizer():

@@ -2,9 +2,12 @@
 each gate on a target's selection items (never the test split), through the harness's own runner and figures.
 
     python -m accel.benchmarks.gate_study dit-digits --items 32 --steps 50 --thresholds 0.04,0.06,0.1,0.15
+    python -m accel.benchmarks.gate_study unet-natural --items 16 --steps 50,20,10 --gates step,scaled
 
-Each setting: residual forecast, warm-up 0.04 N steps, no forced last step (the transformer space's fixed knobs);
-gates ``step``, ``lookahead`` (ratio 0.5) and ``lookahead`` (ratio 1.0). Prints one JSON line per setting, then a table.
+Each setting: the knob space's fixed knobs (transformers: residual forecast, warm-up 0.04 N steps, no forced last
+step; U-Nets: the shallow split, the same warm-up and last step); gates by ``--gates`` (default ``step``,
+``lookahead`` at ratio 0.5 and 1.0; ``name:key=value`` sets an option). With several step counts the same thresholds
+run at each (does one threshold mean the same at every step count?). Prints one JSON line per setting, then a table.
 """
 
 from __future__ import annotations
@@ -20,18 +23,29 @@ from .methods import Context
 from .targets import get_target
 from .verdict import summary
 
-GATES = (("step", {}), ("lookahead", {"ratio": 0.5}), ("lookahead", {"ratio": 1.0}))
+GATES = "step,lookahead:ratio=0.5,lookahead:ratio=1.0"
 
 
-def study(model: str, items: int, steps: int, thresholds: list[float], batch: int = 16) -> list[dict[str, Any]]:
+def parse_gates(text: str) -> list[tuple[str, dict[str, float]]]:
+    """``"step,lookahead:ratio=0.5"`` -> [("step", {}), ("lookahead", {"ratio": 0.5})]."""
+    out = []
+    for part in text.split(","):
+        name, *opts = part.split(":")
+        out.append((name, {k: (int(v) if v.isdigit() else float(v)) for k, v in (o.split("=") for o in opts)}))
+    return out
+
+
+def study(model: str, items: int, steps: int, thresholds: list[float], batch: int = 16,
+          gates: list[tuple[str, dict[str, float]]] | None = None) -> list[dict[str, Any]]:
     t = get_target(model)
     t.steps = steps
     ctx = Context(steps=steps, guidance_batched=t.guidance_batched)
     ref = harness.reference(t, harness.Runner(t, "none", {}, ctx), t.items("selection", items), batch)
-    fixed = {"residual": True, "warmup_steps": max(1, round(0.04 * steps)), "full_last_step": False}
+    fixed = {"warmup_steps": max(1, round(0.04 * steps)), "full_last_step": False,
+             **({"unet_policy": "shallow"} if t.kind == "unet" else {"residual": True})}
     rows = []
     for thr in thresholds:
-        for gate, opts in GATES:
+        for gate, opts in gates or parse_gates(GATES):
             params = {**fixed, "threshold": thr, "gate": gate, "gate_options": opts}
             out, macs = harness.Runner(t, "cg-taylor", params, ctx).generate(ref.items, batch, count=True)
             s = summary(harness.measure(t, ref, out, macs), ref.ref)
@@ -44,7 +58,8 @@ def study(model: str, items: int, steps: int, thresholds: list[float], batch: in
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| model | steps | threshold | gate | compute speedup | PSNR median | PSNR p10 | accuracy drop |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        gate = r["gate"] + (f" (ratio {r['ratio']:g})" if "ratio" in r else "")
+        opts = {k: v for k, v in r.items() if k not in ("model", "steps", "threshold", "gate", "speedup", "psnr_median", "psnr_p10", "accuracy_drop")}
+        gate = r["gate"] + (f" ({', '.join(f'{k} {v:g}' for k, v in opts.items())})" if opts else "")
         drop = "-" if r["accuracy_drop"] is None else f"{100 * r['accuracy_drop']:+.1f} pts"
         lines.append(f"| {r['model']} | {r['steps']} | {r['threshold']:g} | {gate} | {r['speedup']:.2f}x | {r['psnr_median']:.1f} | "
                      f"{r['psnr_p10']:.1f} | {drop} |")
@@ -55,8 +70,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model")
     ap.add_argument("--items", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", default="50", help="one step count, or several: 50,20,10")
     ap.add_argument("--thresholds", default="0.04,0.06,0.1,0.15")
+    ap.add_argument("--gates", default=GATES, help="gates to compare, name[:option=value...], comma-separated")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    print(markdown(study(a.model, a.items, a.steps, [float(v) for v in a.thresholds.split(",")])))
+    thresholds = [float(v) for v in a.thresholds.split(",")]
+    print(markdown([r for n in a.steps.split(",") for r in study(a.model, a.items, int(n), thresholds, gates=parse_gates(a.gates))]))

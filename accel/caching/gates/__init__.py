@@ -13,11 +13,12 @@ from ..parts import Registry
 from .base import Gate
 from .cumulative import CumulativeGate
 from .lookahead import LookaheadGate
+from .scaled import ScaledGate
 from .step import StepGate
 
 REGISTRY = Registry("gate")
 register, options = REGISTRY.register, REGISTRY.options
-for _cls in (StepGate, CumulativeGate, LookaheadGate):
+for _cls in (StepGate, CumulativeGate, LookaheadGate, ScaledGate):
     register(_cls)
 
 

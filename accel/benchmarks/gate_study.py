@@ -2,7 +2,7 @@
 each gate on a target's selection items (never the test split), through the harness's own runner and figures.
 
     python -m accel.benchmarks.gate_study dit-digits --items 32 --steps 50 --thresholds 0.04,0.06,0.1,0.15
-    python -m accel.benchmarks.gate_study unet-natural --items 16 --steps 50,20,10 --gates step,scaled
+    python -m accel.benchmarks.gate_study unet-natural --items 16 --steps 50,20,10 --gates step,cumulative
 
 Each setting: the knob space's fixed knobs (transformers: residual forecast, warm-up 0.04 N steps, no forced last
 step; U-Nets: the shallow split, the same warm-up and last step); gates by ``--gates`` (default ``step``,

@@ -46,10 +46,9 @@ class CGTaylorConfig:
             natural-image U-Nets).
         gate: when a step may be forecast, by name (``accel.caching.gates``): ``"step"`` (default, the paper: the
             step's block-0 forecast error is below the threshold), ``"cumulative"`` (the sum of the errors of the
-            forecast steps since the last full step, this one included, is below it), ``"lookahead"`` (the step
+            forecast steps since the last full step, this one included, is below it) or ``"lookahead"`` (the step
             gate, and after a forecast whose error is under ``ratio`` x threshold the next step forecasts block 0
-            too; transformers only) or ``"scaled"`` (the step gate with the threshold scaled by the step's span in
-            the scheduler's time, so that one threshold means the same at every step count).
+            too; transformers only).
         gate_options: the gate's options (a dict; the chosen gate's ``Options`` fields).
         forecaster: what a skipped step's output is forecast with, for block 0 (which the gate judges) and the
             forecast block alike, by name (``accel.caching.forecasters``): ``"taylor"`` (default, the paper).

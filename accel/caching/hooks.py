@@ -259,7 +259,6 @@ class GateHook(ModelHook):
         """A step the gate let skip block 0: block 0's output is forecast by its own forecaster, and the forecast
         block's from that (never on the gradient path or in probe mode)."""
         st = self.states.get_state()
-        self.gate.at(st.gate, st.last_t)
         h = self.judged.predict(st.s0, st.step)
         st.forecast, raw = self._forecast(st, h)
         self._advance(st, raw, gated=True)
@@ -323,7 +322,6 @@ class GateHook(ModelHook):
         h = h.detach()  # the gate's stream and decisions carry no gradient
         if st.gate is None:
             st.gate = self.gate.new_state()
-        self.gate.at(st.gate, st.last_t)
         error: float | None = None
         reason = st.force
         offset = st.step - st.last_full if st.last_full is not None else 0

@@ -13,12 +13,11 @@ from ..parts import Registry
 from .base import Gate
 from .cumulative import CumulativeGate
 from .lookahead import LookaheadGate
-from .scaled import ScaledGate
 from .step import StepGate
 
 REGISTRY = Registry("gate")
 register, options = REGISTRY.register, REGISTRY.options
-for _cls in (StepGate, CumulativeGate, LookaheadGate, ScaledGate):
+for _cls in (StepGate, CumulativeGate, LookaheadGate):
     register(_cls)
 
 

@@ -33,10 +33,6 @@ class Gate(ABC):
         """Per sample, (error, reference) sums whose ratio is the error the gate judges."""
         return forecaster.error(s, step, actual)
 
-    def at(self, state: Any, t: float | None) -> None:
-        """The step's timestep (as the denoiser got it; None if it got none), before the step is judged; every step
-        block 0 runs or is forecast on tells it, forced steps included."""
-
     @abstractmethod
     def passes(self, state: Any, error: float) -> bool:
         """Whether the step with block-0 relative error ``error`` is forecast."""

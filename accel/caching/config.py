@@ -46,9 +46,10 @@ class CGTaylorConfig:
             natural-image U-Nets).
         gate: when a step may be forecast, by name (``accel.caching.gates``): ``"step"`` (default, the paper: the
             step's block-0 forecast error is below the threshold), ``"cumulative"`` (the sum of the errors of the
-            forecast steps since the last full step, this one included, is below it) or ``"lookahead"`` (the step
+            forecast steps since the last full step, this one included, is below it), ``"lookahead"`` (the step
             gate, and after a forecast whose error is under ``ratio`` x threshold the next step forecasts block 0
-            too; transformers only).
+            too; transformers only) or ``"sea"`` (the cumulative gate on SeaCache's filtered error: block 0's error
+            and output weighted over the token grid's frequencies by the Wiener gain of the step's noise level).
         gate_options: the gate's options (a dict; the chosen gate's ``Options`` fields).
         forecaster: what a skipped step's output is forecast with, for block 0 (which the gate judges) and the
             forecast block alike, by name (``accel.caching.forecasters``): ``"taylor"`` (default, the paper).

@@ -39,10 +39,14 @@ def test_the_recipe_trains_and_the_folder_is_a_wan_pipeline(tmp_path):
     from diffusers import WanPipeline
 
     cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1, vae_floor=0.0,
-                             restarts=((1, 1e-4),))
+                             restarts=((1, 1e-4),), pool_size=6)
     seen = []
     out = recipe.train(tmp_path / "wan", cfg, progress=lambda s, n, loss: seen.append((s, n)))
     assert seen[-1] == (5, 5) and np.isfinite(json.loads((out / "train_config.json").read_text())["final_loss_ema"])
+    # the clip pool is encoded once and read back (same latents and prompts) from the work directory
+    pool = out / ".train" / "pool.safetensors"
+    again = recipe.latent_pool(None, 6, cfg.seed + 3, pool)
+    assert again[0].shape == (6, recipe.Z, 5, recipe.SIZE // 2, recipe.SIZE // 2) and len(again[1]) == 6
     # a finished run trains further when its restarts grow: it resumes after the last step, not from the start
     longer = recipe.TrainConfig(**{**cfg.__dict__, "restarts": ((1, 1e-4), (1, 5e-5))})
     seen.clear()
@@ -120,7 +124,7 @@ def test_the_two_expert_recipe_fine_tunes_a_low_noise_expert_and_resumes(tmp_pat
 def test_an_autoencoder_the_scorer_cannot_read_through_stops_training(tmp_path):
     """Two steps of the autoencoder stage cannot reconstruct clips the scorer reads: training stops before the
     diffusion stage, saying what to change."""
-    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1, restarts=())
+    cfg = recipe.TrainConfig(vae_steps=2, vae_batch_size=2, steps=2, batch_size=2, checkpoint_every=1, restarts=(), pool_size=4)
     with pytest.raises(AccelError, match="autoencoder stage reconstructs .* train it longer"):
         recipe.train(tmp_path / "wan", cfg)
     assert not (tmp_path / "wan" / "model_index.json").exists()

@@ -160,6 +160,13 @@ def test_sea_gate_filters_the_signal_by_the_noise_level(tiny_dit_pipe):
     noisy = gate.signal(fc, stream, 3, actual, Where(noise=(0.1, 0.99), latent=(2, 4, 8, 8), patch=2))
     assert all(torch.allclose(p, c, rtol=1e-4) for p, c in zip(plain, clean))
     assert not torch.allclose(plain[0] / plain[1], noisy[0] / noisy[1], rtol=1e-2)
+    full = sea_gain((4, 4), 0.1, 0.99, 3.0)[..., None]  # the filter by complex FFTs over the whole spectrum
+
+    def l1(v):
+        return torch.fft.ifftn(torch.fft.fftn(v.reshape(2, 4, 4, 8), dim=(1, 2)) * full, dim=(1, 2)).real.abs().sum((1, 2, 3))
+
+    want = (l1(fc.predict(stream, 3) - actual), l1(actual))
+    assert all(torch.allclose(n, w.float(), rtol=1e-5) for n, w in zip(noisy, want))
 
     errors = {}
     for gate_name in ("cumulative", "sea"):

@@ -77,14 +77,16 @@ def token_grid(h: torch.Tensor, latent: tuple[int, ...] | None, patch: Any) -> t
     return (grid, False) if math.prod(grid) == n else None
 
 
-def sea_gain(grid: tuple[int, ...], a: float, b: float, power: float) -> torch.Tensor:
-    """The separable Wiener gain over the grid's FFT bins, normalised to mean 1 (float64)."""
-    g = torch.ones(())
-    for n in grid:
-        f = torch.fft.fftfreq(n, dtype=torch.float64).abs()
-        s = 1.0 / (f ** power + 1e-16)
-        g = g[..., None] * (a * s / (a * a * s + b * b + 1e-16))
-    return g / g.mean()
+def sea_gain(grid: tuple[int, ...], a: float, b: float, power: float, half: bool = False) -> torch.Tensor:
+    """The separable Wiener gain over the grid's FFT bins, normalised to mean 1 over the full bins (float64); with
+    ``half`` only the last axis's non-negative bins (the layout of a real FFT)."""
+    g, full = torch.ones(()), torch.ones(())
+    for i, n in enumerate(grid):
+        prior = 1.0 / (torch.fft.fftfreq(n, dtype=torch.float64).abs() ** power + 1e-16)
+        gain = a * prior / (a * a * prior + b * b + 1e-16)
+        full = full[..., None] * gain
+        g = g[..., None] * (gain[: n // 2 + 1] if half and i == len(grid) - 1 else gain)
+    return g / full.mean()
 
 
 class SeaGate(CumulativeGate):
@@ -105,11 +107,11 @@ class SeaGate(CumulativeGate):
         if not first:  # (B, N, D) -> (B, *grid, D)
             x, d = x.reshape(b, *grid, -1), d.reshape(b, *grid, -1)
         axes = tuple(range(2, 2 + len(grid))) if first else tuple(range(1, 1 + len(grid)))
-        gain = sea_gain(grid, *where.noise, self.options.power_exp).to(x.device, dtype)
+        gain = sea_gain(grid, *where.noise, self.options.power_exp, half=True).to(x.device, dtype)
         gain = gain if first else gain[..., None]
 
-        def l1(v: torch.Tensor) -> torch.Tensor:
-            return torch.fft.ifftn(torch.fft.fftn(v, dim=axes) * gain, dim=axes).real.abs().reshape(b, -1).sum(1)
+        def l1(v: torch.Tensor) -> torch.Tensor:  # real FFTs: the gain is even in every frequency
+            return torch.fft.irfftn(torch.fft.rfftn(v, dim=axes).mul_(gain), s=grid, dim=axes).abs().reshape(b, -1).sum(1)
 
         return l1(d).float(), l1(x).float()
 

@@ -181,6 +181,30 @@ def test_sea_gate_filters_the_signal_by_the_noise_level(tiny_dit_pipe):
         CGTaylorConfig(gate="sea", gate_options={"power_exp": 0})
 
 
+def test_l2p_fits_a_linear_recurrence_and_forecasts_it():
+    """On trajectories that follow x_s = 1.5 x_{s-1} - 0.5 x_{s-2} the fitted rows are that recurrence (a tiny ridge
+    aside), and the forecaster, fed the entries, forecasts the next output; rows are validated in one line."""
+    from accel.caching.forecasters.l2p import fit
+
+    gen = torch.Generator().manual_seed(0)
+    trajs = []
+    for _ in range(3):
+        x = [torch.randn(4, 6, generator=gen, dtype=torch.float64), torch.randn(4, 6, generator=gen, dtype=torch.float64)]
+        for _ in range(8):
+            x.append(1.5 * x[-1] - 0.5 * x[-2])
+        trajs.append(torch.stack(x))
+    rows = fit(trajs, history=2, ridge=1e-9)
+    assert rows[0] == [] and len(rows[1]) == 1 and len(rows[5]) == 2
+    assert rows[5] == pytest.approx([1.5, -0.5], abs=1e-3)
+    fc = forecasters.build("l2p", {"history": 2, "last": rows}, "last")
+    stream, t = Stream(), trajs[0]
+    for step in range(5):
+        fc.update(stream, t[step], step) if step % 2 == 0 else fc.advance(stream, t[step], step)
+    assert torch.allclose(fc.predict(stream, 5), t[5], atol=1e-3 * float(t[5].abs().max()))
+    with pytest.raises(AccelError, match="each row of last must be at most 3 finite numbers"):
+        CGTaylorConfig(forecaster="l2p", forecaster_options={"history": 3, "last": [[1.0, 0.0, 0.0, 0.0]]})
+
+
 def test_variants_that_cannot_apply_are_refused(tiny_dit_pipe):
     from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 

@@ -1,0 +1,91 @@
+"""A selection-split study of L2P's learned predictor under CG-Taylor's gate against the Taylor forecaster: the
+coefficients are fitted on the uncached trajectories of the selection split's first ``--fit-items`` items (block 0's
+output and the forecast block's residual over it, at every step), then both forecasters run on the next ``--items``
+items at the same thresholds, through the harness's own runner and figures (never the test split).
+
+    python -m accel.benchmarks.l2p_study dit-digits --fit-items 16 --items 32 --steps 50 --thresholds 0.04,0.06,0.1,0.15
+
+Each setting: residual forecast, warm-up 0.04 N steps, no forced last step, the step gate (the transformer space's
+fixed knobs). Prints one JSON line per setting, then a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from ..caching.blocks import find_blocks, find_denoiser
+from ..caching.forecasters.l2p import fit
+from . import harness
+from .methods import Context
+from .targets import get_target
+from .verdict import summary
+
+
+def trajectories(runner: harness.Runner, items: list[Any], batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per batch of ``items``, the uncached (steps, ...) stacks of block 0's output and of the last block's residual."""
+    blocks = find_blocks(find_denoiser(runner.pipe))
+    first, last = blocks[0], blocks[-1]
+    seen: dict[str, list[torch.Tensor]] = {"first": [], "last": []}
+    hooks = [spec.module.register_forward_hook(lambda m, a, o, k=k, spec=spec: seen[k].append(spec.hidden_out(o).detach().float()))
+             for k, spec in (("first", first), ("last", last))]
+    b0, res = [], []
+    try:
+        for i in range(0, len(items), batch):
+            seen["first"].clear(), seen["last"].clear()
+            runner.target.generate(runner.pipe, items[i:i + batch])
+            h0, hl = torch.stack(seen["first"]), torch.stack(seen["last"])
+            b0.append(h0)
+            res.append(hl - h0)
+    finally:
+        for h in hooks:
+            h.remove()
+    return b0, res
+
+
+def study(model: str, fit_items: int, items: int, steps: int, thresholds: list[float], history: int = 4,
+          batch: int = 16) -> list[dict[str, Any]]:
+    t = get_target(model)
+    t.steps = steps
+    ctx = Context(steps=steps, guidance_batched=t.guidance_batched)
+    pool = t.items("selection", fit_items + items)
+    b0, res = trajectories(harness.Runner(t, "none", {}, ctx), pool[:fit_items], batch)
+    opts = {"history": history, "block0": fit(b0, history), "last": fit(res, history)}
+    ref = harness.reference(t, harness.Runner(t, "none", {}, ctx), pool[fit_items:], batch)
+    fixed = {"residual": True, "warmup_steps": max(1, round(0.04 * steps)), "full_last_step": False, "gate": "step"}
+    rows = []
+    for thr in thresholds:
+        for name, fo in (("taylor", {}), ("l2p", opts)):
+            params = {**fixed, "threshold": thr, "forecaster": name, "forecaster_options": fo}
+            out, macs = harness.Runner(t, "cg-taylor", params, ctx).generate(ref.items, batch, count=True)
+            s = summary(harness.measure(t, ref, out, macs), ref.ref)
+            rows.append({"model": model, "steps": steps, "threshold": thr, "forecaster": name, "speedup": s["compute_speedup"],
+                         "psnr_median": s["psnr_median"], "psnr_p10": s["psnr_p10"], "accuracy_drop": s.get("accuracy_drop")})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | steps | threshold | forecaster | compute speedup | PSNR median | PSNR p10 | accuracy drop |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        drop = "-" if r["accuracy_drop"] is None else f"{100 * r['accuracy_drop']:+.1f} pts"
+        lines.append(f"| {r['model']} | {r['steps']} | {r['threshold']:g} | {r['forecaster']} | {r['speedup']:.2f}x | "
+                     f"{r['psnr_median']:.1f} | {r['psnr_p10']:.1f} | {drop} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("model")
+    ap.add_argument("--fit-items", type=int, default=16)
+    ap.add_argument("--items", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--history", type=int, default=4)
+    ap.add_argument("--thresholds", default="0.04,0.06,0.1,0.15")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    print(markdown(study(a.model, a.fit_items, a.items, a.steps, [float(v) for v in a.thresholds.split(",")], a.history)))

@@ -28,10 +28,10 @@ from ..errors import AccelError
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
 from .forecasters import Forecaster
-from .parallel import all_reduce_sum, shard_group, sum_over_shards
-from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
 from .gates import Where
 from .gates.sea import noise_level
+from .parallel import all_reduce_sum, shard_group, sum_over_shards
+from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
 from .trajectory import Trajectory, call_arg
 
 CONTROLLER_HOOK = "accel_cg_taylor"

@@ -26,12 +26,19 @@ from .verdict import summary
 GATES = "step,lookahead:ratio=0.5,lookahead:ratio=1.0"
 
 
+def _value(text: str) -> bool | int | float:
+    """An option's value from the command line: true / false, an int, else a float."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 def parse_gates(text: str) -> list[tuple[str, dict[str, float]]]:
     """``"step,lookahead:ratio=0.5"`` -> [("step", {}), ("lookahead", {"ratio": 0.5})]."""
     out = []
     for part in text.split(","):
         name, *opts = part.split(":")
-        out.append((name, {k: (int(v) if v.isdigit() else float(v)) for k, v in (o.split("=") for o in opts)}))
+        out.append((name, {k: _value(v) for k, v in (o.split("=") for o in opts)}))
     return out
 
 

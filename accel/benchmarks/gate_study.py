@@ -42,33 +42,46 @@ def parse_gates(text: str) -> list[tuple[str, dict[str, float]]]:
     return out
 
 
+FIGURES = ("speedup", "psnr_median", "psnr_p10", "accuracy_drop")
+
+
+def fixed_knobs(kind: str, steps: int) -> dict[str, Any]:
+    """The knob space's fixed knobs of CG-Taylor at ``steps`` on a denoiser of ``kind``."""
+    return {"warmup_steps": max(1, round(0.04 * steps)), "full_last_step": False,
+            **({"unet_policy": "shallow"} if kind == "unet" else {"residual": True})}
+
+
+def evaluate(t: Any, ctx: Context, ref: harness.Split, params: dict[str, Any], batch: int) -> dict[str, Any]:
+    """One CG-Taylor setting on the reference's items: compute speedup, PSNR median and p10, accuracy drop."""
+    out, macs = harness.Runner(t, "cg-taylor", params, ctx).generate(ref.items, batch, count=True)
+    s = summary(harness.measure(t, ref, out, macs), ref.ref)
+    return {"speedup": s["compute_speedup"], "psnr_median": s["psnr_median"], "psnr_p10": s["psnr_p10"],
+            "accuracy_drop": s.get("accuracy_drop")}
+
+
 def study(model: str, items: int, steps: int, thresholds: list[float], batch: int = 16,
           gates: list[tuple[str, dict[str, float]]] | None = None) -> list[dict[str, Any]]:
     t = get_target(model)
     t.steps = steps
     ctx = Context(steps=steps, guidance_batched=t.guidance_batched)
     ref = harness.reference(t, harness.Runner(t, "none", {}, ctx), t.items("selection", items), batch)
-    fixed = {"warmup_steps": max(1, round(0.04 * steps)), "full_last_step": False,
-             **({"unet_policy": "shallow"} if t.kind == "unet" else {"residual": True})}
     rows = []
     for thr in thresholds:
         for gate, opts in gates or parse_gates(GATES):
-            params = {**fixed, "threshold": thr, "gate": gate, "gate_options": opts}
-            out, macs = harness.Runner(t, "cg-taylor", params, ctx).generate(ref.items, batch, count=True)
-            s = summary(harness.measure(t, ref, out, macs), ref.ref)
-            rows.append({"model": model, "steps": steps, "threshold": thr, "gate": gate, **opts, "speedup": s["compute_speedup"],
-                         "psnr_median": s["psnr_median"], "psnr_p10": s["psnr_p10"], "accuracy_drop": s.get("accuracy_drop")})
+            params = {**fixed_knobs(t.kind, steps), "threshold": thr, "gate": gate, "gate_options": opts}
+            rows.append({"model": model, "steps": steps, "threshold": thr, "gate": gate, **opts, **evaluate(t, ctx, ref, params, batch)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | steps | threshold | gate | compute speedup | PSNR median | PSNR p10 | accuracy drop |", "|---|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict[str, Any]], part: str = "gate") -> str:
+    """A table of study rows, one column naming the ``part`` compared (with its options)."""
+    lines = [f"| model | steps | threshold | {part} | compute speedup | PSNR median | PSNR p10 | accuracy drop |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        opts = {k: v for k, v in r.items() if k not in ("model", "steps", "threshold", "gate", "speedup", "psnr_median", "psnr_p10", "accuracy_drop")}
-        gate = r["gate"] + (f" ({', '.join(f'{k} {v:g}' for k, v in opts.items())})" if opts else "")
+        opts = {k: v for k, v in r.items() if k not in ("model", "steps", "threshold", part, *FIGURES)}
+        name = r[part] + (f" ({', '.join(f'{k} {v:g}' for k, v in opts.items())})" if opts else "")
         drop = "-" if r["accuracy_drop"] is None else f"{100 * r['accuracy_drop']:+.1f} pts"
-        lines.append(f"| {r['model']} | {r['steps']} | {r['threshold']:g} | {gate} | {r['speedup']:.2f}x | {r['psnr_median']:.1f} | "
+        lines.append(f"| {r['model']} | {r['steps']} | {r['threshold']:g} | {name} | {r['speedup']:.2f}x | {r['psnr_median']:.1f} | "
                      f"{r['psnr_p10']:.1f} | {drop} |")
     return "\n".join(lines) + "\n"
 

@@ -20,9 +20,9 @@ import torch
 from ..caching.blocks import find_blocks, find_denoiser
 from ..caching.forecasters.l2p import fit
 from . import harness
+from .gate_study import evaluate, fixed_knobs, markdown
 from .methods import Context
 from .targets import get_target
-from .verdict import summary
 
 
 def trajectories(runner: harness.Runner, items: list[Any], batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -35,7 +35,8 @@ def trajectories(runner: harness.Runner, items: list[Any], batch: int) -> tuple[
     b0, res = [], []
     try:
         for i in range(0, len(items), batch):
-            seen["first"].clear(), seen["last"].clear()
+            for v in seen.values():
+                v.clear()
             runner.target.generate(runner.pipe, items[i:i + batch])
             h0, hl = torch.stack(seen["first"]), torch.stack(seen["last"])
             b0.append(h0)
@@ -55,27 +56,13 @@ def study(model: str, fit_items: int, items: int, steps: int, thresholds: list[f
     b0, res = trajectories(harness.Runner(t, "none", {}, ctx), pool[:fit_items], batch)
     opts = {"history": history, "block0": fit(b0, history), "last": fit(res, history)}
     ref = harness.reference(t, harness.Runner(t, "none", {}, ctx), pool[fit_items:], batch)
-    fixed = {"residual": True, "warmup_steps": max(1, round(0.04 * steps)), "full_last_step": False, "gate": "step"}
     rows = []
     for thr in thresholds:
         for name, fo in (("taylor", {}), ("l2p", opts)):
-            params = {**fixed, "threshold": thr, "forecaster": name, "forecaster_options": fo}
-            out, macs = harness.Runner(t, "cg-taylor", params, ctx).generate(ref.items, batch, count=True)
-            s = summary(harness.measure(t, ref, out, macs), ref.ref)
-            rows.append({"model": model, "steps": steps, "threshold": thr, "forecaster": name, "speedup": s["compute_speedup"],
-                         "psnr_median": s["psnr_median"], "psnr_p10": s["psnr_p10"], "accuracy_drop": s.get("accuracy_drop")})
+            params = {**fixed_knobs(t.kind, steps), "gate": "step", "threshold": thr, "forecaster": name, "forecaster_options": fo}
+            rows.append({"model": model, "steps": steps, "threshold": thr, "forecaster": name, **evaluate(t, ctx, ref, params, batch)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
-
-
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | steps | threshold | forecaster | compute speedup | PSNR median | PSNR p10 | accuracy drop |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        drop = "-" if r["accuracy_drop"] is None else f"{100 * r['accuracy_drop']:+.1f} pts"
-        lines.append(f"| {r['model']} | {r['steps']} | {r['threshold']:g} | {r['forecaster']} | {r['speedup']:.2f}x | "
-                     f"{r['psnr_median']:.1f} | {r['psnr_p10']:.1f} | {drop} |")
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
@@ -88,4 +75,4 @@ if __name__ == "__main__":
     ap.add_argument("--thresholds", default="0.04,0.06,0.1,0.15")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    print(markdown(study(a.model, a.fit_items, a.items, a.steps, [float(v) for v in a.thresholds.split(",")], a.history)))
+    print(markdown(study(a.model, a.fit_items, a.items, a.steps, [float(v) for v in a.thresholds.split(",")], a.history), "forecaster"))

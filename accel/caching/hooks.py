@@ -281,7 +281,7 @@ class GateHook(ModelHook):
     def _where(self, st: CGTaylorState) -> Where:
         c = self.controller
         patch = getattr(getattr(c.model, "config", None), "patch_size", None)
-        return Where(st.last_t, noise_level(getattr(c.trajectory, "scheduler", None), st.last_t), c.latent, patch, c.group is not None)
+        return Where(noise_level(getattr(c.trajectory, "scheduler", None), st.last_t), c.latent, patch, c.group is not None)
 
     def _buffer(self, st: CGTaylorState) -> torch.Tensor | None:
         """Where the forecast may be written in place of a fresh tensor: on U-Nets the forecast feeds an up block,

@@ -23,7 +23,6 @@ from ..parts import NoOptions
 class Where:
     """Where a step is, for a signal that reads the noise level and the token grid (gates with ``needs_where``)."""
 
-    t: float | None = None  # the timestep the denoiser got
     noise: tuple[float, float] | None = None  # (a, b) of x_t = a x_0 + b noise, where the scheduler tells
     latent: tuple[int, ...] | None = None  # the shape of the denoiser's latent input
     patch: Any = None  # the denoiser's patch size (its config's ``patch_size``)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ...errors import AccelError
 from ...training import ProgressFn, TrainLoop, cycles_lr, numpy_rng, save_trained, train_autoencoder, with_ema
-from ...utils import SPECIAL_TOKENS, word_tokenizer
+from ...utils import SPECIAL_TOKENS, atomic_write_bytes, word_tokenizer
 from .. import motion
 
 SIZE, FRAMES = 32, 9
@@ -182,15 +182,14 @@ def latent_pool(vae: torch.nn.Module, n: int, seed: int, path: Path,
                 progress: ProgressFn | None = None) -> tuple[torch.Tensor, list[str]]:
     """``n`` rendered clips encoded once (normalised latents, float16) and their prompts, drawn from ``seed``; saved to
     ``path`` (atomically) and read back from there when it holds a pool of that size and seed."""
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save
 
     if path.is_file():
-        from safetensors import safe_open
-
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        if meta.get("n") == str(n) and meta.get("seed") == str(seed):
-            return load_file(str(path))["latents"], json.loads(meta["prompts"])
+            if meta.get("n") == str(n) and meta.get("seed") == str(seed):
+                return f.get_tensor("latents"), json.loads(meta["prompts"])
     rng, chunks, prompts = np.random.default_rng(seed), [], []
     with torch.no_grad():
         for i in range(0, n, 32):
@@ -200,9 +199,7 @@ def latent_pool(vae: torch.nn.Module, n: int, seed: int, path: Path,
             if progress is not None:
                 progress(i + len(p), n, float("nan"))
     latents = torch.cat(chunks)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"latents": latents}, str(tmp), metadata={"n": str(n), "seed": str(seed), "prompts": json.dumps(prompts)})
-    tmp.replace(path)
+    atomic_write_bytes(path, save({"latents": latents}, metadata={"n": str(n), "seed": str(seed), "prompts": json.dumps(prompts)}))
     return latents, prompts
 
 

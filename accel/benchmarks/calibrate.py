@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import AccelError
 from ..utils import atomic_write_bytes
+from .methods import with_l2p_rows
 
 PRESETS = {"quality": "40", "balanced": "35", "fast": "30"}  # preset name -> PSNR level (dB) of the rule's choice
 
@@ -48,9 +49,10 @@ def ship(report: dict[str, Any], folder: str | Path, level: str, command: str, s
     if level not in choices:
         raise AccelError(f"no CG-Taylor setting meets {level} dB on the selection split; ship another level "
                          f"(available: {', '.join(choices) or 'none'})")
-    pick = dict(choices[level]["params"])
+    rows = report["config"].get("l2p")  # the l2p forecaster's fitted rows go with the settings that use it
+    pick = with_l2p_rows(dict(choices[level]["params"]), rows)
     rec = {"threshold": pick.pop("threshold"), "config": pick, "level_db": float(level),
-           "presets": {name: choices[lv]["params"] for name, lv in PRESETS.items() if lv in choices},
+           "presets": {name: with_l2p_rows(choices[lv]["params"], rows) for name, lv in PRESETS.items() if lv in choices},
            "figures": choices, "criterion": report["config"]["rule"], "source": command}
     if "steps" in report.get("config", {}):
         rec["steps"] = int(report["config"]["steps"])

@@ -36,6 +36,7 @@ from .tuner import SPACES, Tuner, load_spaces, space
 from .verdict import LEVELS, choose, holds, is_video, leader, per_item_psnr, per_item_ssim, per_item_temporal_psnr, summary, wall
 
 Progress = Callable[[str], None]
+L2P_HISTORY = {"per_step": 0.16, "min": 2}  # the l2p forecaster's entries: 8 at 50 steps, 4 at 28, 2 at 10
 
 
 def _denoisers(pipe: Any) -> list[torch.nn.Module]:
@@ -149,6 +150,8 @@ def select(target: Target, names: list[str], sel: Split, ctx: Context, size: Siz
     rows: list[dict[str, Any]] = []
     for n in names:
         sp = space(n, target.kind, target.steps, spaces)
+        if n == "cg-taylor" and ctx.l2p is None:
+            sp.excluded = (("forecaster", "l2p"),)  # a pipeline the rows cannot be fitted on (two experts)
 
         def run_one(params: dict[str, Any], n: str = n) -> dict[str, Any] | None:
             row: dict[str, Any] = {"method": n, "params": params, "label": label(n, params)}
@@ -163,6 +166,26 @@ def select(target: Target, names: list[str], sel: Split, ctx: Context, size: Siz
 
         Tuner(sp, run_one, holds, levels, budget).run()
     return rows
+
+
+def fit_l2p(target: Target, sel: Split, size: Sizes, spaces: Path, say: Progress) -> dict[str, Any] | None:
+    """The l2p forecaster's rows for CG-Taylor's space, fitted on the uncached trajectories of the selection split's
+    first items (at most 16, never test items), with ``L2P_HISTORY`` entries; None where the space has no l2p or the
+    pipeline switches experts mid-trajectory."""
+    from ..caching.forecasters.l2p import fit_pipeline
+    from .tuner import steps_value
+
+    sp = space("cg-taylor", target.kind, target.steps, spaces)
+    if not any(c.get("forecaster") == "l2p" for c in sp.combos()):
+        return None
+    pipe = target.load()
+    if getattr(pipe, "transformer_2", None) is not None:
+        return None
+    items = sel.items[:16]
+    say(f"l2p forecaster: fitting its rows on {len(items)} selection items")
+    calls = [lambda p, chunk=items[i:i + size.batch]: target.generate(p, chunk) for i in range(0, len(items), size.batch)]
+    return fit_pipeline(pipe, calls, target.steps, min(16, steps_value(L2P_HISTORY, target.steps)),
+                        bool(sp.fixed.get("residual", False)))
 
 
 def choices_of(rows: list[dict[str, Any]], names: list[str], levels: tuple[float, ...]) -> dict[str, dict[str, str | None]]:
@@ -257,6 +280,8 @@ def run(model: str, methods: list[str] | None = None, quick: bool = False, level
     sel = reference(target, ref_runner, target.items("selection", size.selection), size.batch)
     if "magcache" in names and getattr(ref_runner.pipe, "transformer_2", None) is None:  # calibrated on the first selection batch (never on test items)
         ctx.mag_ratios = calibrate_magcache(target.load(), lambda p: target.generate(p, sel.items[: size.batch]), target.steps)
+    if "cg-taylor" in names:
+        ctx.l2p = fit_l2p(target, sel, size, spaces, say)
     rows = select(target, names, sel, ctx, size, budget, levels, spaces, log, say)
     choices = choices_of(rows, names, levels)
     by_label = {r["label"]: r for r in rows if "selection" in r}
@@ -276,7 +301,7 @@ def run(model: str, methods: list[str] | None = None, quick: bool = False, level
            "rule": (choose.__doc__ or "").split("\n\n")[0].replace("\n    ", " "),
            "compute_count": "multiply-accumulates of every linear layer and convolution plus the attention products "
                             "(QK^T, AV) inside the denoiser's forward, on the calls that ran",
-           "mag_ratios": ctx.mag_ratios, "methods": {n: METHODS[n].source for n in names},
+           "mag_ratios": ctx.mag_ratios, "l2p": ctx.l2p, "methods": {n: METHODS[n].source for n in names},
            **prov, "load_end": list(os.getloadavg()), "seconds_total": time.perf_counter() - t_start}
     reference_figures = {"selection_accuracy": float(sel.ref["correct"].mean()) if "correct" in sel.ref else None,
                          "test_accuracy": float(tst.ref["correct"].mean()) if "correct" in tst.ref else None}

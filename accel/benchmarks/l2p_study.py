@@ -17,34 +17,11 @@ from typing import Any
 
 import torch
 
-from ..caching.blocks import find_blocks, find_denoiser
-from ..caching.forecasters.l2p import fit
+from ..caching.forecasters.l2p import fit_pipeline
 from . import harness
 from .gate_study import evaluate, fixed_knobs, markdown
 from .methods import Context
 from .targets import get_target
-
-
-def trajectories(runner: harness.Runner, items: list[Any], batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per batch of ``items``, the uncached (steps, ...) stacks of block 0's output and of the last block's residual."""
-    blocks = find_blocks(find_denoiser(runner.pipe))
-    first, last = blocks[0], blocks[-1]
-    seen: dict[str, list[torch.Tensor]] = {"first": [], "last": []}
-    hooks = [spec.module.register_forward_hook(lambda m, a, o, k=k, spec=spec: seen[k].append(spec.hidden_out(o).detach().float()))
-             for k, spec in (("first", first), ("last", last))]
-    b0, res = [], []
-    try:
-        for i in range(0, len(items), batch):
-            for v in seen.values():
-                v.clear()
-            runner.target.generate(runner.pipe, items[i:i + batch])
-            h0, hl = torch.stack(seen["first"]), torch.stack(seen["last"])
-            b0.append(h0)
-            res.append(hl - h0)
-    finally:
-        for h in hooks:
-            h.remove()
-    return b0, res
 
 
 def study(model: str, fit_items: int, items: int, steps: int, thresholds: list[float], history: int = 4,
@@ -53,8 +30,9 @@ def study(model: str, fit_items: int, items: int, steps: int, thresholds: list[f
     t.steps = steps
     ctx = Context(steps=steps, guidance_batched=t.guidance_batched)
     pool = t.items("selection", fit_items + items)
-    b0, res = trajectories(harness.Runner(t, "none", {}, ctx), pool[:fit_items], batch)
-    opts = {"history": history, "block0": fit(b0, history), "last": fit(res, history)}
+    fitting = pool[:fit_items]
+    calls = [lambda p, chunk=fitting[i:i + batch]: t.generate(p, chunk) for i in range(0, len(fitting), batch)]
+    opts = fit_pipeline(t.load(), calls, steps, history, residual=True)
     ref = harness.reference(t, harness.Runner(t, "none", {}, ctx), pool[fit_items:], batch)
     rows = []
     for thr in thresholds:

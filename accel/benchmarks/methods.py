@@ -25,12 +25,14 @@ Reset = Callable[[], None]
 
 @dataclass
 class Context:
-    """What a method may need beyond its settings: the step count, MagCache's calibrated ratios, and whether
-    the target batches classifier-free guidance's two branches in one call (FasterCache's guidance cache)."""
+    """What a method may need beyond its settings: the step count, MagCache's calibrated ratios, the l2p
+    forecaster's fitted options (CG-Taylor with ``forecaster="l2p"``), and whether the target batches
+    classifier-free guidance's two branches in one call (FasterCache's guidance cache)."""
 
     steps: int
     mag_ratios: list[float] | None = None
     guidance_batched: bool = False
+    l2p: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,20 @@ def _none(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     return lambda: None
 
 
+def with_l2p_rows(params: dict[str, Any], rows: dict[str, Any] | None) -> dict[str, Any]:
+    """A CG-Taylor setting with the l2p forecaster gets the fitted rows as its options (settings name the forecaster
+    only: the rows are fitted once per run, on the selection split)."""
+    if params.get("forecaster") != "l2p" or params.get("forecaster_options"):
+        return params
+    if rows is None:
+        raise AccelError("the l2p forecaster needs its rows fitted first (the harness fits them on the selection split)")
+    return {**params, "forecaster_options": rows}
+
+
 def _cg_taylor(pipe: Any, params: dict[str, Any], ctx: Context) -> Reset:
     from .. import CGTaylorConfig, enable, reset
 
-    enable(pipe, CGTaylorConfig(**params))
+    enable(pipe, CGTaylorConfig(**with_l2p_rows(params, ctx.l2p)))
     return lambda: reset(pipe)
 
 

@@ -4,7 +4,8 @@ A method's knob space is data (``spaces.json``, :class:`Space`): one primary kno
 values of its secondary knobs, fixed values and its own recommended setting. The tuner spends a fixed budget:
 
 1. the method's recommended setting, verbatim;
-2. a coarse pass: every combination of the secondary values at two points of the primary range;
+2. a coarse pass: every combination of the secondary values (their product, or a union of products) at two points
+   of the primary range;
 3. bisection of the primary knob onto each quality level, on the combination that skips the most compute
    while holding that level so far (levels taken in turn; a converged bracket hands its turn to the next
    best combination). A bracket whose every evaluation holds is pushed up to the knob's maximum and one
@@ -49,13 +50,22 @@ class Space:
     hi: float
     min: float
     max: float
-    secondary: dict[str, list[Any]] = field(default_factory=dict)
+    secondary: dict[str, list[Any]] | list[dict[str, list[Any]]] = field(default_factory=dict)
     fixed: Params = field(default_factory=dict)
     recommended: Params | None = None
+    excluded: tuple[tuple[str, Any], ...] = ()  # (knob, value): combinations setting a knob to such a value are left out
 
     def combos(self) -> list[Params]:
-        keys = list(self.secondary)
-        return [dict(zip(keys, vals)) for vals in itertools.product(*(self.secondary[k] for k in keys))] or [{}]
+        """Every combination of the secondary values: the product of their lists, or where ``secondary`` is a list
+        of such dicts, the union of their products (in order, without repeats)."""
+        out: list[Params] = []
+        for prod in (self.secondary if isinstance(self.secondary, list) else [self.secondary]):
+            keys = list(prod)
+            for vals in itertools.product(*(prod[k] for k in keys)):
+                c = dict(zip(keys, vals))
+                if c not in out and not any(k in c and c[k] == v for k, v in self.excluded):
+                    out.append(c)
+        return out or [{}]
 
     def setting(self, combo: Params, value: float) -> Params:
         v = int(value) if self.integer else float(f"{value:.4g}")
@@ -88,8 +98,10 @@ def space(method: str, kind: str, steps: int, path: Path = SPACES) -> Space:
     lo, hi, mn, mx = (float(steps_value(p[k], steps)) for k in ("lo", "hi", "min", "max"))
     if not mn <= lo <= hi <= mx or (not integer and mn <= 0):
         raise AccelError(f"{path}: {method}'s primary {p['name']} needs 0 < min <= lo <= hi <= max, got {mn}, {lo}, {hi}, {mx}")
-    sec = {k: [steps_value(v, steps) for v in vals] for k, vals in spec.get("secondary", {}).items()}
-    sec = {k: list({json.dumps(v): v for v in vals}.values()) for k, vals in sec.items()}  # scaled values may coincide
+    raw = spec.get("secondary", {})
+    prods = [{k: list({json.dumps(steps_value(v, steps)): steps_value(v, steps) for v in vals}.values())  # scaled values may coincide
+              for k, vals in prod.items()} for prod in (raw if isinstance(raw, list) else [raw])]
+    sec: dict[str, list[Any]] | list[dict[str, list[Any]]] = prods if isinstance(raw, list) else prods[0]
     fixed = {k: steps_value(v, steps) for k, v in spec.get("fixed", {}).items()}
     return Space(p["name"], integer, lo, hi, mn, mx, sec, fixed, spec.get("recommended"))
 

@@ -159,6 +159,42 @@ def test_tuner_brackets_each_level_and_spends_its_budget():
     assert len(rows) < 24  # an integer knob's bracket closes: the space is exhausted before the budget
 
 
+def test_secondary_values_as_a_union_of_products_and_excluded_values():
+    sp = tuner.Space("threshold", False, 0.1, 0.2, 0.01, 1.0,
+                     secondary=[{"gate": ["a", "b"], "f": ["x", "y"]}, {"gate": ["a", "c"], "f": ["z"]}, {"gate": ["a"], "f": ["x"]}])
+    assert sp.combos() == [{"gate": "a", "f": "x"}, {"gate": "a", "f": "y"}, {"gate": "b", "f": "x"}, {"gate": "b", "f": "y"},
+                           {"gate": "a", "f": "z"}, {"gate": "c", "f": "z"}]  # in order, the repeat once
+    sp.excluded = (("f", "z"),)
+    assert [c["f"] for c in sp.combos()] == ["x", "y", "x", "y"]
+    cg = tuner.space("cg-taylor", "flux", 28)
+    assert {c["forecaster"] for c in cg.combos()} == {"taylor", "spectrum", "l2p"}
+
+
+def test_l2p_rows_are_fitted_on_selection_and_ship_with_the_setting(tiny_dit_folder, tmp_path):
+    """CG-Taylor's l2p forecaster in the space: the harness fits its rows on the selection split (one row per step),
+    the settings run with them, and ``--ship`` writes them beside the model; without rows the method refuses to run."""
+    from accel.benchmarks.calibrate import ship
+
+    entry = _fixed_space("threshold", 0.05, warmup_steps=1, full_last_step=False, residual=True)
+    entry["all"]["secondary"] = {"forecaster": ["l2p"]}
+    rep = harness.run(str(tiny_dit_folder), methods=["cg-taylor"], steps=6, spaces=_spaces(tmp_path, {"cg-taylor": entry}, budget=1),
+                      sizes={"selection": 2, "test": 2, "batch": 2, "rounds": 0}, levels=(-1e9,))
+    rows = rep["config"]["l2p"]
+    assert rows["history"] == 2 and len(rows["block0"]) == len(rows["last"]) == 6 and rows["last"][0] == []
+    assert all(len(r) == min(s, 2) for s, r in enumerate(rows["last"]))
+    (row,) = rep["sweep"]
+    assert "error" not in row and row["params"]["forecaster"] == "l2p" and "forecaster_options" not in row["params"]
+    folder = tmp_path / "model"
+    folder.mkdir()
+    rec = ship(rep, folder, "-1e+09", "test")
+    assert rec["config"]["forecaster_options"] == rows
+    saved = json.loads((folder / "accel_cache.json").read_text())
+    from accel import CGTaylorConfig
+    assert CGTaylorConfig(threshold=saved["threshold"], **saved["config"]).forecaster_options["last"] == rows["last"]
+    with pytest.raises(AccelError, match="needs its rows fitted"):
+        methods.with_l2p_rows({"forecaster": "l2p"}, None)
+
+
 def test_every_method_has_a_space_that_fits_the_budget_at_every_step_count():
     data = tuner.load_spaces()
     assert data["budget"] >= 24

@@ -146,3 +146,21 @@ def test_wan_peers_cache_the_second_expert_too(wan_targets, name, params):
             runner.generate(items, 2)
         counts[method] = c.macs
     assert 0 < counts[name] < 0.9 * counts["none"], counts
+
+
+def test_l2p_rows_fit_on_wan_per_guidance_branch_and_refuse_two_experts(wan_targets):
+    """Wan runs its guidance branches as separate calls: every step's two calls are two trajectories, one row per step;
+    a pipeline that hands over to a second expert mid-trajectory is refused (the harness leaves l2p out there)."""
+    from accel.caching.forecasters.l2p import fit_pipeline, record
+    from accel.errors import AccelError
+
+    t, _, items, _, _ = wan_targets["one"]
+    pipe = t.load()
+    assert len(record(pipe, lambda p: t.generate(p, items))) == 2 * STEPS  # conditional and unconditional calls
+    rows = fit_pipeline(pipe, [lambda p: t.generate(p, items)], STEPS, history=3)
+    assert len(rows["block0"]) == len(rows["last"]) == STEPS and all(len(r) == min(s, 3) for s, r in enumerate(rows["block0"]))
+    with pytest.raises(AccelError, match="multiple of"):
+        fit_pipeline(pipe, [lambda p: t.generate(p, items)], STEPS + 1)
+    two, _, items2, _, _ = wan_targets["two"]
+    with pytest.raises(AccelError, match="second expert"):
+        fit_pipeline(two.load(), [lambda p: two.generate(p, items2)], STEPS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -123,3 +123,63 @@ def fit(trajectories: Sequence[torch.Tensor], history: int = 4, ridge: float = 1
         w = torch.linalg.solve(gram + lam * torch.eye(k, dtype=torch.float64), x.T @ y + lam * prior)
         rows.append([round(float(c), 6) for c in w])
     return rows
+
+
+
+def record(pipe: Any, call: Callable[[Any], Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per call of ``pipe``'s denoiser during ``call(pipe)`` (uncached), the hidden outputs of the first and the last
+    block that ran, in execution order: the streams CG-Taylor forecasts (block 0's and the forecast block's)."""
+    from ..blocks import find_blocks, find_denoisers
+
+    models = find_denoisers(pipe)
+    if len(models) > 1:
+        raise AccelError("l2p forecaster: its rows are fitted per step of one denoiser's trajectory, and this pipeline "
+                         "switches to a second expert (transformer_2) mid-trajectory: use the taylor forecaster on it")
+    model = models[0]
+    ran: list[torch.Tensor] = []  # this call's first block output and its latest
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def block_done(spec: Any, out: Any) -> None:
+        h = spec.hidden_out(out).detach().float()
+        if ran:
+            ran[1:] = [h]
+        else:
+            ran.append(h)
+
+    def call_done(*_: Any) -> None:
+        if len(ran) == 2:
+            calls.append((ran[0], ran[1]))
+
+    handles = [model.register_forward_pre_hook(lambda *_: ran.clear()), model.register_forward_hook(call_done)]
+    handles += [s.module.register_forward_hook(lambda m, a, o, s=s: block_done(s, o)) for s in find_blocks(model)]
+    try:
+        with torch.no_grad():
+            call(pipe)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def fit_pipeline(pipe: Any, calls: Sequence[Callable[[Any], Any]], steps: int, history: int = 4, residual: bool = True,
+                 ridge: float = 1e-3) -> dict[str, Any]:
+    """The l2p forecaster's options for ``pipe`` at ``steps`` sampling steps: rows fitted (:func:`fit`) on the uncached
+    trajectories that each of ``calls`` samples (every guidance branch a trajectory of its own), for block 0's output
+    and for the forecast block's (its residual over block 0's with ``residual``, as ``CGTaylorConfig.residual``)."""
+    b0: list[torch.Tensor] = []
+    last: list[torch.Tensor] = []
+    for c in calls:
+        outs = record(pipe, c)
+        if not outs or len(outs) % steps:
+            raise AccelError(f"l2p forecaster: a {steps}-step sampling call ran the denoiser {len(outs)} times, not a "
+                             f"multiple of {steps}; fit at the step count the pipeline is called with")
+        per = len(outs) // steps  # calls per step: one per guidance branch the pipeline runs separately
+        for j in range(per):
+            first = torch.stack([outs[s * per + j][0] for s in range(steps)])
+            end = torch.stack([outs[s * per + j][1] for s in range(steps)])
+            if residual and first.shape != end.shape:
+                raise AccelError(f"l2p forecaster: residual=True needs block 0 and the forecast block to output the same "
+                                 f"shape; got {tuple(first.shape[1:])} and {tuple(end.shape[1:])}")
+            b0.append(first)
+            last.append(end - first if residual else end)
+    return {"history": history, "block0": fit(b0, history, ridge), "last": fit(last, history, ridge)}

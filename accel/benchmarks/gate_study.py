@@ -6,24 +6,28 @@ each gate on a target's selection items (never the test split), through the harn
 
 Each setting: the knob space's fixed knobs (transformers: residual forecast, warm-up 0.04 N steps, no forced last
 step; U-Nets: the shallow split, the same warm-up and last step); gates by ``--gates`` (default ``step``,
-``lookahead`` at ratio 0.5 and 1.0; ``name:key=value`` sets an option). With several step counts the same thresholds
+``lookahead`` at ratio 0.5 and 1.0; ``name:key=value`` sets an option, or a ``CGTaylorConfig`` field such as
+``partial_ratio``). With several step counts the same thresholds
 run at each (does one threshold mean the same at every step count?). Prints one JSON line per setting, then a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from typing import Any
 
 import torch
 
+from ..caching.config import CGTaylorConfig
 from . import harness
 from .methods import Context
 from .targets import get_target
 from .verdict import summary
 
 GATES = "step,lookahead:ratio=0.5,lookahead:ratio=1.0"
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(CGTaylorConfig)}
 
 
 def _value(text: str) -> bool | int | float:
@@ -68,7 +72,9 @@ def study(model: str, items: int, steps: int, thresholds: list[float], batch: in
     rows = []
     for thr in thresholds:
         for gate, opts in gates or parse_gates(GATES):
-            params = {**fixed_knobs(t.kind, steps), "threshold": thr, "gate": gate, "gate_options": opts}
+            fields = {k: v for k, v in opts.items() if k in CONFIG_FIELDS}  # e.g. partial_ratio: a config field, not a gate option
+            params = {**fixed_knobs(t.kind, steps), "threshold": thr, "gate": gate, **fields,
+                      "gate_options": {k: v for k, v in opts.items() if k not in fields}}
             rows.append({"model": model, "steps": steps, "threshold": thr, "gate": gate, **opts, **evaluate(t, ctx, ref, params, batch)})
             print(json.dumps(rows[-1]), flush=True)
     return rows

@@ -7,7 +7,7 @@ each gate on a target's selection items (never the test split), through the harn
 Each setting: the knob space's fixed knobs (transformers: residual forecast, warm-up 0.04 N steps, no forced last
 step; U-Nets: the shallow split, the same warm-up and last step); gates by ``--gates`` (default ``step``,
 ``lookahead`` at ratio 0.5 and 1.0; ``name:key=value`` sets an option, or a ``CGTaylorConfig`` field such as
-``partial_ratio``). With several step counts the same thresholds
+``residual``). With several step counts the same thresholds
 run at each (does one threshold mean the same at every step count?). Prints one JSON line per setting, then a table.
 """
 
@@ -72,7 +72,7 @@ def study(model: str, items: int, steps: int, thresholds: list[float], batch: in
     rows = []
     for thr in thresholds:
         for gate, opts in gates or parse_gates(GATES):
-            fields = {k: v for k, v in opts.items() if k in CONFIG_FIELDS}  # e.g. partial_ratio: a config field, not a gate option
+            fields = {k: v for k, v in opts.items() if k in CONFIG_FIELDS}  # e.g. residual: a config field, not a gate option
             params = {**fixed_knobs(t.kind, steps), "threshold": thr, "gate": gate, **fields,
                       "gate_options": {k: v for k, v in opts.items() if k not in fields}}
             rows.append({"model": model, "steps": steps, "threshold": thr, "gate": gate, **opts, **evaluate(t, ctx, ref, params, batch)})

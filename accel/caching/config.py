@@ -54,13 +54,6 @@ class CGTaylorConfig:
         forecaster: what a skipped step's output is forecast with, for block 0 (which the gate judges) and the
             forecast block alike, by name (``accel.caching.forecasters``): ``"taylor"`` (default, the paper).
         forecaster_options: the forecaster's options (a dict; e.g. ``{"order": 1, "block0_order": 2}`` for Taylor).
-        partial_ratio: X-Slim's critical line as a multiple of the threshold (default 0: none). A step the gate
-            refuses is a partial refresh while the block-0 errors of the steps since the last full step, its own
-            included, stay under ``partial_ratio`` x threshold: block 0, the forecast block and the middle blocks
-            whose residual changed most run, the others add their residual of the last full step
-            (``accel.caching.partial``); past the line the step runs in full. Transformers only; never on the
-            gradient path. Costs one copy of each middle block's output per branch.
-        partial_share: the share of the middle blocks a partial refresh reuses instead of running (default 0.5).
     """
 
     threshold: float = 0.03
@@ -72,8 +65,6 @@ class CGTaylorConfig:
     gate_options: dict[str, Any] = field(default_factory=dict)
     forecaster: str = "taylor"
     forecaster_options: dict[str, Any] = field(default_factory=dict)
-    partial_ratio: float = 0.0
-    partial_share: float = 0.5
 
     def __post_init__(self) -> None:
         t = self.threshold
@@ -90,13 +81,6 @@ class CGTaylorConfig:
         for name in ("gate_options", "forecaster_options"):
             if not isinstance(getattr(self, name), dict):
                 raise AccelError(f"{name} must be a dict of the part's options, got {getattr(self, name)!r}")
-        r = self.partial_ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or not (r == 0 or r > 1):
-            raise AccelError(f"partial_ratio must be 0 (no partial refresh) or a number > 1 (the critical line as a multiple "
-                             f"of the threshold), got {r!r}")
-        q = self.partial_share
-        if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 < q <= 1:
-            raise AccelError(f"partial_share must be in (0, 1], got {q!r}")
         gate_options(self.gate, self.gate_options)  # raise now, not on the first step
         forecaster_options(self.forecaster, self.forecaster_options)
 

@@ -25,7 +25,6 @@ from diffusers.hooks.hooks import HookRegistry, ModelHook
 
 from .. import kernels
 from ..errors import AccelError
-from . import partial
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
 from .forecasters import Forecaster
@@ -93,8 +92,8 @@ def install(controller: "ControllerHook", blocks: list[BlockSpec]) -> int:
     gate = GateHook(states, config, blocks[0], controller, forecaster,
                     reuse_buffer=blocks[f].kind in ("unet_plain", "unet_layer") and not config.residual)
     attach(blocks[0].module, gate, GATE_HOOK)
-    for i, spec in enumerate(blocks[1:f]):
-        attach(spec.module, SkipHook(states, spec, i, controller), SKIP_HOOK)
+    for spec in blocks[1:f]:
+        attach(spec.module, SkipHook(states, spec), SKIP_HOOK)
     attach(blocks[f].module, LastHook(states, config, blocks[f], controller, forecaster), LAST_HOOK)
     return f
 
@@ -182,7 +181,7 @@ class ControllerHook(ModelHook):
         x = call_arg(self.params, ("hidden_states", "sample", "x"), args, kwargs)
         self.latent = tuple(x.shape) if isinstance(x, torch.Tensor) else None
         st = self.trajectory.begin(args, kwargs)
-        st.compute, st.forecast, st.refresh, st.blind, st.partial = True, None, True, False, False
+        st.compute, st.forecast, st.refresh, st.blind = True, None, True, False
         if (st.force is None and st.imposed is None and not self.probe and not self.differentiable and not self.pending
                 and st.gate is not None and self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK).gate.blind(st.gate)):
             st.compute, st.blind = False, True  # block 0 is forecast too (GateHook)
@@ -318,14 +317,6 @@ class GateHook(ModelHook):
         if gated:
             self.judged.advance(st.s0, self.judged.predict(st.s0, st.step), st.step)
 
-    def _partial(self, st: CGTaylorState, error: float) -> bool:
-        """Whether a step the gate refused is a partial refresh: the errors since the last full step, this one's
-        included, under X-Slim's critical line, once full steps have chosen the blocks to reuse (never on the
-        gradient path or in probe mode)."""
-        c = self.controller
-        return (self.config.partial_ratio > 0 and not c.differentiable and not c.probe and bool(st.residuals.reuse)
-                and st.residuals.spent + error < self.config.partial_ratio * self.config.threshold)
-
     @torch.compiler.disable
     def _gate(self, h: torch.Tensor) -> None:
         st = self.states.get_state()
@@ -357,14 +348,8 @@ class GateHook(ModelHook):
                     self._advance(st, raw, gated=True)
                 else:
                     reason = "nonfinite"
-            elif self._partial(st, error):
-                st.partial, reason = True, "partial"
             else:
                 reason = "gate"
-        if not st.compute or st.partial:
-            st.residuals.spent += error or 0.0
-        else:
-            st.residuals.spent = 0.0
         if not st.compute:
             self.gate.forecasted(st.gate, error or 0.0)
             if self.controller.probe:
@@ -380,25 +365,19 @@ class GateHook(ModelHook):
 
 
 class SkipHook(ModelHook):
-    """On blocks 1..L-2 (middle block ``index``): on forecast steps return the inputs unchanged instead of running
-    the block; with a partial tier, store the block's residual on full steps and reuse it on partial refreshes."""
+    """On blocks 1..L-2: on forecast steps return the inputs unchanged instead of running the block."""
 
-    def __init__(self, states: ContextStates, spec: BlockSpec, index: int, controller: ControllerHook) -> None:
+    def __init__(self, states: ContextStates, spec: BlockSpec) -> None:
         super().__init__()
-        self.states, self.spec, self.index, self.controller = states, spec, index, controller
+        self.states, self.spec = states, spec
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        st = self.states.get_state()
-        if not st.compute:
-            return self.spec.passthrough(args, kwargs)
-        if st.partial and self.index in st.residuals.reuse:
-            return partial.reused(st.residuals, self.index, self.spec, args, kwargs)
-        out = self.fn_ref.original_forward(*args, **kwargs)
-        if not self.spec.known or self.spec.tuple_len is None or self.spec.out_shape is not None:
-            self.spec.learn(args, kwargs, out)  # (the output's shape of this trajectory, for keep_shape)
-        if self.controller.config.partial_ratio > 0 and st.refresh and not st.partial and not self.controller.differentiable:
-            partial.store(st.residuals, self.index, self.spec, args, kwargs, out)
-        return out
+        if self.states.get_state().compute:
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            if not self.spec.known or self.spec.tuple_len is None or self.spec.out_shape is not None:
+                self.spec.learn(args, kwargs, out)  # (the output's shape of this trajectory, for keep_shape)
+            return out
+        return self.spec.passthrough(args, kwargs)
 
 
 class LastHook(ModelHook):
@@ -444,5 +423,3 @@ class LastHook(ModelHook):
         else:
             self.forecaster.update(st.sl, h, st.step)
         st.last_full = st.step
-        if self.config.partial_ratio > 0 and not st.partial and not self.controller.differentiable:
-            partial.choose(st.residuals, len(self.controller.blocks) - 2, self.config.partial_share)

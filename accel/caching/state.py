@@ -16,7 +16,6 @@ import torch
 from diffusers.hooks.hooks import BaseState, StateManager
 
 from .forecasters import Stream
-from .partial import Residuals
 
 DEFAULT_CONTEXT = "default"
 
@@ -28,7 +27,7 @@ class StepRecord:
     step: int
     timestep: float
     computed: bool
-    reason: str  # "warmup" | "last" | "gate" | "forecast" | "blind" | "partial" | "nonfinite" | "threshold0"
+    reason: str  # "warmup" | "last" | "gate" | "forecast" | "blind" | "nonfinite" | "threshold0"
     error: float | None = None  # block-0 relative L1 forecast error (None when not measured)
     last_error: float | None = None  # last-block forecast error; measured only in probe mode
     offset: int | None = None  # steps since the last full step
@@ -58,21 +57,19 @@ class CGTaylorState(BaseState):
         self.refresh = True  # refresh the streams after this call (False on probed forecast steps)
         self.imposed: bool | None = None  # a replayed call's recorded decision (True: full), or None: the gate decides
         self.h0: torch.Tensor | None = None  # block 0's output of the step in flight (``residual``: the forecast's base)
-        self.partial = False  # this step is a partial refresh (``partial_ratio``)
-        self.residuals = Residuals()  # the middle blocks' residuals at the last full step (``partial_ratio``)
         self.records: list[StepRecord] = []
 
     def restart(self) -> None:
         """Forget the streams but keep the step count and records: the denoiser's weights changed (a LoRA
         adapter was loaded, switched, re-weighted, fused or unloaded), so the next steps warm up afresh."""
-        self.s0, self.sl, self.gate, self.residuals = Stream(), Stream(), None, Residuals()
+        self.s0, self.sl, self.gate = Stream(), Stream(), None
         self.last_full, self.forecast, self.h0 = None, None, None
         self.warm_from = self.step + 1
 
     @property
     def factor_bytes(self) -> int:
-        """Memory held by the two streams, the stored residuals of a partial tier and the reused forecast buffer."""
-        return self.s0.nbytes + self.sl.nbytes + self.residuals.nbytes + (self.buffer.numel() * self.buffer.element_size() if self.buffer is not None else 0)
+        """Memory held by the two streams (and the reused forecast buffer, where there is one)."""
+        return self.s0.nbytes + self.sl.nbytes + (self.buffer.numel() * self.buffer.element_size() if self.buffer is not None else 0)
 
 
 class CallOrder:

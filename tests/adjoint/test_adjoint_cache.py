@@ -227,14 +227,13 @@ def test_refusals_leave_nothing_hooked():
 
 def _parts() -> list[tuple[str, dict]]:
     """Every registered gate and forecaster on the DiT (the cumulative gate at a threshold where it forecasts), and the
-    residual forecast, a partial tier (never used on the gradient path), the FLUX layout and the U-Net layer split
-    with the defaults."""
+    residual forecast, the FLUX layout and the U-Net layer split with the defaults."""
     from accel.caching import forecasters, gates
 
     threshold = {"cumulative": 0.4}
     parts = [("dit", {"gate": g, "forecaster": f, **({"threshold": threshold[g]} if g in threshold else {})})
              for g in gates.REGISTRY for f in forecasters.REGISTRY]
-    return parts + [("dit", {"residual": True}), ("dit", {"partial_ratio": 5.0}), ("flux", {"residual": True}), ("flux", {"gate": "cumulative", "threshold": 0.6}),
+    return parts + [("dit", {"residual": True}), ("flux", {"residual": True}), ("flux", {"gate": "cumulative", "threshold": 0.6}),
                     ("unet-layers", {}), ("unet-layers", {"residual": True})]
 
 

@@ -50,8 +50,12 @@ UMT5_CONFIG = dict(vocab_size=len(SPECIAL_TOKENS) + len(WORDS), d_model=TEXT_WID
 # positions are relative and separate per axis, so "later frames further right" is a product of two signs that one
 # attention layer cannot express; inside a token, time is the patch's own weights, and a 1,500-step pilot with
 # patches spanning the clip's time learnt the sign as soon as it used the prompt.
-TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=4, attention_head_dim=16, in_channels=Z, out_channels=Z,
-                          text_dim=TEXT_WIDTH, freq_dim=64, ffn_dim=128, num_layers=30, cross_attn_norm=True,
+# Width 128 (8 heads of 16, FFN 256): at width 64 the sign was learnt but after 19,000 steps only a third of single
+# clips held the right object (squares and triangles came out as blobs, colours drifted across frames); in 500-step
+# pilots on the same pool the held-out loss at sigma 0.8 was 0.336 at width 128 against 0.690 at width 64 (0.600 after
+# 1,000 steps, the same time on one core).
+TRANSFORMER_CONFIG = dict(patch_size=(5, 2, 2), num_attention_heads=8, attention_head_dim=16, in_channels=Z, out_channels=Z,
+                          text_dim=TEXT_WIDTH, freq_dim=64, ffn_dim=256, num_layers=30, cross_attn_norm=True,
                           qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
 SHIFT = 3.0  # Wan's flow shift at low resolution
 SCHEDULER_CONFIG = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=SHIFT)
@@ -81,7 +85,7 @@ class TrainConfig:
     vae_floor: float = 0.9  # share of reconstructed clips the motion scorer must read right before stage 2 starts
     # further cosine cycles of the diffusion stage after its first ``steps``: (steps, peak lr) each, 100 warm-up steps;
     # the list may grow after a run finished, and the work directory's checkpoint resumes into the longer schedule.
-    restarts: tuple[tuple[int, float], ...] = ((6000, 3e-4), (8000, 3e-4))
+    restarts: tuple[tuple[int, float], ...] = ((6000, 3e-4),)
     pool_size: int = 16384  # clips encoded once for the diffusion stage (half single, half pair)
 
     def __post_init__(self) -> None:
@@ -254,7 +258,8 @@ def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str 
                                  return_dict=False)[0]
         return F.mse_loss(pred, noise - x0)
 
-    sub = {k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}
+    # The transformer's shape is part of what a checkpoint must match: a work directory of another recipe is refused.
+    sub = {**{k: v for k, v in asdict(cfg).items() if not k.startswith("vae_")}, "transformer": TRANSFORMER_CONFIG}
     loop = TrainLoop(work / "wan.safetensors", sub, model, ema, opt, gen, total=cfg.diffusion_steps, lr_at=cfg.lr_at,
                      ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every, extendable="restarts",
                      progress=(lambda s, n, loss: progress(cfg.vae_steps + s, total, loss)) if progress else None)

@@ -125,7 +125,6 @@ def fit(trajectories: Sequence[torch.Tensor], history: int = 4, ridge: float = 1
     return rows
 
 
-
 def record(pipe: Any, call: Callable[[Any], Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per call of ``pipe``'s denoiser during ``call(pipe)`` (uncached), the hidden outputs of the first and the last
     block that ran, in execution order: the streams CG-Taylor forecasts (block 0's and the forecast block's)."""

@@ -24,6 +24,7 @@ from ..caching.config import CGTaylorConfig
 from . import harness
 from .methods import Context
 from .targets import get_target
+from .tuner import space
 from .verdict import summary
 
 GATES = "step,lookahead:ratio=0.5,lookahead:ratio=1.0"
@@ -50,9 +51,9 @@ FIGURES = ("speedup", "psnr_median", "psnr_p10", "accuracy_drop")
 
 
 def fixed_knobs(kind: str, steps: int) -> dict[str, Any]:
-    """The knob space's fixed knobs of CG-Taylor at ``steps`` on a denoiser of ``kind``."""
-    return {"warmup_steps": max(1, round(0.04 * steps)), "full_last_step": False,
-            **({"unet_policy": "shallow"} if kind == "unet" else {"residual": True})}
+    """The knob space's fixed knobs of CG-Taylor at ``steps`` on a denoiser of ``kind`` (``spaces.json``; U-Nets on
+    the shallow split)."""
+    return {**space("cg-taylor", kind, steps).fixed, **({"unet_policy": "shallow"} if kind == "unet" else {})}
 
 
 def evaluate(t: Any, ctx: Context, ref: harness.Split, params: dict[str, Any], batch: int) -> dict[str, Any]:

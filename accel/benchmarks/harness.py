@@ -168,17 +168,16 @@ def select(target: Target, names: list[str], sel: Split, ctx: Context, size: Siz
     return rows
 
 
-def fit_l2p(target: Target, sel: Split, size: Sizes, spaces: Path, say: Progress) -> dict[str, Any] | None:
+def fit_l2p(target: Target, pipe: Any, sel: Split, size: Sizes, spaces: Path, say: Progress) -> dict[str, Any] | None:
     """The l2p forecaster's rows for CG-Taylor's space, fitted on the uncached trajectories of the selection split's
-    first items (at most 16, never test items), with ``L2P_HISTORY`` entries; None where the space has no l2p or the
-    pipeline switches experts mid-trajectory."""
+    first items (at most 16, never test items) sampled by ``pipe`` (uncached), with ``L2P_HISTORY`` entries; None where
+    the space has no l2p or the pipeline switches experts mid-trajectory."""
     from ..caching.forecasters.l2p import fit_pipeline
     from .tuner import steps_value
 
     sp = space("cg-taylor", target.kind, target.steps, spaces)
     if not any(c.get("forecaster") == "l2p" for c in sp.combos()):
         return None
-    pipe = target.load()
     if getattr(pipe, "transformer_2", None) is not None:
         return None
     items = sel.items[:16]
@@ -281,7 +280,7 @@ def run(model: str, methods: list[str] | None = None, quick: bool = False, level
     if "magcache" in names and getattr(ref_runner.pipe, "transformer_2", None) is None:  # calibrated on the first selection batch (never on test items)
         ctx.mag_ratios = calibrate_magcache(target.load(), lambda p: target.generate(p, sel.items[: size.batch]), target.steps)
     if "cg-taylor" in names:
-        ctx.l2p = fit_l2p(target, sel, size, spaces, say)
+        ctx.l2p = fit_l2p(target, ref_runner.pipe, sel, size, spaces, say)  # its recording hooks come off after
     rows = select(target, names, sel, ctx, size, budget, levels, spaces, log, say)
     choices = choices_of(rows, names, levels)
     by_label = {r["label"]: r for r in rows if "selection" in r}

@@ -253,7 +253,7 @@ def readme_verdict(root: Path) -> str:
         cfg = reports[n]["config"]
         harm = "harm = task accuracy down > 2 pts" if reports[n]["reference"].get("test_accuracy") is not None else "harm = p10 PSNR > 5 dB under the level"
         out += [f"**{n}** ({cfg['kind']} denoiser, {cfg['steps']} steps, {cfg['sizes']['test']} test items, {harm}; "
-                f"command: `accel bench cache --model {n}`)", "", headline_markdown(reports[n])]
+                f"test generation {cfg['test_generation']}, {cfg['budget']} evaluations per method; command: `accel bench cache --model {n}`)", "", headline_markdown(reports[n])]
     return "\n".join(out)
 
 

@@ -133,7 +133,7 @@ class ControllerHook(ModelHook):
         # Set by ``accel.enable(pipe)`` from the folder's default: (step counts with a setting of their own, the step
         # count the enabled one was chosen at); a trajectory at one of the former says so once.
         self.step_hint: tuple[list[int], int | None] | None = None  # None: nothing to say
-        self._hinted: set[int] = set()
+        self._hinted: set[Any] = set()
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
@@ -185,8 +185,23 @@ class ControllerHook(ModelHook):
         if (st.force is None and st.imposed is None and not self.probe and not self.differentiable and not self.pending
                 and st.gate is not None and self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK).gate.blind(st.gate)):
             st.compute, st.blind = False, True  # block 0 is forecast too (GateHook)
-        if self.step_hint is not None and st.step == 0:
-            self._hint(self.trajectory.num_steps())
+        if st.step == 0:
+            n = self.trajectory.num_steps()
+            if self.step_hint is not None:
+                self._hint(n)
+            self._check_fitted(n)
+
+    def _check_fitted(self, n: int | None) -> None:
+        fitted = self.config.build_forecaster("last").fitted_steps()
+        if n is None or fitted is None or n == fitted or ("fitted", n) in self._hinted:
+            return
+        import warnings
+
+        self._hinted.add(("fitted", n))
+        warnings.warn(f"the {self.config.forecaster} forecaster's options were fitted per step of {fitted}-step sampling, "
+                      f"and this call samples {n} steps: its rows fall on the wrong steps (the gate still refuses the "
+                      f"forecasts they spoil, at a cost in speed); use a setting fitted for {n} steps "
+                      f"(accel calibrate --steps {n} --save, then accel.enable(pipe, steps={n}))", stacklevel=2)
 
     def _hint(self, n: int | None) -> None:
         counts, chosen = self.step_hint

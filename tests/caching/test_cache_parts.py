@@ -205,6 +205,24 @@ def test_l2p_fits_a_linear_recurrence_and_forecasts_it():
         CGTaylorConfig(forecaster="l2p", forecaster_options={"history": 3, "last": [[1.0, 0.0, 0.0, 0.0]]})
 
 
+def test_l2p_rows_fitted_for_another_step_count_are_named(tiny_dit_pipe):
+    """Rows fitted per step of N-step sampling fall on the wrong steps at another count: the call says so, once per
+    count, and names the fix; at N it is silent."""
+    import warnings
+
+    rows = [[]] + [[2.0, -1.0]] * 5  # fitted for 6 steps
+    accel.enable(tiny_dit_pipe, CGTaylorConfig(threshold=0.1, forecaster="l2p", forecaster_options={"history": 2, "last": rows, "block0": rows}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_pipe(tiny_dit_pipe, steps=6)
+    with pytest.warns(UserWarning, match="fitted per step of 6-step sampling, and this call samples 8 steps.*--steps 8"):
+        run_pipe(tiny_dit_pipe, steps=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_pipe(tiny_dit_pipe, steps=8)  # said once
+    accel.disable(tiny_dit_pipe)
+
+
 def test_variants_that_cannot_apply_are_refused(tiny_dit_pipe):
     from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 

@@ -53,6 +53,10 @@ class Forecaster(ABC):
     def __init__(self, options: Any, role: str) -> None:
         self.options, self.role = options, role
 
+    def fitted_steps(self) -> int | None:
+        """The sampling step count this forecaster's options were fitted for (None: any)."""
+        return None
+
     @abstractmethod
     def update(self, s: Stream, h: torch.Tensor, step: int) -> None:
         """A full step at ``step`` computed ``h``: refresh ``s`` in place (the forward path)."""

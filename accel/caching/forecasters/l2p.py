@@ -58,6 +58,9 @@ class L2P(Forecaster):
     rows = None
     advances = True
 
+    def fitted_steps(self) -> int | None:
+        return len(self.options.last) or None
+
     def _coefs(self, step: int, valid: int) -> tuple[float, ...]:
         fitted = self.options.block0 if self.role == "block0" else self.options.last
         row = fitted[step] if step < len(fitted) and fitted[step] else DEFAULT_ROW

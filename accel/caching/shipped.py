@@ -99,6 +99,8 @@ def shipped_settings(obj: Any, preset: str | None = None, steps: int | None = No
         return {}
     where, record = _for_steps(path, record, steps)
     if preset is None:
+        if "threshold" not in record and record.get("by_steps") and where == str(path):
+            return {}  # settings per step count only: at other counts none held its level (the file's "default" says why)
         return _fields({"threshold": record.get("threshold"), **record.get("config", {})} if "threshold" in record else {}, where)
     presets = record.get("presets", {})
     if preset not in presets:

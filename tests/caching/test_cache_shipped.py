@@ -97,11 +97,14 @@ def test_shipped_models_presets_are_valid_configs():
         if not (info.weights / "accel_cache.json").is_file():
             continue
         holder = type("P", (), {"_accel_source": str(info.weights)})()
-        assert shipped_settings(holder)["threshold"] >= 0
         record = json.loads((info.weights / "accel_cache.json").read_text())
-        assert set(record["presets"]) <= set(PRESETS)
-        for preset in record["presets"]:
-            CGTaylorConfig(**shipped_settings(holder, preset))
+        if "threshold" not in record:  # settings per step count only; the file says why there is no default
+            assert record["default"] and "presets" not in record and shipped_settings(holder) == {}, name
+        else:
+            assert shipped_settings(holder)["threshold"] >= 0
+            assert set(record["presets"]) <= set(PRESETS)
+            for preset in record["presets"]:
+                CGTaylorConfig(**shipped_settings(holder, preset))
         for n, entry in record.get("by_steps", {}).items():  # a step count's choices: valid, and each held on test
             assert entry["steps"] == int(n) and CGTaylorConfig(**shipped_settings(holder, steps=int(n)))
             assert entry["figures"] and all(f["holds_on_test"] for f in entry["figures"].values()), (name, n)
@@ -116,6 +119,7 @@ def test_shipped_settings_are_the_benchmark_rules_choice():
     from pathlib import Path
 
     from accel.benchmarks.calibrate import PRESETS as LEVEL_OF, cg_taylor_choices
+    from accel.benchmarks.methods import with_l2p_rows
     from accel.benchmarks.targets import TEST_SEEDS
     from accel.zoo import MODELS
 
@@ -125,13 +129,19 @@ def test_shipped_settings_are_the_benchmark_rules_choice():
         report_path = root / name / "bench_cache.json"
         if not report_path.is_file() or not (info.weights / "accel_cache.json").is_file():
             continue
-        choices = cg_taylor_choices(json.loads(report_path.read_text()))
+        report = json.loads(report_path.read_text())
+        choices = cg_taylor_choices(report)
+        for c in choices.values():  # a setting with the fitted l2p forecaster ships the report's rows with it
+            c["params"] = with_l2p_rows(c["params"], report["config"].get("l2p"))
         record = json.loads((info.weights / "accel_cache.json").read_text())
-        level = f"{record['level_db']:g}"
-        assert {"threshold": record["threshold"], **record["config"]} == choices[level]["params"], name
-        assert choices[level]["holds_on_test"], name
-        held = {preset: choices[lv]["params"] for preset, lv in LEVEL_OF.items() if lv in choices and choices[lv]["holds_on_test"]}
-        assert record["presets"] == held, name
+        if "threshold" not in record:  # no default: none of the report's choices held on test
+            assert not any(c["holds_on_test"] for c in choices.values()) and "presets" not in record, name
+        else:
+            level = f"{record['level_db']:g}"
+            assert {"threshold": record["threshold"], **record["config"]} == choices[level]["params"], name
+            assert choices[level]["holds_on_test"], name
+            held = {preset: choices[lv]["params"] for preset, lv in LEVEL_OF.items() if lv in choices and choices[lv]["holds_on_test"]}
+            assert record["presets"] == held, name
         checked += 1
         for n, entry in record.get("by_steps", {}).items():  # each step count's entry: the rule's choice on its own report
             step_report = json.loads((root / name / f"steps-{n}" / "bench_cache.json").read_text())

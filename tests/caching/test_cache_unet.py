@@ -223,9 +223,9 @@ def test_sequential_cfg_keeps_a_state_per_context() -> None:
 
 
 def test_quality_floor_on_unet_natural_at_shipped_setting() -> None:
-    """The shipped setting for unet-natural (the benchmark rule's choice at its shipped level, per-image PSNR median
-    >= 30 dB on the test split), on 4 other images (50 DDIM steps, seeds 0-3): within 3 dB of that level pooled
-    over the batch (28.7 dB measured) while skipping the deep part on most steps (90%)."""
+    """unet-natural ships a setting for 20 DDIM steps only (the rule's 35 dB choice, which held on its test split;
+    at 50 steps none of the rule's choices held on test, and the folder says so). On 4 other images (seeds 0-3): within
+    3 dB of that level pooled over the batch (34.6 dB measured) while skipping the deep part on most steps (60%)."""
     from diffusers import DDIMPipeline, DDIMScheduler
 
     import json
@@ -236,8 +236,9 @@ def test_quality_floor_on_unet_natural_at_shipped_setting() -> None:
     from accel.zoo import MODELS
 
     src = load_pipeline("unet-natural")
-    cfg = shipped_config(src)
-    level = float(json.loads((MODELS["unet-natural"].weights / "accel_cache.json").read_text())["level_db"])
+    record = json.loads((MODELS["unet-natural"].weights / "accel_cache.json").read_text())
+    assert "threshold" not in record and shipped_config(src) is None  # no 50-step default
+    cfg, level = shipped_config(src, steps=20), float(record["by_steps"]["20"]["level_db"])
     assert cfg is not None and cfg.threshold > 0
     pipe = DDIMPipeline(unet=src.unet, scheduler=DDIMScheduler.from_config(src.scheduler.config))
     pipe.set_progress_bar_config(disable=True)
@@ -245,14 +246,14 @@ def test_quality_floor_on_unet_natural_at_shipped_setting() -> None:
     def run() -> np.ndarray:
         gens = [torch.Generator().manual_seed(i) for i in range(4)]
         with torch.no_grad():
-            im = pipe(batch_size=4, generator=gens, num_inference_steps=50, output_type="np").images
+            im = pipe(batch_size=4, generator=gens, num_inference_steps=20, output_type="np").images
         return (np.clip(im, 0, 1) * 255).round().astype(np.uint8)
 
     ref = run()
     with accel.cached(pipe, cfg):
         out = run()
         st = accel.stats(pipe)
-    assert st.forecast_fraction >= 0.7, st.to_dict()
+    assert st.forecast_fraction >= 0.5, st.to_dict()
     assert psnr(out, ref) >= level - 3.0
 
 

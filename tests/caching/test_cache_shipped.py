@@ -120,6 +120,12 @@ def test_shipped_settings_are_the_benchmark_rules_choice():
 
     from accel.benchmarks.calibrate import PRESETS as LEVEL_OF, cg_taylor_choices
     from accel.benchmarks.methods import with_l2p_rows
+
+    def shipped_choices(report):  # a setting with the fitted l2p forecaster ships the report's rows with it
+        choices = cg_taylor_choices(report)
+        for c in choices.values():
+            c["params"] = with_l2p_rows(c["params"], report["config"].get("l2p"))
+        return choices
     from accel.benchmarks.targets import TEST_SEEDS
     from accel.zoo import MODELS
 
@@ -129,10 +135,7 @@ def test_shipped_settings_are_the_benchmark_rules_choice():
         report_path = root / name / "bench_cache.json"
         if not report_path.is_file() or not (info.weights / "accel_cache.json").is_file():
             continue
-        report = json.loads(report_path.read_text())
-        choices = cg_taylor_choices(report)
-        for c in choices.values():  # a setting with the fitted l2p forecaster ships the report's rows with it
-            c["params"] = with_l2p_rows(c["params"], report["config"].get("l2p"))
+        choices = shipped_choices(json.loads(report_path.read_text()))
         record = json.loads((info.weights / "accel_cache.json").read_text())
         if "threshold" not in record:  # no default: none of the report's choices held on test
             assert not any(c["holds_on_test"] for c in choices.values()) and "presets" not in record, name
@@ -146,7 +149,7 @@ def test_shipped_settings_are_the_benchmark_rules_choice():
         for n, entry in record.get("by_steps", {}).items():  # each step count's entry: the rule's choice on its own report
             step_report = json.loads((root / name / f"steps-{n}" / "bench_cache.json").read_text())
             assert step_report["config"].get("test_generation") in TEST_SEEDS and step_report["config"]["steps"] == int(n), (name, n)
-            choices = cg_taylor_choices(step_report)
+            choices = shipped_choices(step_report)
             level = f"{entry['level_db']:g}"
             assert {"threshold": entry["threshold"], **entry["config"]} == choices[level]["params"] and choices[level]["holds_on_test"], (name, n)
             held = {preset: choices[lv]["params"] for preset, lv in LEVEL_OF.items() if lv in choices and choices[lv]["holds_on_test"]}

@@ -134,6 +134,7 @@ class ControllerHook(ModelHook):
         # count the enabled one was chosen at); a trajectory at one of the former says so once.
         self.step_hint: tuple[list[int], int | None] | None = None  # None: nothing to say
         self._hinted: set[Any] = set()
+        self._fitted: tuple[int | None] | None = None  # (the step count the forecaster was fitted for,), once known
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
@@ -192,7 +193,9 @@ class ControllerHook(ModelHook):
             self._check_fitted(n)
 
     def _check_fitted(self, n: int | None) -> None:
-        fitted = self.config.build_forecaster("last").fitted_steps()
+        if self._fitted is None:
+            self._fitted = (self.config.build_forecaster("last").fitted_steps(),)
+        (fitted,) = self._fitted
         if n is None or fitted is None or n == fitted or ("fitted", n) in self._hinted:
             return
         import warnings

@@ -5,6 +5,7 @@ and one preset per quality level)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,12 @@ from .methods import with_l2p_rows
 
 PRESETS = {"quality": "40", "balanced": "35", "fast": "30"}  # preset name -> PSNR level (dB) of the rule's choice
 
+
+
+def compact_json(obj: Any) -> str:
+    """``obj`` as indented JSON with every list of numbers on one line (the l2p forecaster's fitted rows)."""
+    text = json.dumps(obj, indent=2)
+    return re.sub(r"\[\s*([-+0-9.eE,\s]*?)\s*\]", lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",") if v.strip()) + "]", text)
 
 def cg_taylor_choices(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per level: CG-Taylor's chosen settings with their selection and test figures (levels with no choice left out)."""
@@ -72,5 +79,5 @@ def ship(report: dict[str, Any], folder: str | Path, level: str, command: str, s
         out = {**old, "by_steps": dict(sorted(by_steps.items(), key=lambda kv: int(kv[0])))}
     else:
         out = {**rec, **{k: v for k, v in old.items() if k not in rec}}
-    atomic_write_bytes(path, (json.dumps(out, indent=2) + "\n").encode())
+    atomic_write_bytes(path, (compact_json(out) + "\n").encode())
     return {**rec, "saved_to": str(path)}

@@ -186,7 +186,7 @@ class ControllerHook(ModelHook):
         if (st.force is None and st.imposed is None and not self.probe and not self.differentiable and not self.pending
                 and st.gate is not None and self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK).gate.blind(st.gate)):
             st.compute, st.blind = False, True  # block 0 is forecast too (GateHook)
-        if st.step == 0:
+        if st.step == 0 and hasattr(self.trajectory, "num_steps"):  # the gradient path numbers its own steps
             n = self.trajectory.num_steps()
             if self.step_hint is not None:
                 self._hint(n)

@@ -131,7 +131,8 @@ def test_dit_digits_ships_the_race_setting_for_finetuning():
 
     rec = json.loads((MODELS["dit-digits"].weights / "accel_cache.json").read_text())
     assert CGTaylorConfig(**rec["finetune"]) == CGTaylorConfig(threshold=0.05)
-    assert rec["threshold"] > 0 and rec["config"]["residual"] and set(rec["presets"]) == {"quality", "balanced", "fast"}
+    assert rec["threshold"] > 0 and rec["config"]["residual"] and set(rec["presets"]) <= {"quality", "balanced", "fast"}
+    assert rec["presets"]  # the levels whose choice held on test
 
 
 def test_sample_with_grad_takes_the_shipped_setting_for_its_step_count(tiny_dit_folder, tiny_dit_pipe):

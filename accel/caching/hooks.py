@@ -134,7 +134,7 @@ class ControllerHook(ModelHook):
         # count the enabled one was chosen at); a trajectory at one of the former says so once.
         self.step_hint: tuple[list[int], int | None] | None = None  # None: nothing to say
         self._hinted: set[Any] = set()
-        self._fitted: tuple[int | None] | None = None  # (the step count the forecaster was fitted for,), once known
+        self.fitted_steps = config.build_forecaster("last").fitted_steps()  # the step count its options were fitted for
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         self._begin(args, kwargs)
@@ -186,16 +186,14 @@ class ControllerHook(ModelHook):
         if (st.force is None and st.imposed is None and not self.probe and not self.differentiable and not self.pending
                 and st.gate is not None and self.blocks[0].module._diffusers_hook.get_hook(GATE_HOOK).gate.blind(st.gate)):
             st.compute, st.blind = False, True  # block 0 is forecast too (GateHook)
-        if st.step == 0 and hasattr(self.trajectory, "num_steps"):  # the gradient path numbers its own steps
+        if st.step == 0:
             n = self.trajectory.num_steps()
             if self.step_hint is not None:
                 self._hint(n)
             self._check_fitted(n)
 
     def _check_fitted(self, n: int | None) -> None:
-        if self._fitted is None:
-            self._fitted = (self.config.build_forecaster("last").fitted_steps(),)
-        (fitted,) = self._fitted
+        fitted = self.fitted_steps
         if n is None or fitted is None or n == fitted or ("fitted", n) in self._hinted:
             return
         import warnings

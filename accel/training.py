@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from .errors import AccelError
-from .utils import load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
+from .utils import atomic_write_bytes, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors, save_checkpoint
 
 if TYPE_CHECKING:
     import numpy as np
@@ -189,13 +189,32 @@ def train_autoencoder(checkpoint: Path, settings: dict[str, Any], build: Callabl
     return ema
 
 
-def save_trained(out_dir: str | Path, pipe: Any, settings: dict[str, Any], loss_ema: float) -> Path:
-    """Write a trained pipeline (``save_pretrained``) and its ``train_config.json`` (settings, final loss, date)."""
+def save_trained(out_dir: str | Path, pipe: Any, settings: dict[str, Any], loss_ema: float,
+                 half: tuple[str, ...] = ()) -> Path:
+    """Write a trained pipeline (``save_pretrained``) and its ``train_config.json`` (settings, final loss, date).
+
+    The components named in ``half`` store their weights as float16 (half the bytes of the wheel); diffusers loads
+    them back into the model's float32 parameters, so sampling still computes in float32."""
     out = Path(out_dir)
     pipe.save_pretrained(out)
+    for name in half:
+        store_half(out / name)
     record = settings | {"final_loss_ema": loss_ema, "finished": time.strftime("%Y-%m-%d")}
     (out / "train_config.json").write_text(json.dumps(record, indent=2))
     return out
+
+
+def store_half(folder: str | Path) -> None:
+    """Rewrite every safetensors file in ``folder`` with its float32 tensors as float16 (atomically)."""
+    from safetensors import safe_open
+    from safetensors.torch import save
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+        atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def read_train_config(cls: type, record: str | Path | dict[str, Any]) -> Any:

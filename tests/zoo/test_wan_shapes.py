@@ -56,6 +56,14 @@ def test_the_recipe_trains_and_the_folder_is_a_wan_pipeline(tmp_path):
         recipe.train(tmp_path / "wan", recipe.TrainConfig(**{**cfg.__dict__, "lr": 1e-3}), work_dir=tmp_path / "wan" / ".train")
     pipe = load(str(out))
     assert isinstance(pipe, WanPipeline) and pipe.transformer.config.num_layers == 30
+    # the transformer is stored as float16 and loaded back as float32 (the VAE keeps float32)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "transformer" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
+    with safe_open(str(out / "vae" / "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F32"}
+    assert {p.dtype for p in pipe.transformer.parameters()} == {torch.float32}
     assert pipe.accel_call_defaults == recipe.CALL
     pipe.set_progress_bar_config(disable=True)
     frames = pipe(["a red circle moving right"], num_inference_steps=2, guidance_scale=1.0, output_type="np",

@@ -88,7 +88,7 @@ def train(out_dir: str | Path, config: TrainConfig | None = None, work_dir: str 
     pipe = WanPipeline(tokenizer=src.tokenizer, text_encoder=text, vae=vae, scheduler=src.scheduler,
                        transformer=src.transformer.eval(), transformer_2=ema.eval().requires_grad_(False),
                        boundary_ratio=cfg.boundary_ratio)
-    out = save_trained(out_dir, pipe, asdict(cfg), loss_ema)
+    out = save_trained(out_dir, pipe, asdict(cfg), loss_ema, half=(*base.HALF, "transformer_2"))
     from .._registry import CALL_DEFAULTS
 
     (Path(out) / CALL_DEFAULTS).write_text(json.dumps(getattr(src, "accel_call_defaults", base.CALL), indent=2) + "\n")

@@ -12,7 +12,7 @@ from ._progress import progress_bar
 
 def coverage(
     out: Annotated[Path, typer.Option(help="Markdown table to write.")] = Path("docs/coverage.md"),
-    gate: Annotated[str, typer.Option(help="The gate the forecasting check runs under (a registered gate: step, cumulative, lookahead, sea).")] = "step",
+    gate: Annotated[str, typer.Option(help="The gate the forecasting check runs under (a registered gate: step, cumulative, lookahead).")] = "step",
 ) -> None:
     """Every denoiser class the installed diffusers exports: tiny config, sampling loop, the four cache checks."""
     import torch

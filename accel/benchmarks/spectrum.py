@@ -27,12 +27,28 @@ import torch
 from diffusers.hooks.hooks import BaseState, ModelHook, StateManager
 
 from ..caching.blocks import BlockSpec, find_blocks, find_denoiser
-from ..caching.forecasters.spectrum import chebyshev_basis, ridge_weights
 from ..caching.hooks import attach, controller_of, detach
 from ..errors import AccelError
 
 CONTROLLER_HOOK = "accel_spectrum"
 BLOCK_HOOK = "accel_spectrum_block"
+
+
+def chebyshev_basis(t: float, span: int, p: int) -> torch.Tensor:
+    """``[T_0(tau) .. T_{p-1}(tau)]`` at ``tau = 2 t / span - 1``, float64 on the CPU."""
+    tau = 2.0 * float(t) / span - 1.0
+    x = [1.0, tau]
+    while len(x) < p:
+        x.append(2.0 * tau * x[-1] - x[-2])
+    return torch.tensor(x[:p], dtype=torch.float64)
+
+
+def ridge_weights(gram: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``G^-1 x`` (float64) by Cholesky; a tiny jitter where ``G`` is singular (no penalty, too few steps)."""
+    chol, info = torch.linalg.cholesky_ex(gram)
+    if info:
+        chol = torch.linalg.cholesky(gram + 1e-6 * max(gram.diag().mean().item(), 1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype))
+    return torch.cholesky_solve(x[:, None], chol)[:, 0]
 
 
 # field: (type, check, the rule in words)

@@ -33,7 +33,7 @@ class CGTaylorConfig:
         residual: forecast the residual of the skipped blocks (the forecast block's output minus block 0's)
             instead of the output itself, and add it to block 0's fresh output on forecast steps (default False).
             The forecast then starts from what block 0 computed on this very step, as DBCache's residual cache
-            and FoCa's corrector do. Needs block 0 and the forecast block to output the same shape
+            does. Needs block 0 and the forecast block to output the same shape
             (transformers; not U-Nets).
         unet_policy: how a U-Net is cached (transformers ignore it). ``"shallow"`` (default): conv_in, the first
             down block, the last up block and the head run on every step; the gate is on the first down block and
@@ -48,11 +48,11 @@ class CGTaylorConfig:
             step's block-0 forecast error is below the threshold), ``"cumulative"`` (the sum of the errors of the
             forecast steps since the last full step, this one included, is below it), ``"lookahead"`` (the step
             gate, and after a forecast whose error is under ``ratio`` x threshold the next step forecasts block 0
-            too; transformers only) or ``"sea"`` (the cumulative gate on SeaCache's filtered error: block 0's error
-            and output weighted over the token grid's frequencies by the Wiener gain of the step's noise level).
+            too; transformers only).
         gate_options: the gate's options (a dict; the chosen gate's ``Options`` fields).
         forecaster: what a skipped step's output is forecast with, for block 0 (which the gate judges) and the
-            forecast block alike, by name (``accel.caching.forecasters``): ``"taylor"`` (default, the paper).
+            forecast block alike, by name (``accel.caching.forecasters``): ``"taylor"`` (default, the paper) or
+            ``"l2p"`` (a per-step linear predictor whose rows are fitted on uncached trajectories).
         forecaster_options: the forecaster's options (a dict; e.g. ``{"order": 1, "block0_order": 2}`` for Taylor).
     """
 

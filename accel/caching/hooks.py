@@ -28,11 +28,9 @@ from ..errors import AccelError
 from .blocks import BlockSpec
 from .config import CGTaylorConfig
 from .forecasters import Forecaster
-from .gates import Where
-from .gates.sea import noise_level
 from .parallel import all_reduce_sum, shard_group, sum_over_shards
 from .state import CacheStats, CGTaylorState, ContextStates, StepRecord
-from .trajectory import Trajectory, call_arg
+from .trajectory import Trajectory
 
 CONTROLLER_HOOK = "accel_cg_taylor"
 GATE_HOOK = "accel_cg_taylor_gate"
@@ -128,7 +126,6 @@ class ControllerHook(ModelHook):
         self.trace: list[tuple[BlockSpec, torch.Tensor]] = []
         self.history: tuple[dict[str, list[StepRecord]], dict[str, int]] = ({}, {})
         self.model = model
-        self.latent: tuple[int, ...] | None = None  # the shape of the call's latent input (for gates that read the grid)
         self.trajectory = Trajectory(states, config, params, scheduler, model)  # numbers the calls (trajectory.py)
         # Set by ``accel.enable(pipe)`` from the folder's default: (step counts with a setting of their own, the step
         # count the enabled one was chosen at); a trajectory at one of the former says so once.
@@ -179,8 +176,6 @@ class ControllerHook(ModelHook):
     @torch.compiler.disable
     def _begin(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.group = shard_group(self.model) if self.model is not None else None
-        x = call_arg(self.params, ("hidden_states", "sample", "x"), args, kwargs)
-        self.latent = tuple(x.shape) if isinstance(x, torch.Tensor) else None
         st = self.trajectory.begin(args, kwargs)
         st.compute, st.forecast, st.refresh, st.blind = True, None, True, False
         if (st.force is None and st.imposed is None and not self.probe and not self.differentiable and not self.pending
@@ -290,14 +285,9 @@ class GateHook(ModelHook):
 
     def _error(self, st: CGTaylorState, h: torch.Tensor) -> float:
         """Block 0's relative forecast error at this step, the worst sample's (context parallelism: summed over shards)."""
-        err, ref = self.gate.signal(self.judged, st.s0, st.step, h, self._where(st) if self.gate.needs_where else None)
+        err, ref = self.gate.signal(self.judged, st.s0, st.step, h)
         err, ref = sum_over_shards(err, ref, self.controller.group)  # h is this rank's shard
         return float((err / ref.clamp_min(1e-30)).amax().item())
-
-    def _where(self, st: CGTaylorState) -> Where:
-        c = self.controller
-        patch = getattr(getattr(c.model, "config", None), "patch_size", None)
-        return Where(noise_level(getattr(c.trajectory, "scheduler", None), st.last_t), c.latent, patch, c.group is not None)
 
     def _buffer(self, st: CGTaylorState) -> torch.Tensor | None:
         """Where the forecast may be written in place of a fresh tensor: on U-Nets the forecast feeds an up block,

@@ -167,7 +167,7 @@ def test_secondary_values_as_a_union_of_products_and_excluded_values():
     sp.excluded = (("f", "z"),)
     assert [c["f"] for c in sp.combos()] == ["x", "y", "x", "y"]
     cg = tuner.space("cg-taylor", "flux", 28)
-    assert {c["forecaster"] for c in cg.combos()} == {"taylor", "spectrum", "l2p"}
+    assert {c["forecaster"] for c in cg.combos()} == {"taylor", "l2p"}
 
 
 def test_l2p_rows_are_fitted_on_selection_and_ship_with_the_setting(tiny_dit_folder, tmp_path):

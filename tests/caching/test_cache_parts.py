@@ -131,56 +131,6 @@ def test_lookahead_gate_skips_block_0_after_a_very_good_forecast(tiny_dit_pipe):
         CGTaylorConfig(gate="lookahead", gate_options={"ratio": 0})
 
 
-def test_sea_gate_filters_the_signal_by_the_noise_level(tiny_dit_pipe):
-    """SeaCache's filter: all-pass without noise, low-pass at high noise; the sea gate's signal is the plain one
-    without noise and differs under it; the token grid is read from the latent of a DiT, a video DiT, packed FLUX
-    tokens and a U-Net's block output; on a pipeline the gate judges filtered errors and forecasts."""
-    from accel.caching.forecasters import Stream
-    from accel.caching.gates import Where
-    from accel.caching.gates.sea import noise_level, sea_gain, token_grid
-
-    assert torch.allclose(sea_gain((4, 6), 1.0, 0.0, 3.0), torch.ones(4, 6, dtype=torch.float64))
-    g = sea_gain((8, 8), 0.2, 0.98, 3.0)
-    assert g[0, 0] > 10 * g[4, 4]
-    assert token_grid(torch.zeros(2, 16, 8), (2, 4, 8, 8), 2) == ((4, 4), False)
-    assert token_grid(torch.zeros(2, 9 * 16, 8), (2, 4, 9, 8, 8), (1, 2, 2)) == ((9, 4, 4), False)
-    assert token_grid(torch.zeros(2, 64, 8), (2, 64, 16), 1) == ((8, 8), False)
-    assert token_grid(torch.zeros(2, 8, 6, 6), None, None) == ((6, 6), True)
-    assert token_grid(torch.zeros(2, 15, 8), (2, 4, 8, 8), 2) is None
-    assert noise_level(tiny_dit_pipe.scheduler, 999.0)[1] > 0.99 and noise_level(None, 5.0) is None
-
-    fc, stream = forecasters.build("taylor", None, "last"), Stream()
-    gen = torch.Generator().manual_seed(0)
-    for step in range(3):
-        fc.update(stream, torch.randn(2, 16, 8, generator=gen, dtype=torch.float64), step)
-    actual = torch.randn(2, 16, 8, generator=gen, dtype=torch.float64)
-    gate = gates.build("sea", 0.1, None)
-    plain = fc.error(stream, 3, actual)
-    clean = gate.signal(fc, stream, 3, actual, Where(noise=(1.0, 0.0), latent=(2, 4, 8, 8), patch=2))
-    noisy = gate.signal(fc, stream, 3, actual, Where(noise=(0.1, 0.99), latent=(2, 4, 8, 8), patch=2))
-    assert all(torch.allclose(p, c, rtol=1e-4) for p, c in zip(plain, clean))
-    assert not torch.allclose(plain[0] / plain[1], noisy[0] / noisy[1], rtol=1e-2)
-    full = sea_gain((4, 4), 0.1, 0.99, 3.0)[..., None]  # the filter by complex FFTs over the whole spectrum
-
-    def l1(v):
-        return torch.fft.ifftn(torch.fft.fftn(v.reshape(2, 4, 4, 8), dim=(1, 2)) * full, dim=(1, 2)).real.abs().sum((1, 2, 3))
-
-    want = (l1(fc.predict(stream, 3) - actual), l1(actual))
-    assert all(torch.allclose(n, w.float(), rtol=1e-5) for n, w in zip(noisy, want))
-
-    errors = {}
-    for gate_name in ("cumulative", "sea"):
-        with accel.cached(tiny_dit_pipe, CGTaylorConfig(threshold=0.3, warmup_steps=2, gate=gate_name)):
-            run_pipe(tiny_dit_pipe, steps=12)
-            rows = [r for rows in accel.stats(tiny_dit_pipe).steps.values() for r in rows]
-            errors[gate_name] = next(r.error for r in rows if r.error is not None)
-            if gate_name == "sea":
-                assert any(r.reason == "forecast" for r in rows)
-    assert errors["sea"] != pytest.approx(errors["cumulative"], rel=1e-3), errors
-    with pytest.raises(AccelError, match="power_exp must be in"):
-        CGTaylorConfig(gate="sea", gate_options={"power_exp": 0})
-
-
 def test_l2p_fits_a_linear_recurrence_and_forecasts_it():
     """On trajectories that follow x_s = 1.5 x_{s-1} - 0.5 x_{s-2} the fitted rows are that recurrence (a tiny ridge
     aside), and the forecaster, fed the entries, forecasts the next output; rows are validated in one line."""

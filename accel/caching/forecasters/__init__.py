@@ -11,14 +11,12 @@ from typing import Any
 
 from ..parts import NoOptions, Registry
 from .base import Forecaster, Stream
-from .foca import FoCa
 from .l2p import L2P
-from .spectrum import Spectrum
 from .taylor import Taylor
 
 REGISTRY = Registry("forecaster")
 register, options = REGISTRY.register, REGISTRY.options
-for _cls in (Taylor, Spectrum, FoCa, L2P):
+for _cls in (Taylor, L2P):
     register(_cls)
 
 

@@ -9,7 +9,7 @@ The gradient path (``accel.caching.grad``) needs two things of every forecaster:
 prediction that autograd differentiates (:meth:`Forecaster.updated`, :meth:`Forecaster.predict_differentiable`),
 and a stream that is a function of the latest :attr:`Forecaster.rows` refreshes alone, so that it can be rebuilt from
 them bit for bit (``None``: of every refresh so far). A forecaster that also takes in its own forecasts
-(:attr:`Forecaster.advances`, e.g. FoCa's recursion) is rebuilt by replaying every step since the first.
+(:attr:`Forecaster.advances`, e.g. L2P's entries) is rebuilt by replaying every step since the first.
 """
 
 from __future__ import annotations

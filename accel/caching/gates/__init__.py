@@ -10,15 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..parts import Registry
-from .base import Gate, Where
+from .base import Gate
 from .cumulative import CumulativeGate
 from .lookahead import LookaheadGate
-from .sea import SeaGate
 from .step import StepGate
 
 REGISTRY = Registry("gate")
 register, options = REGISTRY.register, REGISTRY.options
-for _cls in (StepGate, CumulativeGate, LookaheadGate, SeaGate):
+for _cls in (StepGate, CumulativeGate, LookaheadGate):
     register(_cls)
 
 
@@ -27,4 +26,4 @@ def build(name: str, threshold: float, values: dict[str, Any] | None) -> Gate:
     return REGISTRY[name](threshold, options(name, values))
 
 
-__all__ = ["Gate", "REGISTRY", "Where", "build", "options", "register"]
+__all__ = ["Gate", "REGISTRY", "build", "options", "register"]

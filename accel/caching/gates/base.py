@@ -10,7 +10,6 @@ worst sample decides) and asks :meth:`Gate.passes`; then tells the gate what hap
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -19,20 +18,9 @@ from ..forecasters import Forecaster, Stream
 from ..parts import NoOptions
 
 
-@dataclass(frozen=True)
-class Where:
-    """Where a step is, for a signal that reads the noise level and the token grid (gates with ``needs_where``)."""
-
-    noise: tuple[float, float] | None = None  # (a, b) of x_t = a x_0 + b noise, where the scheduler tells
-    latent: tuple[int, ...] | None = None  # the shape of the denoiser's latent input
-    patch: Any = None  # the denoiser's patch size (its config's ``patch_size``)
-    sharded: bool = False  # the sequence is split over ranks (context parallelism): block outputs are shards
-
-
 class Gate(ABC):
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
-    needs_where: ClassVar[bool] = False  # whether :meth:`signal` reads a :class:`Where`
 
     def __init__(self, threshold: float, options: Any) -> None:
         self.threshold, self.options = threshold, options
@@ -41,8 +29,7 @@ class Gate(ABC):
         """The per-branch state at the start of a trajectory (and after the weights change)."""
         return None
 
-    def signal(self, forecaster: Forecaster, s: Stream, step: int, actual: torch.Tensor,
-               where: Where | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def signal(self, forecaster: Forecaster, s: Stream, step: int, actual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per sample, (error, reference) sums whose ratio is the error the gate judges."""
         return forecaster.error(s, step, actual)
 

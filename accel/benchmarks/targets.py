@@ -23,9 +23,9 @@ from ..errors import AccelError
 # The test split's generation. Test seeds (and flux-shapes' test prompts) are fresh for each generation of the
 # protocol and read once by it; a change to any method's code after a verdict run needs a new generation
 # before results are reported again. Studies (floors, ablations, the tuner) read the selection split only.
-TEST_GENERATION = 3
+TEST_GENERATION = 4
 SELECTION_SEED = 1_000
-TEST_SEEDS = {2: 300_000, 3: 500_000}  # generation -> first test noise seed (generation 1 used 100000+, and 20000+ on flux-shapes)
+TEST_SEEDS = {2: 300_000, 3: 500_000, 4: 700_000}  # generation -> first test noise seed (generation 1 used 100000+, and 20000+ on flux-shapes)
 
 
 def test_seed() -> int:

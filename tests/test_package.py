@@ -35,9 +35,10 @@ def test_wheel_layout(wheel):
             assert f"{prefix}/{rel}" in names, f"{prefix}/{rel}: add its package to [tool.setuptools] packages"
     assert not any(n.startswith("tests/") for n in names)
     # The shipped weights (fp32 safetensors) are most of it: dit-digits 4.5 MB, unet-natural 10.4 MB, three
-    # IDM models of 11.4 MB (each a fine-tuned copy of the U-Net) and flux-shapes 16.6 MB (transformer 13.9, VAE
-    # 2.5, text encoders 0.6); code and data files (Set11's images are 1.1 MB of it) stay under 2 MB.
-    assert wheel.stat().st_size < 64 * 2**20, "keep the wheel small"
+    # IDM models of 11.4 MB (each a fine-tuned copy of the U-Net), flux-shapes 16.6 MB (transformer 13.9, VAE
+    # 2.5, text encoders 0.6) and wan-shapes 14 MB (its transformer stored as float16, 12.4); code and data files
+    # (Set11's images are 1.1 MB of it) stay under 2 MB. The ceiling stays under PyPI's 100 MB per file.
+    assert wheel.stat().st_size < 96 * 2**20, "keep the wheel small"
     code = sum(i.file_size for i in zipfile.ZipFile(wheel).infolist() if not i.filename.endswith(".safetensors"))
     assert code < 2 * 2**20, f"non-weight files take {code / 2**20:.1f} MB"
 

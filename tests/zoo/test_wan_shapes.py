@@ -136,3 +136,19 @@ def test_an_autoencoder_the_scorer_cannot_read_through_stops_training(tmp_path):
     with pytest.raises(AccelError, match="autoencoder stage reconstructs .* train it longer"):
         recipe.train(tmp_path / "wan", cfg)
     assert not (tmp_path / "wan" / "model_index.json").exists()
+
+
+FLOOR_PROMPTS = 24  # single-object prompts of the floor test (seed 11), one noise seed each
+
+
+def test_shipped_model_draws_single_moving_shapes_right():
+    """The shipped wan-shapes, uncached at its default steps and guidance: single moving shapes right (object on
+    most frames and moving the named way) in at least 80% of clips; pairs guarded at what the model has."""
+    from accel.zoo import MODELS
+    from accel.zoo.wan_shapes.evaluate import accuracy
+
+    info = MODELS["wan-shapes"]
+    pipe = load("wan-shapes")
+    pipe.set_progress_bar_config(disable=True)
+    acc = accuracy(pipe, FLOOR_PROMPTS, seed=11, steps=info.default_steps, guidance=info.default_guidance)
+    assert acc["single_correct"] >= 0.8, acc

@@ -189,7 +189,10 @@ def _flux_shapes(name: str = "flux-shapes") -> Target:
 
 
 def _wan_shapes(name: str = "wan-shapes") -> Target:
-    from ..zoo import load, motion
+    from ..zoo import MODELS, load, motion
+
+    # a shipped model runs at its default guidance (wan-shapes: 3); a user's folder at WanPipeline's own
+    guidance = {"guidance_scale": MODELS[name].default_guidance} if name in MODELS else {}
 
     def items(split: str, n: int) -> list[tuple[str, int]]:
         # As flux-shapes: selection prompts from the grammar, test prompts from another draw with every selection
@@ -207,7 +210,7 @@ def _wan_shapes(name: str = "wan-shapes") -> Target:
         gens = [torch.Generator().manual_seed(s) for _, s in its]
         with torch.no_grad():
             out = pipe(prompt=[p for p, _ in its], num_inference_steps=target.steps, generator=gens, output_type="np",
-                       **getattr(pipe, "accel_call_defaults", {})).frames
+                       **getattr(pipe, "accel_call_defaults", {}), **guidance).frames
         return _to_uint8(np.asarray(out))
 
     def read(videos: np.ndarray, its: list[Any]) -> list[Any]:
